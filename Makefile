@@ -1,0 +1,29 @@
+# qtnn: the two commands a newcomer runs are `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## the main job: compress a small layer and report (the hybrid demo comes later)
+demo: $(STAMP)
+	$(VENV)/bin/qtnn demo
+
+## the full test suite (unit tests and doctests)
+test: $(STAMP)
+	$(PY) -m pytest -q tests qtnn --doctest-modules
+
+bench: $(STAMP)
+	$(VENV)/bin/qtnn bench mpo-linear --json bench-mpo-linear.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

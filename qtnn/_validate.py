@@ -1,0 +1,144 @@
+"""Small argument checks shared by every layer of qtnn.
+
+Each helper raises :class:`qtnn.QtnnError` (or a subclass) with a message of the
+form ``"<name> must be <what>, got <value>"``; none uses ``assert``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from qtnn.errors import QtnnError, QtnnSizeError, QtnnTypeError
+
+#: Largest single allocation (in bytes) qtnn agrees to make for a dense object.
+#: Override with the environment variable ``QTNN_MAX_BYTES``.
+DEFAULT_MAX_BYTES = 4 * 1024**3
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_int(name: str, value: Any, *, minimum: int | None = None,
+              maximum: int | None = None) -> int:
+    """Return ``value`` as an ``int`` after checking type and range."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise QtnnTypeError(f"{name} must be an integer, got {_short(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise QtnnError(f"{name} must be an integer >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise QtnnError(f"{name} must be an integer <= {maximum}, got {value}")
+    return value
+
+
+def check_bond(name: str, value: Any) -> int | None:
+    """A bond limit: ``None`` (no limit) or a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise QtnnError(f"{name} must be a positive integer or None, got {_short(value)}")
+    return int(value)
+
+
+def check_cutoff(name: str, value: Any) -> float:
+    """A relative truncation budget in ``[0, 1)``."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise QtnnTypeError(f"{name} must be a real number in [0, 1), got {_short(value)}")
+    value = float(value)
+    if not (0.0 <= value < 1.0):
+        raise QtnnError(f"{name} must be a real number in [0, 1), got {value!r}")
+    return value
+
+
+def check_dims(name: str, value: Any) -> tuple[int, ...]:
+    """A non-empty sequence of positive integers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
+        raise QtnnError(f"{name} must be a non-empty sequence of positive integers, got {_short(value)}")
+    out = []
+    for d in value:
+        if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
+            raise QtnnError(f"{name} must be a non-empty sequence of positive integers, got {_short(value)}")
+        out.append(int(d))
+    return tuple(out)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """One of a fixed set of option strings."""
+    if not isinstance(value, str) or value not in choices:
+        raise QtnnError(f"{name} must be one of {', '.join(map(repr, choices))}; got {_short(value)}")
+    return value
+
+
+def as_float_array(name: str, value: Any, *, ndim: int | None = None,
+                   allow_complex: bool = True) -> np.ndarray:
+    """Convert to a finite float64 (or complex128) numpy array, checking shape.
+
+    Torch tensors are detached and moved to the CPU.
+    """
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise QtnnTypeError(f"{name} must be array-like, got {_short(value)}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise QtnnTypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        if not allow_complex:
+            raise QtnnTypeError(f"{name} must be real, got dtype {arr.dtype}")
+        arr = arr.astype(np.complex128, copy=False)
+    else:
+        arr = arr.astype(np.float64, copy=False)
+    if ndim is not None and arr.ndim != ndim:
+        raise QtnnError(f"{name} must be a {ndim}-d array, got shape {arr.shape}")
+    if arr.size == 0:
+        raise QtnnError(f"{name} must not be empty, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise QtnnError(f"{name} must be finite, got NaN or inf in an array of shape {arr.shape}")
+    return arr
+
+
+def max_bytes() -> int:
+    """The allocation limit in bytes (``QTNN_MAX_BYTES`` or 4 GiB)."""
+    env = os.environ.get("QTNN_MAX_BYTES")
+    if env:
+        try:
+            return int(env)
+        except ValueError:
+            raise QtnnError(f"QTNN_MAX_BYTES must be an integer number of bytes, got {env!r}") from None
+    return DEFAULT_MAX_BYTES
+
+
+def check_alloc(what: str, numel: int | float, itemsize: int = 8, *, hint: str = "") -> None:
+    """Refuse an allocation of ``numel`` elements that would exceed :func:`max_bytes`."""
+    need = float(numel) * itemsize
+    limit = max_bytes()
+    if need > limit:
+        msg = (f"{what} would need {_fmt_bytes(need)}, more than the limit of "
+               f"{_fmt_bytes(limit)} (set QTNN_MAX_BYTES to change it)")
+        if hint:
+            msg += f"; {hint}"
+        raise QtnnSizeError(msg)
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def prod(dims: Sequence[int]) -> int:
+    """Product of integer dims (1 for an empty sequence)."""
+    return int(math.prod(dims))

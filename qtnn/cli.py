@@ -1,0 +1,120 @@
+"""The ``qtnn`` command.
+
+Every subcommand that reports figures takes ``--json PATH``; errors are one
+line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from qtnn.errors import QtnnError
+
+__all__ = ["main", "build_parser"]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        vals = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not vals or any(v < 1 for v in vals):
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return vals
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``qtnn`` (exposed for documentation and tests)."""
+    p = argparse.ArgumentParser(
+        prog="qtnn",
+        description="Quantum-classical hybrid tensorized neural networks: MPO layers, "
+                    "staircase circuits, benchmarks.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    d = sub.add_parser("demo", help="train a small MLP on digits, compress its first layer to an MPO "
+                                    "at several bonds and report")
+    d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    d.add_argument("--bonds", type=_ints, default=[1, 2, 4, 8, 16], help="comma-separated bonds")
+    d.add_argument("--epochs", type=int, default=30, help="training epochs of the dense model")
+    d.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+
+    b = sub.add_parser("bench", help="benchmarks (ratios against a baseline in the same run)")
+    bsub = b.add_subparsers(dest="bench", metavar="BENCH")
+    bsub.required = True
+    m = bsub.add_parser("mpo-linear", help="forward+backward time of MPOLinear against nn.Linear")
+    m.add_argument("--sizes", type=_ints, default=[1024, 4096], help="square layer sizes (default 1024,4096)")
+    m.add_argument("--bonds", type=_ints, default=[8, 16, 32], help="bond dims (default 8,16,32)")
+    m.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
+    m.add_argument("--repeats", type=int, default=7, help="timed repeats (default 7)")
+    m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    m.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    m.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
+    return p
+
+
+def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.bench import format_table
+    from qtnn.demo import run_compression_demo
+
+    r = run_compression_demo(seed=args.seed, bonds=tuple(args.bonds), epochs=args.epochs)
+    print(f"dense MLP 64-{r['hidden']}-10 on digits: test accuracy {r['dense']['accuracy']:.4f}, "
+          f"first layer {r['dense']['params']} parameters")
+    print(format_table(r["rows"], [("bond", "bond", "d"), ("params", "params", "d"),
+                                   ("compression", "x smaller", ".1f"),
+                                   ("weight_error", "rel. error", ".4f"),
+                                   ("accuracy", "acc", ".4f"),
+                                   ("accuracy_finetuned", "acc (fine-tuned)", ".4f")]))
+    print("bond entropies (bits) at the largest bond:", r["rows"][-1]["entropies"])
+    print(f"done in {r['seconds']:.1f} s")
+    return r
+
+
+def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.bench import bench_mpo_linear, format_table
+
+    if args.batch < 1 or args.repeats < 1:
+        raise QtnnError(f"--batch and --repeats must be positive, got {args.batch} and {args.repeats}")
+    r = bench_mpo_linear(sizes=args.sizes, bonds=args.bonds, batch=args.batch,
+                         repeats=args.repeats, dtype=args.dtype, device=args.device)
+    print(f"MPOLinear vs nn.Linear, forward+backward, batch {args.batch}, {args.dtype}, "
+          f"{args.device}, {r['threads']} threads, median of {args.repeats}")
+    print(format_table(r["rows"], [("size", "size", "d"), ("bond", "bond", "d"),
+                                   ("strategy", "plan", "s"),
+                                   ("flops_planned_ratio", "FLOPs/dense", ".3f"),
+                                   ("linear_ms", "Linear ms", ".1f"), ("mpo_ms", "MPO ms", ".1f"),
+                                   ("ratio", "time ratio", ".3f"),
+                                   ("params_ratio", "params/dense", ".4f")]))
+    return r
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``qtnn`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "demo":
+            result = _cmd_demo(args)
+        elif args.command == "bench":
+            result = _cmd_bench(args)
+        else:  # pragma: no cover - argparse rejects unknown commands
+            parser.error(f"unknown command {args.command!r}")
+        if getattr(args, "json", None):
+            from qtnn.io import write_json
+
+            write_json(args.json, result)
+            print(f"wrote {args.json}")
+    except QtnnError as err:
+        print(f"qtnn: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qtnn: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,262 @@
+"""``MPOLinear``: a drop-in replacement for :class:`torch.nn.Linear` whose weight is an MPO."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from qtnn._validate import check_bond, check_cutoff, check_int
+from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.tn.mpo import MPO, _site_dims, apply_cores
+
+__all__ = ["MPOLinear", "default_num_cores"]
+
+
+def default_num_cores(in_features: int, out_features: int) -> int:
+    """Number of sites so that site dims are about 8 (at least 2 sites).
+
+    Examples
+    --------
+    >>> default_num_cores(4096, 4096), default_num_cores(64, 10)
+    (4, 2)
+    """
+    return max(2, round(math.log(max(in_features, out_features, 2)) / math.log(8)))
+
+
+def _bond_caps(out_dims: Sequence[int], in_dims: Sequence[int]) -> list[int]:
+    p = [o * i for o, i in zip(out_dims, in_dims)]
+    return [min(math.prod(p[:k]), math.prod(p[k:])) for k in range(1, len(p))]
+
+
+class MPOLinear(nn.Module):
+    r"""Linear layer ``y = W x + b`` with ``W`` held as a Matrix Product Operator.
+
+    Core ``k`` has shape ``(left_bond, out_k, in_k, right_bond)``; inputs of
+    any leading shape ``(..., in_features)`` are zero-padded to
+    ``prod(in_dims)``, contracted with the cores in the order opt_einsum finds
+    cheapest for the current shapes (cached per shape; rebuilding ``W`` is
+    chosen only where that is cheaper), and cropped to ``out_features``.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+        As in :class:`torch.nn.Linear`.
+    bond_dim : int
+        Largest internal bond (capped at each bond by what the sizes allow).
+    out_dims, in_dims : None, int or sequence of int
+        Site dims; an int gives that many balanced sites.  By default both use
+        :func:`default_num_cores` sites (dims close to 8).
+    bias : bool
+        Add a learnable bias (initialised like :class:`torch.nn.Linear`).
+    dtype, device : optional
+        Of the parameters.
+
+    Notes
+    -----
+    Initialisation: every core is Gaussian with the standard deviation that
+    makes ``Var(W_ij) = 1 / (3 * in_features)``, the variance of
+    :class:`torch.nn.Linear`'s default ``kaiming_uniform_(a=sqrt(5))``, so
+    outputs have the same scale at init.  (With ``L`` cores and internal bonds
+    ``chi_k``, ``Var(W_ij) = prod_k sigma_k^2 * prod_k chi_k``.)
+
+    References
+    ----------
+    Novikov et al., "Tensorizing Neural Networks", NeurIPS 2015.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = MPOLinear(64, 32, bond_dim=4)
+    >>> layer(torch.randn(5, 64)).shape
+    torch.Size([5, 32])
+    >>> layer.out_dims, layer.in_dims, layer.bond_dims
+    ((8, 4), (8, 8), [4])
+    """
+
+    def __init__(self, in_features: int, out_features: int, bond_dim: int, *,
+                 out_dims: Any = None, in_dims: Any = None, bias: bool = True,
+                 dtype: torch.dtype | None = None, device: Any = None) -> None:
+        super().__init__()
+        self.in_features = check_int("in_features", in_features, minimum=1)
+        self.out_features = check_int("out_features", out_features, minimum=1)
+        bond_dim = check_bond("bond_dim", bond_dim)
+        if bond_dim is None:
+            raise QtnnError("bond_dim must be a positive integer, got None")
+        if out_dims is None and in_dims is None:
+            out_dims = in_dims = default_num_cores(self.in_features, self.out_features)
+        od, idm = _site_dims(self.out_features, self.in_features, out_dims, in_dims)
+        bonds = [1] + [min(bond_dim, c) for c in _bond_caps(od, idm)] + [1]
+        factory = {"dtype": dtype, "device": device}
+        self.cores = nn.ParameterList(
+            nn.Parameter(torch.empty(bonds[k], od[k], idm[k], bonds[k + 1], **factory))
+            for k in range(len(od)))
+        self.bias = nn.Parameter(torch.empty(self.out_features, **factory)) if bias else None
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ init
+    def reset_parameters(self) -> None:
+        """Gaussian cores with ``Var(W_ij) = 1/(3 in_features)``; bias ``U(-1/sqrt(in), 1/sqrt(in))``."""
+        target = 1.0 / (3.0 * self.in_features)
+        chis = math.prod(self.bond_dims) if self.bond_dims else 1
+        sigma = (target / chis) ** (1.0 / (2 * len(self.cores)))
+        with torch.no_grad():
+            for c in self.cores:
+                c.normal_(0.0, sigma)
+            if self.bias is not None:
+                bound = 1.0 / math.sqrt(self.in_features)
+                self.bias.uniform_(-bound, bound)
+
+    # ------------------------------------------------------------- structure
+    @property
+    def out_dims(self) -> tuple[int, ...]:
+        """Output dims of the sites."""
+        return tuple(int(c.shape[1]) for c in self.cores)
+
+    @property
+    def in_dims(self) -> tuple[int, ...]:
+        """Input dims of the sites."""
+        return tuple(int(c.shape[2]) for c in self.cores)
+
+    @property
+    def bond_dims(self) -> list[int]:
+        """Internal bond dimensions."""
+        return [int(c.shape[-1]) for c in list(self.cores)[:-1]]
+
+    @property
+    def mpo(self) -> MPO:
+        """The weight as a float64 :class:`~qtnn.tn.MPO` (a detached copy)."""
+        cores = [c.detach().cpu().to(torch.float64).numpy().copy() for c in self.cores]
+        return MPO(cores, shape=(self.out_features, self.in_features), check=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense weight ``W`` (``out_features x in_features``), differentiable."""
+        eye = torch.eye(self.in_features, dtype=self.cores[0].dtype, device=self.cores[0].device)
+        return apply_cores(eye, list(self.cores), (self.out_features, self.in_features)).T
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"out_dims={self.out_dims}, in_dims={self.in_dims}, bond_dims={self.bond_dims}, "
+                f"bias={self.bias is not None}")
+
+    # --------------------------------------------------------------- forward
+    def _check_input(self, x: Any) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise QtnnTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise QtnnError(f"x must have shape (..., {self.in_features}), got {tuple(x.shape)}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``y = W x + b`` over the last axis of ``x``."""
+        self._check_input(x)
+        y = apply_cores(x, list(self.cores), (self.out_features, self.in_features))
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def bond_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Activations in every bond space: the "stack view" of the layer.
+
+        The MPO is a product of sparse maps, one per core.  Contracting the
+        input with cores ``0..k`` (site 0 first) leaves a tensor whose legs are
+        the batch, the outputs of sites ``0..k``, bond ``k`` and the inputs not
+        yet consumed.  Entry ``k`` of the result has shape
+        ``(*lead, prod(out_dims[:k+1]), bond_dims[k], prod(in_dims[k+1:]))``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> layer = MPOLinear(64, 64, bond_dim=4)
+        >>> [tuple(f.shape) for f in layer.bond_features(torch.randn(3, 64))]
+        [(3, 8, 4, 8)]
+        """
+        self._check_input(x)
+        lead = tuple(x.shape[:-1])
+        b = math.prod(lead)
+        n_in = math.prod(self.in_dims)
+        xf = x.reshape(b, self.in_features)
+        if n_in != self.in_features:
+            xf = torch.nn.functional.pad(xf, (0, n_in - self.in_features))
+        # t: (B, out_done, bond, in_rest)
+        t = xf.reshape(b, 1, 1, n_in)
+        feats = []
+        for k, c in enumerate(self.cores):
+            l_, o, i, r = c.shape
+            rest = t.shape[-1] // i
+            t = t.reshape(b, t.shape[1], l_, i, rest)
+            t = torch.einsum("bpliq,loir->bporq", t, c).reshape(b, t.shape[1] * o, r, rest)
+            if k < len(self.cores) - 1:
+                feats.append(t.reshape(lead + tuple(t.shape[1:])))
+        return feats
+
+    # ------------------------------------------------------------ conversion
+    @classmethod
+    def from_mpo(cls, mpo: MPO, bias: Any = None, *, dtype: torch.dtype | None = None,
+                 device: Any = None) -> MPOLinear:
+        """A layer whose weight is ``mpo`` (copied) and optional ``bias``."""
+        if not isinstance(mpo, MPO):
+            raise QtnnTypeError(f"mpo must be a qtnn.tn.MPO, got {type(mpo).__name__}")
+        if np.iscomplexobj(mpo.cores[0]) or any(np.iscomplexobj(c) for c in mpo.cores):
+            raise QtnnTypeError("mpo must be real to become an MPOLinear layer")
+        dtype = dtype or torch.get_default_dtype()
+        self = cls.__new__(cls)
+        nn.Module.__init__(self)
+        self.out_features, self.in_features = mpo.shape
+        self.cores = nn.ParameterList(
+            nn.Parameter(torch.as_tensor(c, dtype=dtype, device=device).clone()) for c in mpo.cores)
+        if bias is None:
+            self.bias = None
+        else:
+            b = torch.as_tensor(bias, dtype=dtype, device=device).detach().clone()
+            if b.shape != (self.out_features,):
+                raise QtnnError(f"bias must have shape ({self.out_features},), got {tuple(b.shape)}")
+            self.bias = nn.Parameter(b)
+        return self
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, max_bond: int | None = None,
+                    cutoff: float | None = None, *, out_dims: Any = None,
+                    in_dims: Any = None) -> MPOLinear:
+        """Compress a :class:`torch.nn.Linear` by TT-SVD of its weight.
+
+        The decomposition runs in float64; the new layer has the dtype and
+        device of ``linear``.  With ``max_bond=None`` and ``cutoff=None`` it is
+        exact.
+
+        Examples
+        --------
+        >>> import torch
+        >>> lin = torch.nn.Linear(16, 8).double()
+        >>> mpo_layer = MPOLinear.from_linear(lin)
+        >>> x = torch.randn(4, 16, dtype=torch.float64)
+        >>> bool(torch.allclose(mpo_layer(x), lin(x), rtol=0, atol=1e-12))
+        True
+        """
+        if not isinstance(linear, nn.Linear):
+            raise QtnnTypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
+        max_bond = check_bond("max_bond", max_bond)
+        cutoff = check_cutoff("cutoff", cutoff)
+        w = linear.weight.detach().to("cpu", torch.float64).numpy()
+        if not np.all(np.isfinite(w)):
+            raise QtnnError("linear.weight must be finite, got NaN or inf")
+        if out_dims is None and in_dims is None:
+            out_dims = in_dims = default_num_cores(linear.in_features, linear.out_features)
+        mpo = MPO.from_dense(w, out_dims=out_dims, in_dims=in_dims, max_bond=max_bond, cutoff=cutoff)
+        bias = None if linear.bias is None else linear.bias.detach()
+        return cls.from_mpo(mpo, bias, dtype=linear.weight.dtype, device=linear.weight.device)
+
+    def to_linear(self) -> nn.Linear:
+        """An equivalent dense :class:`torch.nn.Linear`."""
+        p = self.cores[0]
+        lin = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                        dtype=p.dtype, device=p.device)
+        with torch.no_grad():
+            lin.weight.copy_(self.weight)
+            if self.bias is not None:
+                lin.bias.copy_(self.bias)
+        return lin

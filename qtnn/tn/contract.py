@@ -1,0 +1,249 @@
+"""Contraction planning for applying an MPO to a batch of vectors.
+
+The cost of ``y = W x`` with ``W`` an MPO depends on the order of the pairwise
+contractions (DESIGN.md §1).  One core at a time costs ``O(bond^2)`` per entry
+and runs as many small matrix products; merging neighbouring cores first often
+halves the FLOPs; for large bonds rebuilding ``W`` is cheapest.
+:func:`plan_mpo_apply` compares, from the shapes alone,
+
+* ``"split"``: merge the cores left of a bond ``m`` into one block
+  ``L (O_1, I_1, chi)`` and the rest into ``R (chi, O_2, I_2)``, then contract
+  the input with one block and the result with the other.  Both steps are
+  single large matrix products on contiguous data (no transposes of the
+  batch-sized tensors).  Every bond ``m`` and both orders are costed.
+* ``"dense"``: rebuild ``W`` from the two blocks and do one matmul.
+* ``"einsum"``: the order opt_einsum finds over all pairwise contractions
+  (executed with tensordot, which permutes its operands).
+
+FLOPs of the non-dense paths are weighted by :data:`SPLIT_PENALTY` and
+:data:`EINSUM_PENALTY` (GEMM efficiency measured on a 2-core CPU)
+
+and caches the cheapest per shape.  ``qtnn bench mpo-linear`` measures it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["mpo_apply_equation", "mpo_apply_expression", "mpo_apply_cost",
+           "plan_mpo_apply", "execute_mpo_apply", "MPOApplyPlan"]
+
+#: Time per FLOP of the opt_einsum/tensordot path relative to a single GEMM
+#: (measured: 0.25 of the dense FLOPs ran in 0.5 of the dense time at
+#: 4096x4096, batch 256, float32, 2 cores).
+EINSUM_PENALTY = 2.0
+
+#: Time per FLOP of the two-block ("split") path relative to a single GEMM
+#: (its products have small inner dimensions; measured 0.25 of the dense
+#: FLOPs in about 0.3 of the time at bond 8, and about 1.5x the dense time
+#: at equal FLOPs, bond 32).
+SPLIT_PENALTY = 1.5
+
+
+def mpo_apply_equation(num_sites: int) -> str:
+    """Einsum equation: ``x (batch, i_0..i_{L-1})`` and cores ``(b, o, i, b')`` -> ``(batch, o_0..)``.
+
+    Examples
+    --------
+    >>> mpo_apply_equation(2)
+    'acd,efch,hgdi->afg'
+    """
+    import opt_einsum as oe
+
+    sym = oe.get_symbol
+    batch = sym(0)
+    ins = [sym(1 + k) for k in range(num_sites)]
+    outs = [sym(1 + num_sites + k) for k in range(num_sites)]
+    bonds = [sym(1 + 2 * num_sites + k) for k in range(num_sites + 1)]
+    terms = [batch + "".join(ins)]
+    for k in range(num_sites):
+        terms.append(bonds[k] + outs[k] + ins[k] + bonds[k + 1])
+    return ",".join(terms) + "->" + batch + "".join(outs)
+
+
+@functools.lru_cache(maxsize=256)
+def _expression(x_shape: tuple[int, ...], core_shapes: tuple[tuple[int, ...], ...]) -> Any:
+    import opt_einsum as oe
+
+    eq = mpo_apply_equation(len(core_shapes))
+    strategy = "optimal" if len(core_shapes) <= 6 else "dp"
+    return oe.contract_expression(eq, x_shape, *core_shapes, optimize=strategy)
+
+
+def mpo_apply_expression(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]]) -> Any:
+    """A cached opt_einsum expression for ``(x, *cores) -> y`` (``x`` is ``(batch, i_0, ...)``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> expr = mpo_apply_expression((3, 2, 2), [(1, 2, 2, 4), (4, 2, 2, 1)])
+    >>> expr(np.ones((3, 2, 2)), np.ones((1, 2, 2, 4)), np.ones((4, 2, 2, 1))).shape
+    (3, 2, 2)
+    """
+    return _expression(tuple(int(s) for s in x_shape),
+                       tuple(tuple(int(s) for s in c) for c in core_shapes))
+
+
+@dataclass(frozen=True)
+class MPOApplyPlan:
+    """How to compute ``y = W x``; see :func:`plan_mpo_apply`.
+
+    ``strategy`` is ``"split"``, ``"dense"`` or ``"einsum"``; ``split`` the bond
+    index ``m`` (cores ``0..m`` form the left block); ``right_first`` whether
+    the input meets the right block first; ``flops`` the estimated cost
+    (2 per multiply-add, penalty included for ``"einsum"``).
+    """
+
+    strategy: str
+    split: int
+    right_first: bool
+    flops: float
+
+
+def _merge_cost(shapes: Sequence[tuple[int, ...]]) -> float:
+    """FLOPs of merging consecutive cores left to right into one block."""
+    if len(shapes) <= 1:
+        return 0.0
+    l0, o, i, _ = shapes[0]
+    cost = 0.0
+    for s in shapes[1:]:
+        _, o2, i2, r2 = s
+        cost += 2.0 * l0 * o * i * s[0] * o2 * i2 * r2
+        o, i = o * o2, i * i2
+    return cost
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(batch: int, shapes: tuple[tuple[int, ...], ...]) -> MPOApplyPlan:
+    n = len(shapes)
+    outs = [s[1] for s in shapes]
+    ins = [s[2] for s in shapes]
+    O, I = math.prod(outs), math.prod(ins)
+    best: MPOApplyPlan | None = None
+
+    def consider(p: MPOApplyPlan) -> None:
+        nonlocal best
+        if best is None or p.flops < best.flops:
+            best = p
+
+    if n == 1:
+        return MPOApplyPlan("dense", 0, False, 2.0 * batch * O * I)
+    for m in range(n - 1):
+        o1, i1 = math.prod(outs[: m + 1]), math.prod(ins[: m + 1])
+        o2, i2 = O // o1, I // i1
+        chi = shapes[m][3]
+        merge = _merge_cost(shapes[: m + 1]) + _merge_cost(shapes[m + 1:])
+        right = 2.0 * batch * (i1 * i2 * chi * o2 + i1 * chi * o2 * o1)
+        left = 2.0 * batch * (o1 * chi * i1 * i2 + o1 * chi * i2 * o2)
+        consider(MPOApplyPlan("split", m, True, merge + SPLIT_PENALTY * right))
+        if left < right:
+            consider(MPOApplyPlan("split", m, False, merge + SPLIT_PENALTY * left))
+        dense = merge + 2.0 * o1 * i1 * chi * o2 * i2 + 2.0 * batch * O * I
+        consider(MPOApplyPlan("dense", m, False, dense))
+    if n > 2:
+        import opt_einsum as oe
+
+        eq = mpo_apply_equation(n)
+        strategy = "optimal" if n <= 6 else "dp"
+        _, info = oe.contract_path(eq, (batch, *ins), *shapes, shapes=True, optimize=strategy)
+        consider(MPOApplyPlan("einsum", 0, False, EINSUM_PENALTY * float(info.opt_cost)))
+    assert best is not None  # noqa: S101 - n >= 1 always yields a plan
+    return best
+
+
+def plan_mpo_apply(batch: int, core_shapes: Sequence[Sequence[int]]) -> MPOApplyPlan:
+    """The cheapest plan for a batch of ``batch`` inputs (cached per shape).
+
+    Examples
+    --------
+    >>> plan_mpo_apply(256, [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)])
+    MPOApplyPlan(strategy='split', split=1, right_first=True, flops=...)
+    """
+    return _plan(int(batch), tuple(tuple(int(s) for s in c) for c in core_shapes))
+
+
+def mpo_apply_cost(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]]) -> dict[str, float]:
+    """FLOPs of the chosen plan, of core-by-core contraction, and of the dense matmul.
+
+    ``x_shape`` is ``(batch, i_0, ..., i_{L-1})``.  Returns a dict with keys
+    ``"planned"``, ``"strategy"``, ``"sequential"`` and ``"dense"`` (2 FLOPs
+    per multiply-add; building ``W`` is not counted in ``"dense"``).
+    """
+    shapes = [tuple(int(s) for s in c) for c in core_shapes]
+    batch = int(x_shape[0])
+    plan = plan_mpo_apply(batch, shapes)
+    n_in = math.prod(c[2] for c in shapes)
+    n_out = math.prod(c[1] for c in shapes)
+    seq = 0.0
+    out_done = 1
+    for k in range(len(shapes) - 1, -1, -1):
+        l_, o, i, r = shapes[k]
+        rest_in = math.prod(c[2] for c in shapes[:k])
+        seq += 2.0 * batch * rest_in * out_done * i * r * o * l_
+        out_done *= o
+    return {"planned": plan.flops, "strategy": plan.strategy, "sequential": seq,
+            "dense": 2.0 * batch * n_in * n_out}
+
+
+# ----------------------------------------------------------------- execution
+def _einsum(eq: str, *ops: Any) -> Any:
+    if type(ops[0]).__module__.startswith("torch"):
+        import torch
+
+        return torch.einsum(eq, *ops)
+    import numpy as np
+
+    return np.einsum(eq, *ops)
+
+
+def _permute(a: Any, axes: tuple[int, ...]) -> Any:
+    return a.permute(*axes) if hasattr(a, "permute") else a.transpose(axes)
+
+
+def merge_cores(cores: Sequence[Any]) -> Any:
+    """Contract consecutive cores into one block ``(l, prod o, prod i, r)``."""
+    block = cores[0]
+    for c in cores[1:]:
+        l_, o, i, _ = block.shape
+        _, o2, i2, r = c.shape
+        block = _einsum("aoib,bpjc->aopijc", block, c).reshape(l_, o * o2, i * i2, r)
+    return block
+
+
+def execute_mpo_apply(plan: MPOApplyPlan, x: Any, cores: Sequence[Any]) -> Any:
+    """Run ``plan`` on ``x`` of shape ``(batch, prod(in_dims))``; returns ``(batch, prod(out_dims))``.
+
+    ``x`` and ``cores`` are all numpy arrays or all torch tensors.
+    """
+    batch = x.shape[0]
+    if plan.strategy == "einsum":
+        ins = tuple(int(c.shape[2]) for c in cores)
+        expr = mpo_apply_expression((batch, *ins), [tuple(c.shape) for c in cores])
+        return expr(x.reshape((batch, *ins)), *cores).reshape(batch, -1)
+    m = plan.split
+    left = merge_cores(cores[: m + 1])    # (1, o1, i1, chi)
+    if len(cores) == 1:
+        w = left.reshape(left.shape[1], left.shape[2])
+        return x @ _permute(w, (1, 0))
+    right = merge_cores(cores[m + 1:])   # (chi, o2, i2, 1)
+    _, o1, i1, chi = left.shape
+    o2, i2 = right.shape[1], right.shape[2]
+    if plan.strategy == "dense":
+        w = (left.reshape(o1 * i1, chi) @ right.reshape(chi, o2 * i2)).reshape(o1, i1, o2, i2)
+        w = _permute(w, (0, 2, 1, 3)).reshape(o1 * o2, i1 * i2)
+        return x @ _permute(w, (1, 0))
+    if plan.right_first:
+        # (B*i1, i2) @ (i2, chi*o2) -> (B, i1*chi, o2); then (o1, i1*chi) @ that -> (B, o1, o2)
+        r2 = _permute(right.reshape(chi, o2, i2), (2, 0, 1)).reshape(i2, chi * o2)
+        t = (x.reshape(batch * i1, i2) @ r2).reshape(batch, i1 * chi, o2)
+        l2 = left.reshape(o1, i1 * chi)
+        return (l2 @ t).reshape(batch, o1 * o2)
+    # (o1*chi, i1) @ (B, i1, i2) -> (B, o1*chi, i2); then (B*o1, chi*i2) @ (chi*i2, o2)
+    l2 = _permute(left.reshape(o1, i1, chi), (0, 2, 1)).reshape(o1 * chi, i1)
+    t = (l2 @ x.reshape(batch, i1, i2)).reshape(batch * o1, chi * i2)
+    r2 = _permute(right.reshape(chi, o2, i2), (0, 2, 1)).reshape(chi * i2, o2)
+    return (t @ r2).reshape(batch, o1 * o2)

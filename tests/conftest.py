@@ -1,0 +1,13 @@
+import os
+
+import numpy as np
+import pytest
+from hypothesis import settings
+
+settings.register_profile("qtnn", deadline=None, max_examples=40, derandomize=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "qtnn"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)

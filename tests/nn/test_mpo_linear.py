@@ -1,0 +1,134 @@
+"""MPOLinear against nn.Linear (float64, rtol=0)."""
+
+import numpy as np
+import pytest
+import torch
+
+from qtnn import QtnnError
+from qtnn.nn import MPOLinear
+from qtnn.tn import MPO
+
+
+@pytest.mark.parametrize("in_f,out_f,dims", [(16, 8, None), (64, 64, 3), (30, 7, 2), (100, 10, None),
+                                           (12, 20, (3, 2, 2))])
+def test_from_linear_full_bond_reproduces_linear(in_f, out_f, dims):
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(in_f, out_f).double()
+    kw = {} if dims is None else {"out_dims": dims if isinstance(dims, int) else None,
+                                  "in_dims": dims}
+    layer = MPOLinear.from_linear(lin, **kw)
+    x = torch.randn(4, 3, in_f, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), lin(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(layer.to_linear()(x), lin(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(layer.weight, lin.weight, rtol=0, atol=1e-12)
+
+
+def test_from_linear_truncated_matches_mpo_truncation():
+    torch.manual_seed(1)
+    lin = torch.nn.Linear(64, 32, bias=False).double()
+    layer = MPOLinear.from_linear(lin, max_bond=3)
+    assert max(layer.bond_dims) <= 3 and layer.bias is None
+    ref = MPO.from_dense(lin.weight.detach().numpy(), out_dims=2, in_dims=2, max_bond=3)
+    np.testing.assert_allclose(layer.mpo.to_dense(), ref.to_dense(), rtol=0, atol=1e-12)
+
+
+def test_gradcheck_inputs_and_cores():
+    torch.manual_seed(2)
+    layer = MPOLinear(12, 6, bond_dim=3, out_dims=(3, 2), in_dims=(4, 3), dtype=torch.float64)
+    x = torch.randn(5, 12, dtype=torch.float64, requires_grad=True)
+    cores = [c.detach().clone().requires_grad_(True) for c in layer.cores]
+
+    def f(x, *cs):
+        with torch.no_grad():
+            for p, c in zip(layer.cores, cs):
+                p.set_(c.detach().clone())
+        from qtnn.tn.mpo import apply_cores
+        return apply_cores(x, list(cs), (6, 12)) + layer.bias
+
+    assert torch.autograd.gradcheck(f, (x, *cores))
+    assert torch.autograd.gradcheck(layer, (x,))
+
+
+@pytest.mark.parametrize("in_f,out_f,bond", [(256, 128, 4), (64, 64, 16), (100, 30, 2)])
+def test_init_variance_matches_nn_linear(in_f, out_f, bond):
+    # Var(W_ij) of nn.Linear's default init is 1/(3 in_features); check over many draws.
+    draws = []
+    for s in range(40):
+        torch.manual_seed(s)
+        draws.append(MPOLinear(in_f, out_f, bond, dtype=torch.float64).weight.detach().var().item())
+    target = 1.0 / (3 * in_f)
+    assert abs(np.mean(draws) / target - 1) < 0.10
+    torch.manual_seed(0)
+    ref = np.mean([torch.nn.Linear(in_f, out_f).weight.var().item() for _ in range(40)])
+    assert abs(np.mean(draws) / ref - 1) < 0.10
+
+
+def test_default_init_output_is_not_just_bias():
+    # A factorised layer initialised with tiny cores outputs little more than its bias.
+    torch.manual_seed(0)
+    layer = MPOLinear(1024, 1024, bond_dim=8)
+    lin = torch.nn.Linear(1024, 1024)
+    x = torch.randn(256, 1024)
+    with torch.no_grad():
+        signal = (layer(x) - layer.bias).std().item()
+        ref = (lin(x) - lin.bias).std().item()
+    assert 0.7 < signal / ref < 1.3
+
+
+def test_float32_and_any_leading_shape():
+    layer = MPOLinear(48, 20, bond_dim=4)
+    assert layer.cores[0].dtype == torch.float32
+    y = layer(torch.randn(2, 3, 4, 48))
+    assert y.shape == (2, 3, 4, 20) and y.dtype == torch.float32
+    assert layer(torch.randn(48)).shape == (20,)
+
+
+def test_bond_features_stack_view():
+    torch.manual_seed(3)
+    layer = MPOLinear(64, 64, bond_dim=4, out_dims=3, in_dims=3, dtype=torch.float64)
+    x = torch.randn(5, 64, dtype=torch.float64)
+    feats = layer.bond_features(x)
+    assert [tuple(f.shape) for f in feats] == [(5, 4, 4, 16), (5, 16, 4, 4)]
+    # contracting the last bond feature with the last core gives the output
+    last = layer.cores[-1]
+    y = torch.einsum("bpli,loi->bpo", feats[-1], last[..., 0]).reshape(5, 64)
+    torch.testing.assert_close(y + layer.bias, layer(x), rtol=0, atol=1e-12)
+
+
+def test_mpo_property_round_trip():
+    layer = MPOLinear(32, 16, bond_dim=4, dtype=torch.float64)
+    again = MPOLinear.from_mpo(layer.mpo, layer.bias, dtype=torch.float64)
+    x = torch.randn(3, 32, dtype=torch.float64)
+    torch.testing.assert_close(again(x), layer(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: MPOLinear(0, 4, 2), "in_features must be an integer >= 1, got 0"),
+    (lambda: MPOLinear(4, 4, 0), "bond_dim must be a positive integer or None, got 0"),
+    (lambda: MPOLinear(4, 4, None), "bond_dim must be a positive integer, got None"),
+    (lambda: MPOLinear(4, 4, 2.5), "bond_dim must be a positive integer or None, got 2.5"),
+    (lambda: MPOLinear(8, 8, 2, out_dims=(4, 2), in_dims=(2, 2, 2)), "same number of sites"),
+    (lambda: MPOLinear(8, 4, 2)(torch.randn(3, 5)), r"x must have shape \(\.\.\., 8\), got \(3, 5\)"),
+    (lambda: MPOLinear(8, 4, 2)(np.ones((3, 8))), "x must be a torch.Tensor, got ndarray"),
+    (lambda: MPOLinear.from_linear(torch.nn.Conv2d(1, 1, 1)), "linear must be a torch.nn.Linear, got Conv2d"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(QtnnError, match=match):
+        call()
+
+
+def test_from_linear_refuses_nan():
+    lin = torch.nn.Linear(4, 4)
+    with torch.no_grad():
+        lin.weight[0, 0] = float("nan")
+    with pytest.raises(QtnnError, match="linear.weight must be finite"):
+        MPOLinear.from_linear(lin)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu():
+    torch.manual_seed(0)
+    layer = MPOLinear(256, 128, 8, dtype=torch.float64)
+    x = torch.randn(16, 256, dtype=torch.float64)
+    ref = layer(x)
+    torch.testing.assert_close(layer.cuda()(x.cuda()).cpu(), ref, rtol=0, atol=1e-10)

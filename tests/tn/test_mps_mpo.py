@@ -1,0 +1,259 @@
+"""MPS / MPO against dense references (float64, rtol=0)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from qtnn import QtnnError
+from qtnn.tn import MPO, MPS, balanced_dims, tt_svd
+from qtnn.tn.contract import MPOApplyPlan, execute_mpo_apply, plan_mpo_apply
+
+ATOL = 1e-12
+
+
+def dense_schmidt_entropies(psi, dims, base=2.0):
+    out = []
+    for k in range(1, len(dims)):
+        a = psi.reshape(math.prod(dims[:k]), -1)
+        s = np.linalg.svd(a, compute_uv=False)
+        p = s**2 / np.sum(s**2)
+        p = p[p > 0]
+        out.append(float(-(p * np.log(p)).sum() / np.log(base)))
+    return np.array(out)
+
+
+# ----------------------------------------------------------------- round trips
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 2**31 - 1))
+def test_mpo_round_trip_any_shape(m, n, seed):
+    W = np.random.default_rng(seed).normal(size=(m, n))
+    mpo = MPO.from_dense(W)
+    assert mpo.shape == (m, n)
+    np.testing.assert_allclose(mpo.to_dense(), W, rtol=0, atol=ATOL * max(1, np.abs(W).max()))
+    x = np.random.default_rng(seed + 1).normal(size=(3, n))
+    np.testing.assert_allclose(mpo.apply(x), x @ W.T, rtol=0, atol=1e-11)
+
+
+@given(st.integers(1, 300), st.integers(1, 4), st.integers(0, 2**31 - 1))
+def test_mps_round_trip_any_length(n, cores, seed):
+    v = np.random.default_rng(seed).normal(size=n)
+    for dims in (None, cores):
+        psi = MPS.from_dense(v, dims=dims)
+        np.testing.assert_allclose(psi.to_dense(), v, rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape,od,idm", [((12, 30), 3, 3), ((64, 64), (4, 4, 4), (4, 4, 4)),
+                                         ((6, 7), (3, 2), (7, 1)), ((5, 9), None, 2)])
+def test_mpo_round_trip_given_dims(rng, shape, od, idm):
+    W = rng.normal(size=shape)
+    mpo = MPO.from_dense(W, out_dims=od, in_dims=idm)
+    np.testing.assert_allclose(mpo.to_dense(), W, rtol=0, atol=ATOL)
+    assert len(mpo.out_dims) == len(mpo.in_dims)
+
+
+def test_complex_round_trip(rng):
+    W = rng.normal(size=(8, 4)) + 1j * rng.normal(size=(8, 4))
+    np.testing.assert_allclose(MPO.from_dense(W).to_dense(), W, rtol=0, atol=ATOL)
+
+
+def test_padding_layout():
+    mpo = MPO.from_dense(np.ones((6, 10)))
+    assert mpo.out_dims == (2, 2, 2, 1) and mpo.in_dims == (2, 2, 2, 2)
+    assert mpo.padded_shape == (8, 16) and mpo.shape == (6, 10)
+
+
+def test_balanced_dims():
+    assert balanced_dims(4096, 4) == (8, 8, 8, 8)
+    assert balanced_dims(384, 3) == (8, 8, 6)
+    assert balanced_dims(1536, 3) == (16, 12, 8)
+    assert balanced_dims(10, 2) == (4, 3)  # 10 = 5 x 2 is too uneven: padded to 12
+    d = balanced_dims(97, 2)  # prime: padded to a product that splits evenly
+    assert math.prod(d) >= 97 and max(d) <= 2 * min(d)
+
+
+# ------------------------------------------------------------------ truncation
+@given(st.integers(2, 5), st.integers(1, 6), st.integers(0, 2**31 - 1))
+def test_tt_svd_error_equals_discarded_norm(n, bond, seed):
+    v = np.random.default_rng(seed).normal(size=2**n)
+    cores, disc = tt_svd(v, (2,) * n, max_bond=bond)
+    approx = MPS(cores).to_dense()
+    err = np.linalg.norm(v - approx)
+    assert abs(err - math.sqrt(sum(d * d for d in disc))) <= 1e-12 * np.linalg.norm(v)
+    assert max(MPS(cores).bond_dims) <= bond
+
+
+@given(st.integers(2, 4), st.floats(0.0, 0.95), st.integers(0, 2**31 - 1))
+def test_cutoff_never_exceeded(n, cutoff, seed):
+    W = np.random.default_rng(seed).normal(size=(2**n, 2**n))
+    mpo = MPO.from_dense(W, cutoff=cutoff)
+    rel = np.linalg.norm(mpo.to_dense() - W) / np.linalg.norm(W)
+    assert rel <= cutoff + 1e-12
+
+
+@given(st.integers(2, 6), st.integers(1, 4), st.floats(0.0, 0.9), st.integers(0, 2**31 - 1))
+def test_truncate_returns_exact_relative_error(n, bond, cutoff, seed):
+    psi = MPS.random(n, 8, seed=seed, normalize=False)
+    dense = psi.to_dense()
+    err = psi.truncate(max_bond=bond, cutoff=cutoff)
+    rel = np.linalg.norm(psi.to_dense() - dense) / np.linalg.norm(dense)
+    assert abs(rel - err) <= 1e-12
+    assert psi.max_bond <= bond
+    assert psi.center == 0
+
+
+def test_truncate_cutoff_only_bound(rng):
+    W = rng.normal(size=(16, 16))
+    mpo = MPO.from_dense(W)
+    err = mpo.truncate(cutoff=0.3)
+    assert err <= 0.3
+    assert abs(np.linalg.norm(mpo.to_dense() - W) / np.linalg.norm(W) - err) <= 1e-12
+
+
+def test_truncate_padded_error_bounds_logical(rng):
+    W = rng.normal(size=(6, 10))
+    mpo = MPO.from_dense(W)
+    err = mpo.truncate(max_bond=2)
+    assert np.linalg.norm(mpo.to_dense() - W) / np.linalg.norm(W) <= err + 1e-12
+
+
+# ------------------------------------------------------------- canonical forms
+@pytest.mark.parametrize("center", [0, 2, 4, -1])
+def test_canonical_cores_are_isometries(center):
+    mpo = MPO.random((2, 3, 2, 2, 2), (2, 2, 3, 2, 1), 6, seed=3)
+    dense = mpo.to_dense()
+    mpo.canonicalize(center)
+    c = center % mpo.num_sites
+    for k in range(mpo.num_sites):
+        if k < c:
+            assert mpo.is_left_orthonormal(k, atol=1e-12)
+        elif k > c:
+            assert mpo.is_right_orthonormal(k, atol=1e-12)
+    np.testing.assert_allclose(mpo.to_dense(), dense, rtol=0, atol=1e-12)
+
+
+def test_canonical_form_is_deterministic():
+    a = MPS.random(7, 5, seed=2).canonicalize(3)
+    b = MPS.random(7, 5, seed=2).canonicalize(3)
+    assert a == b
+
+
+# ------------------------------------------------------------------ entropies
+@given(st.integers(2, 7), st.integers(1, 8), st.integers(0, 2**31 - 1))
+def test_entropies_match_dense_schmidt(n, bond, seed):
+    psi = MPS.random(n, bond, seed=seed)
+    ref = dense_schmidt_entropies(psi.to_dense(), psi.phys_dims)
+    np.testing.assert_allclose(psi.entropies(), ref, rtol=0, atol=1e-10)
+
+
+def test_entropies_mpo_and_known_values(rng):
+    bell = MPS.from_dense(np.array([1.0, 0, 0, 1.0]))
+    np.testing.assert_allclose(bell.entropies(), [1.0], rtol=0, atol=1e-12)
+    assert MPS.product_state([0, 1, 1]).entropies().tolist() == [0.0, 0.0]
+    W = rng.normal(size=(8, 8))
+    mpo = MPO.from_dense(W)
+    # vectorise site by site: (o0 i0, o1 i1, o2 i2)
+    vec = W.reshape(2, 2, 2, 2, 2, 2).transpose(0, 3, 1, 4, 2, 5).reshape(-1)
+    np.testing.assert_allclose(mpo.entropies(), dense_schmidt_entropies(vec, (4, 4, 4)),
+                               rtol=0, atol=1e-10)
+
+
+# ------------------------------------------------------------------- products
+def test_mpo_times_mps_and_mpo(rng):
+    A = rng.normal(size=(16, 8))
+    B = rng.normal(size=(8, 32))
+    v = rng.normal(size=8)
+    ma = MPO.from_dense(A, out_dims=(2, 2, 2, 2, 1), in_dims=(2, 2, 2, 1, 1))
+    mb = MPO.from_dense(B, out_dims=(2, 2, 2, 1, 1), in_dims=(2, 2, 2, 2, 2))
+    np.testing.assert_allclose(ma.dot(mb).to_dense(), A @ B, rtol=0, atol=1e-11)
+    np.testing.assert_allclose((ma @ mb).to_dense(), A @ B, rtol=0, atol=1e-11)
+    psi = MPS.from_dense(v, dims=(2, 2, 2, 1, 1))
+    np.testing.assert_allclose(ma.dot(psi).to_dense()[:16], A @ v, rtol=0, atol=1e-11)
+    comp = ma.dot(mb, max_bond=2)
+    assert comp.max_bond <= 2
+    np.testing.assert_allclose(ma.T.to_dense(), A.T, rtol=0, atol=1e-12)
+
+
+def test_overlap_and_norm(rng):
+    a, b = MPS.random(6, 3, seed=1, complex=True), MPS.random(6, 4, seed=2, complex=True)
+    assert abs(a.overlap(b) - np.vdot(a.to_dense(), b.to_dense())) < 1e-12
+    assert abs(a.norm() - 1) < 1e-12
+
+
+# -------------------------------------------------------------- apply / plans
+@pytest.mark.parametrize("batch", [1, 5, 300])
+@pytest.mark.parametrize("strategy,split,right_first",
+                         [("split", 0, True), ("split", 1, True), ("split", 1, False),
+                          ("split", 2, False), ("dense", 1, False), ("einsum", 0, False)])
+def test_every_plan_matches_dense(rng, batch, strategy, split, right_first):
+    W = rng.normal(size=(27, 64))
+    mpo = MPO.from_dense(W, out_dims=(3, 3, 3, 1), in_dims=(4, 4, 2, 2))
+    x = rng.normal(size=(batch, 64))
+    plan = MPOApplyPlan(strategy, split, right_first, 0.0)
+    y = execute_mpo_apply(plan, x, mpo.cores)
+    np.testing.assert_allclose(y, x @ W.T, rtol=0, atol=1e-11)
+    yt = execute_mpo_apply(plan, torch.tensor(x), [torch.tensor(c) for c in mpo.cores])
+    np.testing.assert_allclose(yt.numpy(), x @ W.T, rtol=0, atol=1e-11)
+
+
+def test_plan_is_cached_and_cheap():
+    shapes = [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)]
+    p = plan_mpo_apply(256, shapes)
+    assert p is plan_mpo_apply(256, shapes)
+    assert p.strategy == "split"
+    big = [(1, 8, 8, 64), (64, 8, 8, 512), (512, 8, 8, 64), (64, 8, 8, 1)]
+    assert plan_mpo_apply(256, big).strategy == "dense"
+
+
+def test_apply_leading_shape_and_torch_grad(rng):
+    W = rng.normal(size=(5, 12))
+    mpo = MPO.from_dense(W)
+    x = torch.tensor(rng.normal(size=(2, 3, 12)), requires_grad=True)
+    y = mpo.apply(x)
+    assert y.shape == (2, 3, 5)
+    assert torch.autograd.gradcheck(mpo.apply, (x,))
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(W=np.ones(3)), "W must be a 2-d array"),
+    (dict(W=np.array([[1.0, np.nan]])), "W must be finite"),
+    (dict(W=np.ones((0, 3))), "W must not be empty"),
+    (dict(W=np.ones((2, 2)), max_bond=0), "max_bond must be a positive integer or None, got 0"),
+    (dict(W=np.ones((2, 2)), max_bond=-3), "max_bond must be a positive integer or None, got -3"),
+    (dict(W=np.ones((2, 2)), cutoff=1.5), r"cutoff must be a real number in \[0, 1\), got 1.5"),
+    (dict(W=np.ones((8, 8)), out_dims=(2, 2)), r"out_dims=\(2, 2\) has product 4, smaller than the size 8"),
+    (dict(W=np.ones((8, 8)), out_dims=(2, 2, 2), in_dims=(4, 2)), "must have the same number of sites"),
+    (dict(W=np.ones((8, 8)), out_dims=(2, 0, 4)), "out_dims must be a non-empty sequence of positive"),
+    (dict(W=[["a"]]), "W must hold numbers"),
+])
+def test_from_dense_bad_input(kwargs, match):
+    with pytest.raises(QtnnError, match=match):
+        MPO.from_dense(**kwargs)
+
+
+def test_constructor_checks_bonds():
+    with pytest.raises(QtnnError, match=r"bond mismatch between cores\[0\] \(right bond 2\) and cores\[1\]"):
+        MPO([np.ones((1, 2, 2, 2)), np.ones((3, 2, 2, 1))])
+    with pytest.raises(QtnnError, match=r"cores\[0\] must have left bond 1"):
+        MPS([np.ones((2, 2, 1))])
+    with pytest.raises(QtnnError, match=r"cores\[1\] must be a 3-d array"):
+        MPS([np.ones((1, 2, 1)), np.ones((1, 2))])
+
+
+def test_apply_and_products_bad_input(rng):
+    mpo = MPO.from_dense(rng.normal(size=(4, 6)))
+    with pytest.raises(QtnnError, match=r"x must have shape \(\.\.\., 6\), got \(3, 5\)"):
+        mpo.apply(np.ones((3, 5)))
+    with pytest.raises(QtnnError, match="phys dims"):
+        mpo.dot(MPS.random(2, 2))
+    with pytest.raises(QtnnError, match="other must be an MPO or an MPS, got int"):
+        mpo.dot(3)
+
+
+def test_size_guard_refuses_before_allocating(monkeypatch):
+    psi = MPS.product_state([0] * 40)
+    with pytest.raises(QtnnError, match=r"dense vector of 1099511627776 entries would need 8.0 TiB"):
+        psi.to_dense()
