@@ -50,7 +50,7 @@ def mpo_apply_equation(num_sites: int) -> str:
     Examples
     --------
     >>> mpo_apply_equation(2)
-    'acd,efch,hgdi->afg'
+    'abc,fdbg,gech->ade'
     """
     import opt_einsum as oe
 

@@ -14,7 +14,11 @@ import math
 
 import numpy as np
 
-__all__ = ["qr_pos", "svd_fixed", "truncation_rank", "polar_unitary"]
+__all__ = ["qr_pos", "svd_fixed", "truncation_rank", "polar_unitary", "RANK_RTOL"]
+
+#: Singular values below ``RANK_RTOL * s_max`` are numerical zeros and are
+#: always dropped (they carry no weight and their vectors have no stable gauge).
+RANK_RTOL = 1e-13
 
 
 def qr_pos(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +73,8 @@ def truncation_rank(s: np.ndarray, max_bond: int | None, budget: float) -> int:
 
     Keeps at most ``max_bond`` values and drops the longest tail whose
     Frobenius norm ``sqrt(sum(s[k:]**2))`` is at most ``budget`` (an absolute
-    number).  At least one value is always kept.
+    number).  Values below ``RANK_RTOL * s[0]`` (numerical zeros) are always
+    dropped; at least one value is always kept.
 
     Examples
     --------
@@ -78,7 +83,7 @@ def truncation_rank(s: np.ndarray, max_bond: int | None, budget: float) -> int:
     2
     """
     n = len(s)
-    keep = n
+    keep = int(np.count_nonzero(s > RANK_RTOL * s[0])) if n else 0
     if budget > 0 and n > 1:
         # tail[k] = norm of s[k:]
         tail = np.sqrt(np.cumsum((s[::-1] ** 2))[::-1])

@@ -247,7 +247,7 @@ class MPO(TensorTrain):
         >>> import numpy as np
         >>> A = MPO.from_dense(np.eye(4) * 2)
         >>> psi = MPS.from_dense(np.arange(4.0))
-        >>> A.dot(psi).to_dense()
+        >>> np.round(A.dot(psi).to_dense(), 12) + 0.0
         array([0., 2., 4., 6.])
         """
         max_bond = check_bond("max_bond", max_bond)
