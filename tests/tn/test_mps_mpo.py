@@ -196,6 +196,28 @@ def test_every_plan_matches_dense(rng, batch, strategy, split, right_first):
     np.testing.assert_allclose(y, x @ W.T, rtol=0, atol=1e-11)
     yt = execute_mpo_apply(plan, torch.tensor(x), [torch.tensor(c) for c in mpo.cores])
     np.testing.assert_allclose(yt.numpy(), x @ W.T, rtol=0, atol=1e-11)
+    if batch <= 5:  # gradients of the (chunked, custom-backward) torch kernels
+        xt = torch.tensor(x, requires_grad=True)
+        cores = [torch.tensor(c, requires_grad=True) for c in mpo.cores]
+        assert torch.autograd.gradcheck(lambda a, *cs: execute_mpo_apply(plan, a, cs), (xt, *cores))
+
+
+def test_chunked_kernel_matches_unchunked(monkeypatch, rng):
+    import qtnn.tn.contract as contract
+
+    mpo = MPO.from_dense(rng.normal(size=(64, 64)), out_dims=2, in_dims=2)
+    x = torch.tensor(rng.normal(size=(37, 64)), requires_grad=True)
+    plan = MPOApplyPlan("split", 0, True, 0.0)
+    outs, grads = [], []
+    for nbytes in (1, 1 << 30):  # one sample per chunk / the whole batch at once
+        monkeypatch.setattr(contract, "CHUNK_BYTES", nbytes)
+        x.grad = None
+        y = execute_mpo_apply(plan, x, [torch.tensor(c) for c in mpo.cores])
+        (y * torch.arange(64.0, dtype=y.dtype)).sum().backward()
+        outs.append(y.detach())
+        grads.append(x.grad.clone())
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
 
 
 def test_plan_is_cached_and_cheap():
