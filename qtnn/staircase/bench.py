@@ -1,0 +1,114 @@
+"""Fidelity-versus-depth benchmark of the MPS -> staircase encoders.
+
+:func:`staircase_benchmark` encodes four seeded targets on ``n`` qubits with
+every method and every depth ``D = 1 .. max_layers`` (each depth a separate
+run, so the timing is the cost of producing that circuit) and returns the
+fidelities and wall times.  The ``qtnn`` command line prints it with
+:func:`format_benchmark`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from qtnn._validate import check_choice, check_int
+from qtnn.errors import QtnnError
+from qtnn.staircase.encode import METHODS, encode_mps
+from qtnn.staircase.targets import heisenberg_ground_state, ising_ground_state
+from qtnn.tn.mps import MPS
+
+__all__ = ["staircase_benchmark", "format_benchmark"]
+
+
+def _targets(n: int, seed: int) -> dict[str, tuple[str, MPS]]:
+    return {
+        "heisenberg": ("ground state of sum XX+YY+ZZ (open chain)", heisenberg_ground_state(n)),
+        "ising": ("ground state of -sum ZZ - sum X (open chain, h=1)", ising_ground_state(n, 1.0)),
+        "random-4": (f"MPS.random(n, 4, seed={seed})", MPS.random(n, 4, seed=seed)),
+        "random-8": (f"MPS.random(n, 8, seed={seed})", MPS.random(n, 8, seed=seed)),
+    }
+
+
+def staircase_benchmark(n: int = 12, max_layers: int = 6,
+                        methods: Sequence[str] = ("ran", "sweep", "iterative"), seed: int = 0,
+                        *, k: int = 2, sweeps: int | None = None) -> dict[str, Any]:
+    """Fidelity of :func:`~qtnn.staircase.encode.encode_mps` for ``D = 1 .. max_layers``.
+
+    Targets: the Heisenberg and critical Ising (``h = 1``) ground states on
+    ``n`` qubits and random real MPS of bond 4 and 8 (``MPS.random(n, b, seed=seed)``).
+
+    Parameters
+    ----------
+    n : int
+        Number of qubits.
+    max_layers : int
+        Largest depth.
+    methods : sequence of str
+        Any of ``"ran"``, ``"sweep"``, ``"iterative"``.
+    seed : int
+        Seed of the random targets and of the encoders.
+    k : int
+        Qubits per gate.
+    sweeps : int, optional
+        Passed to :func:`encode_mps` (default: its default).
+
+    Returns
+    -------
+    dict
+        ``{"n", "max_layers", "k", "seed", "methods", "seconds", "targets": {name:
+        {"description", "max_bond", "results": {method: {"fidelity": [...],
+        "seconds": [...]}}}}}``; list entry ``D - 1`` is for depth ``D``.
+
+    Examples
+    --------
+    >>> res = staircase_benchmark(n=6, max_layers=2, methods=("ran",))
+    >>> sorted(res["targets"]), len(res["targets"]["ising"]["results"]["ran"]["fidelity"])
+    (['heisenberg', 'ising', 'random-4', 'random-8'], 2)
+    """
+    n = check_int("n", n, minimum=2)
+    max_layers = check_int("max_layers", max_layers, minimum=1)
+    seed = check_int("seed", seed, minimum=0)
+    k = check_int("k", k, minimum=1, maximum=n)
+    if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+        raise QtnnError(f"methods must be a non-empty sequence of {METHODS}, got {methods!r}")
+    methods = tuple(check_choice("methods[]", m, METHODS) for m in methods)
+    extra = {} if sweeps is None else {"sweeps": check_int("sweeps", sweeps, minimum=0)}
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"n": n, "max_layers": max_layers, "k": k, "seed": seed,
+                           "methods": list(methods), "targets": {}}
+    for name, (desc, psi) in _targets(n, seed).items():
+        entry: dict[str, Any] = {"description": desc, "max_bond": psi.max_bond, "results": {}}
+        for method in methods:
+            fids, secs = [], []
+            for d in range(1, max_layers + 1):
+                t = time.perf_counter()
+                _, rep = encode_mps(psi, d, method=method, k=k, seed=seed, **extra)
+                secs.append(time.perf_counter() - t)
+                fids.append(rep.final_fidelity)
+            entry["results"][method] = {"fidelity": fids, "seconds": secs}
+        out["targets"][name] = entry
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def format_benchmark(result: dict[str, Any]) -> str:
+    """The result of :func:`staircase_benchmark` as a text table.
+
+    Examples
+    --------
+    >>> res = staircase_benchmark(n=4, max_layers=1, methods=("ran",))
+    >>> print(format_benchmark(res).splitlines()[0])
+    n=4 k=2 seed=0: fidelity |<psi|G|0>|^2 (time in s) for D = 1..1
+    """
+    d_max = result["max_layers"]
+    lines = [f"n={result['n']} k={result['k']} seed={result['seed']}: fidelity |<psi|G|0>|^2 "
+             f"(time in s) for D = 1..{d_max}"]
+    head = f"{'target':<11} {'method':<10}" + "".join(f"{'D=' + str(d):>19}" for d in range(1, d_max + 1))
+    lines.append(head)
+    for name, entry in result["targets"].items():
+        for method, res in entry["results"].items():
+            cells = "".join(f"{f:>11.6f} ({s:5.2f})" for f, s in zip(res["fidelity"], res["seconds"]))
+            lines.append(f"{name:<11} {method:<10}{cells}")
+    return "\n".join(lines)
