@@ -53,6 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     m.add_argument("--device", default="cpu", help="torch device (default cpu)")
     m.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
+
+    s = bsub.add_parser("staircase", help="fidelity against depth of the MPS -> staircase encoders, "
+                                          "and disentangling error against plain truncation")
+    s.add_argument("--n", type=int, default=12, help="qubits of the encoding targets (default 12)")
+    s.add_argument("--max-layers", type=int, default=6, help="largest depth D (default 6)")
+    s.add_argument("--methods", default="ran,sweep,iterative",
+                   help="comma-separated encoders (default ran,sweep,iterative)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random targets (default 0)")
+    s.add_argument("--dis-qubits", type=_ints, default=[4, 5, 6],
+                   help="qubits per side of the disentangling cases (default 4,5,6)")
+    s.add_argument("--no-scale", action="store_true",
+                   help="skip the scale runs (n=50 encoding, 2^10 x 2^10 disentangling; ~40 s)")
+    s.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
     return p
 
 
@@ -74,6 +87,8 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    if args.bench == "staircase":
+        return _cmd_bench_staircase(args)
     from qtnn.bench import bench_mpo_linear, format_table
 
     if args.batch < 1 or args.repeats < 1:
@@ -89,6 +104,35 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
                                    ("ratio", "time ratio", ".3f"),
                                    ("params_ratio", "params/dense", ".4f")]))
     return r
+
+
+def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.bench import format_table
+    from qtnn.staircase.bench import disentangle_benchmark, format_benchmark, staircase_benchmark
+
+    if args.n < 2 or args.max_layers < 1:
+        raise QtnnError(f"--n must be >= 2 and --max-layers >= 1, got {args.n} and {args.max_layers}")
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
+    enc = staircase_benchmark(n=args.n, max_layers=args.max_layers, methods=methods, seed=args.seed)
+    print(format_benchmark(enc))
+    dis = disentangle_benchmark(qubits=args.dis_qubits, seed=args.seed, progress=True)
+    print("\ndisentangle (W ~ U M V^T) against plain MPO truncation, " + dis["what"])
+    print(format_table(dis["rows"], [("qubits_per_side", "n/side", "d"), ("layers", "D/side", "d"),
+                                     ("max_bond", "bond", "d"), ("truncation_error", "truncation", ".4f"),
+                                     ("error", "disentangled", ".4f"), ("ratio", "ratio", ".3f"),
+                                     ("seconds", "s", ".2f")]))
+    out = {"encode": enc, "disentangle": dis}
+    if not args.no_scale:
+        from qtnn.staircase.bench import scale_benchmark
+
+        sc = scale_benchmark(seed=args.seed)
+        a, b = sc["encode_n50_bond16_D4"], sc["disentangle_2^10_bond32_D4_chi4"]
+        print(f"\nscale: encode random MPS n=50 bond 16 D=4 (iterative): {a['seconds']:.1f} s, "
+              f"fidelity {a['fidelity']:.6f}")
+        print(f"scale: disentangle 2^10 x 2^10 MPO bond 32, D=4/side, max_bond 4 ({b['method']} path): "
+              f"{b['seconds']:.1f} s, error {b['error']:.4f} vs truncation {b['truncation_error']:.4f}")
+        out["scale"] = sc
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:

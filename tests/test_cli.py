@@ -41,3 +41,20 @@ def test_bad_arguments_exit_nonzero(argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2
+
+
+def test_bench_staircase_small(tmp_path, capsys):
+    out = tmp_path / "s.json"
+    assert main(["bench", "staircase", "--n", "4", "--max-layers", "2", "--methods", "ran,iterative",
+                 "--dis-qubits", "3", "--no-scale", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    ising = data["encode"]["targets"]["ising"]["results"]
+    assert all(i >= r - 1e-12 for i, r in zip(ising["iterative"]["fidelity"], ising["ran"]["fidelity"]))
+    assert all(r["error"] <= r["truncation_error"] + 1e-12 for r in data["disentangle"]["rows"])
+    assert "disentangled" in capsys.readouterr().out
+
+
+def test_bench_staircase_bad_method_is_one_line(capsys):
+    assert main(["bench", "staircase", "--methods", "magic", "--no-scale"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("qtnn: error: methods[] must be one of") and err.count("\n") == 1

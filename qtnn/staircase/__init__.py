@@ -12,18 +12,9 @@ Examples
 """
 
 from qtnn.staircase.circuit import Staircase, apply_gates, gates_from_params
+from qtnn.staircase.disentangling import Disentangled, disentangle
 from qtnn.staircase.encode import EncodeReport, encode_mps
 from qtnn.staircase.targets import heisenberg_ground_state, ising_ground_state
 
 __all__ = ["Staircase", "apply_gates", "gates_from_params", "encode_mps", "EncodeReport",
-           "heisenberg_ground_state", "ising_ground_state"]
-
-# MPO disentangling lives in qtnn/staircase/disentangle.py, written separately; export it
-# only once that module exists so this package imports either way.
-try:
-    from qtnn.staircase.disentangle import Disentangled, disentangle  # noqa: F401
-except ModuleNotFoundError as _exc:  # pragma: no cover - depends on the state of the tree
-    if _exc.name != "qtnn.staircase.disentangle":
-        raise
-else:
-    __all__ += ["disentangle", "Disentangled"]
+           "heisenberg_ground_state", "ising_ground_state", "disentangle", "Disentangled"]

@@ -1,4 +1,4 @@
-"""Private kernels of :mod:`qtnn.staircase.disentangle`.
+"""Private kernels of :mod:`qtnn.staircase.disentangling`.
 
 The problem ``W ~ U M V^T`` is read as a vector problem: the MPO ``M`` is a
 tensor train with two qubit legs per site (output ``o_s`` and input ``i_s``),
@@ -24,7 +24,7 @@ on that picture:
   :meth:`Disentangled.to_mpo`;
 * dense kernels for the small-operator path.
 
-Nothing here validates its arguments; :func:`qtnn.staircase.disentangle.disentangle` does.
+Nothing here validates its arguments; :func:`qtnn.staircase.disentangle` does.
 """
 
 from __future__ import annotations

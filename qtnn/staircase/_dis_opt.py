@@ -1,4 +1,4 @@
-"""Joint quasi-Newton refinement for :mod:`qtnn.staircase.disentangle` (private).
+"""Joint quasi-Newton refinement for :func:`qtnn.staircase.disentangle` (private).
 
 One gate at a time (the polar sweeps) converges slowly once the gates are
 coupled (a known weakness of one-tensor-at-a-time disentangling, see Slagle,

@@ -1,4 +1,4 @@
-"""MPO disentangling W ~ U M V^T (qtnn.staircase.disentangle) against dense references.
+"""MPO disentangling W ~ U M V^T (qtnn.staircase.disentangling) against dense references.
 
 float64, rtol=0.  The reported error comes from
 ``||W||^2 - 2 Re <W, U M V^T> + ||M||^2``; it matches a dense recomputation to
@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from qtnn import QtnnError, QtnnSizeError
 from qtnn.staircase import Staircase
-from qtnn.staircase.disentangle import Disentangled, disentangle
+from qtnn.staircase.disentangling import Disentangled, disentangle
 from qtnn.tn import MPO, MPS
 
-dis_mod = sys.modules["qtnn.staircase.disentangle"]
+dis_mod = sys.modules["qtnn.staircase.disentangling"]
 
 ERR_ATOL = 1e-10
 FAST = dict(sweeps=4, restarts=1, refine=10)
