@@ -196,10 +196,18 @@ def test_every_plan_matches_dense(rng, batch, strategy, split, right_first):
     np.testing.assert_allclose(y, x @ W.T, rtol=0, atol=1e-11)
     yt = execute_mpo_apply(plan, torch.tensor(x), [torch.tensor(c) for c in mpo.cores])
     np.testing.assert_allclose(yt.numpy(), x @ W.T, rtol=0, atol=1e-11)
-    if batch <= 5:  # gradients of the (chunked, custom-backward) torch kernels
-        xt = torch.tensor(x, requires_grad=True)
-        cores = [torch.tensor(c, requires_grad=True) for c in mpo.cores]
-        assert torch.autograd.gradcheck(lambda a, *cs: execute_mpo_apply(plan, a, cs), (xt, *cores))
+
+
+@pytest.mark.parametrize("strategy,split,right_first",
+                         [("split", 0, True), ("split", 1, True), ("split", 1, False),
+                          ("dense", 1, False), ("einsum", 0, False)])
+def test_every_plan_gradcheck(rng, strategy, split, right_first):
+    # gradients of the (chunked, custom-backward) torch kernels, on a small operator
+    mpo = MPO.from_dense(rng.normal(size=(6, 8)), out_dims=(3, 2, 1), in_dims=(2, 2, 2))
+    plan = MPOApplyPlan(strategy, split, right_first, 0.0)
+    xt = torch.tensor(rng.normal(size=(3, 8)), requires_grad=True)
+    cores = [torch.tensor(c, requires_grad=True) for c in mpo.cores]
+    assert torch.autograd.gradcheck(lambda a, *cs: execute_mpo_apply(plan, a, cs), (xt, *cores))
 
 
 def test_chunked_kernel_matches_unchunked(monkeypatch, rng):

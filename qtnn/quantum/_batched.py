@@ -1,0 +1,274 @@
+"""A ``qiskit.remote`` device that submits a whole batch of circuits as one job.
+
+pennylane-qiskit's ``QiskitDevice.execute`` transpiles and runs every circuit of
+a batch separately (one Sampler job per circuit).  A broadcast batch of ``B``
+inputs, or the ``2 * 6 * G`` shifted circuits of a parameter-shift gradient,
+then cost ``B`` jobs -- on IBM hardware ``B`` queue waits.  This subclass
+transpiles the batch with one :func:`qiskit.compiler.transpile` call (Qiskit
+runs it in parallel) and sends all sampler circuits as the PUBs of **one**
+``SamplerV2`` job (split only where the backend states a ``max_circuits``
+limit).  Results are processed exactly as the parent class does.  Circuits that
+the parent would send to the Estimator (``expval`` / ``var`` of Pauli words)
+still go one Estimator job each.
+
+For a local :class:`qiskit_aer.AerSimulator` with a device noise model (the
+``fake:`` devices) the job goes straight to ``AerSimulator.run`` and the noise
+model is restricted to the physical qubits the transpiled batch touches
+(cached per qubit set).  Aer converts the whole noise model at every run --
+about 3.5 s per job for the 133 qubits of FakeTorino -- and errors on qubits
+that no instruction touches cannot change the counts (same seed: identical
+counts, checked in ``tests/quantum/test_devices.py``), so this is exact and
+turns a seconds-long job into tens of milliseconds.
+
+The transpiled circuits of the last batch are kept in ``last_compiled``.
+The device counts what it submitted: ``jobs_submitted`` and
+``circuits_submitted`` (running totals), and, while a :class:`pennylane.Tracker`
+is active, the tracker key ``"jobs"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pennylane.measurements import ExpectationMP, VarianceMP
+from pennylane.tape import QuantumScript
+from pennylane_qiskit.converter import circuit_to_qiskit
+from pennylane_qiskit.qiskit_device import custom_simulator_tracking
+from pennylane_qiskit.remote import RemoteDevice
+from qiskit.compiler import transpile
+from qiskit_ibm_runtime import SamplerV2
+
+__all__ = ["BatchedRemoteDevice", "fast_aer_device"]
+
+
+def _uses_estimator(circ: QuantumScript) -> bool:
+    mp = circ.measurements[0]
+    return isinstance(mp, (ExpectationMP, VarianceMP)) and getattr(mp.obs, "pauli_rep", None) is not None
+
+
+@custom_simulator_tracking
+class BatchedRemoteDevice(RemoteDevice):
+    """``qiskit.remote`` with one transpile call and one Sampler job per batch (see module doc)."""
+
+    short_name = "qiskit.remote"
+
+    def __init__(self, wires: Any, backend: Any, shots: int | None = None, **kwargs: Any) -> None:
+        super().__init__(wires, backend=backend, shots=shots, **kwargs)
+        self.jobs_submitted = 0
+        self.circuits_submitted = 0
+        #: The transpiled sampler circuits of the last ``execute`` (for error budgets and reports).
+        self.last_compiled: list = []
+
+    def _count(self, jobs: int, circuits: int) -> None:
+        self.jobs_submitted += jobs
+        self.circuits_submitted += circuits
+        if self.tracker.active:
+            self.tracker.update(jobs=jobs)
+            self.tracker.record()
+
+    def execute(self, circuits: Any, execution_config: Any = None) -> list:  # type: ignore[override]
+        if isinstance(circuits, QuantumScript):
+            circuits = [circuits]
+        circuits = list(circuits)
+        for circ in circuits:
+            if circ.shots and len(circ.shots.shot_vector) > 1:
+                raise ValueError(f"Setting shot vector {circ.shots.shot_vector} is not supported for "
+                                 f"{self.name}. Please use a single integer instead when specifying "
+                                 "the number of shots.")
+        results: list = [None] * len(circuits)
+        sampled = [i for i, c in enumerate(circuits) if not _uses_estimator(c)]
+        if sampled:
+            qcs = [circuit_to_qiskit(circuits[i], self.num_wires, diagonalize=True, measure=True)
+                   for i in sampled]
+            compiled = transpile(qcs, backend=self.compile_backend, **self._transpile_args)
+            if not isinstance(compiled, list):
+                compiled = [compiled]
+            for i, qc in enumerate(compiled):
+                qc.name = f"circ{i}"
+            self.last_compiled = compiled
+            if self._is_local_aer():
+                self._run_local_aer(circuits, sampled, compiled, results)
+                return self._finish(circuits, results)
+            limit = getattr(self.backend, "max_circuits", None) or len(compiled)
+            session = self._session
+            sampler = SamplerV2(mode=session) if session else SamplerV2(mode=self.backend)
+            sampler.options.update(**self._kwargs)
+            for start in range(0, len(compiled), limit):
+                chunk = list(range(start, min(start + limit, len(compiled))))
+                pubs = []
+                for pos in chunk:
+                    shots = circuits[sampled[pos]].shots.total_shots
+                    pubs.append((compiled[pos], None, shots if shots else None))
+                job_result = sampler.run(pubs).result()
+                self._count(1, len(pubs))
+                for pos, pub_result in zip(chunk, job_result):
+                    circ = circuits[sampled[pos]]
+                    self._current_job = getattr(pub_result.data, compiled[pos].cregs[0].name)
+                    self._samples = self.generate_samples(0)
+                    res = [mp.process_samples(self._samples, wire_order=self.wires)
+                           for mp in circ.measurements]
+                    results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+        return self._finish(circuits, results)
+
+    def _finish(self, circuits: list, results: list) -> list:
+        for i, circ in enumerate(circuits):
+            if results[i] is None:
+                results[i] = self._execute_estimator(circ, self._session)
+                self._count(1, 1)
+        return results
+
+    # ------------------------------------------------------------ local Aer
+    def _is_local_aer(self) -> bool:
+        if self._session is not None or self._kwargs.get("resilience_level"):
+            return False
+        try:
+            from qiskit_aer import AerSimulator
+        except ImportError:  # pragma: no cover - qiskit-aer is a dependency of the quantum extra
+            return False
+        return isinstance(self.backend, AerSimulator)
+
+    def _restricted_noise(self, used: frozenset) -> dict:
+        """Run options with the backend's noise model cut down to the qubits in ``used`` (cached).
+
+        The backend itself is never modified (the restricted model is a run option).
+        """
+        cache = self.__dict__.setdefault("_restricted_cache", {})
+        if used in cache:
+            return cache[used]
+        nm = getattr(self.backend.options, "noise_model", None)
+        opts: dict = {}
+        if nm is not None:
+            try:
+                opts = {"noise_model": _restrict_noise(nm, used)}
+            except Exception:  # pragma: no cover - private Aer layout changed: run the full model
+                opts = {}
+        cache[used] = opts
+        return opts
+
+    def _run_local_aer(self, circuits: list, sampled: list, compiled: list, results: list) -> None:
+        used: set = set()
+        for qc in compiled:
+            for inst in qc.data:
+                used.update(qc.find_bit(q).index for q in inst.qubits)
+        noise_opts = self._restricted_noise(frozenset(used))
+        groups: dict = {}
+        for pos, i in enumerate(sampled):
+            shots = circuits[i].shots.total_shots or self._kwargs.get("default_shots", 1024)
+            groups.setdefault(int(shots), []).append(pos)
+        for shots, positions in groups.items():
+            result = self.backend.run([compiled[p] for p in positions], shots=shots,
+                                      **noise_opts).result()
+            self._count(1, len(positions))
+            for idx, pos in enumerate(positions):
+                circ = circuits[sampled[pos]]
+                self._current_job = _Counts(result.get_counts(idx))
+                self._samples = self.generate_samples(0)
+                res = [mp.process_samples(self._samples, wire_order=self.wires)
+                       for mp in circ.measurements]
+                results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+
+
+class _Counts:
+    """Adapter: ``get_counts()`` of one circuit, as pennylane-qiskit's sample processing reads it."""
+
+    def __init__(self, counts: dict) -> None:
+        self._counts = dict(counts)
+
+    def get_counts(self) -> dict:
+        return self._counts
+
+
+def _restrict_noise(nm: Any, used: frozenset) -> Any:
+    """A copy of the noise model ``nm`` that keeps only the errors on qubits in ``used``."""
+    from qiskit_aer.noise import NoiseModel
+
+    small = NoiseModel(basis_gates=nm.basis_gates)
+    for inst, err in nm._default_quantum_errors.items():
+        small.add_all_qubit_quantum_error(err, inst, warnings=False)
+    for inst, table in nm._local_quantum_errors.items():
+        for qubits, err in table.items():
+            if set(qubits) <= used:
+                small.add_quantum_error(err, inst, qubits, warnings=False)
+    if nm._default_readout_error is not None:
+        small.add_all_qubit_readout_error(nm._default_readout_error, warnings=False)
+    for qubits, err in nm._local_readout_errors.items():
+        if set(qubits) <= used:
+            small.add_readout_error(err, qubits, warnings=False)
+    # Custom passes (Aer's thermal relaxation on Delay instructions) act on the qubits of
+    # each instruction; they are kept unchanged.
+    small._custom_noise_passes = list(nm._custom_noise_passes)
+    return small
+
+
+# --------------------------------------------------------------------- qiskit.aer
+def fast_aer_device(wires: int, shots: int | None, **kwargs: Any) -> Any:
+    """pennylane-qiskit's ``qiskit.aer`` device with cheaper circuit building and transpilation.
+
+    The plain device builds every gate as its own circuit (through a DAG) and
+    transpiles every circuit of a batch against ``AerSimulator.target``, which
+    Aer rebuilds at each access (about 0.1 s per circuit).  This subclass
+    appends the gates to one circuit and transpiles against a target built once;
+    the circuits, the single ``backend.run`` job per batch and the results are
+    those of the parent class, except that each device has its own capabilities
+    dict (the parent's is shared by all Aer devices, so creating a sampling device
+    turned off the state readout of an exact one) and that ``GlobalPhase`` becomes explicit phase
+    gates (the parent's circuit-level phase is erased by the reset inside the
+    ``Initialize`` of a ``StatePrep``).  Returns the device wrapped as PennyLane does for
+    ``qml.device("qiskit.aer", ...)``.
+    """
+    import pennylane as qml
+    from pennylane_qiskit.aer import AerDevice
+    from pennylane_qiskit.qiskit_device_legacy import _negate
+    from qiskit import QuantumCircuit
+
+    class FastAerDevice(AerDevice):
+        """``qiskit.aer`` with one circuit per tape and a cached transpiler target."""
+
+        short_name = "qiskit.aer"
+        # pennylane-qiskit writes returns_state into the class-level capabilities dict it shares
+        # with every Aer device, so a sampling device created later turns off the state readout
+        # of an exact one.  This class is created per device and gets its own dict.
+        _capabilities = dict(AerDevice._capabilities)
+
+        def apply_operations(self, operations: Any) -> list:
+            qc = QuantumCircuit(self._reg, self._creg, name="")
+            for operation in operations:
+                device_wires = self.map_wires(operation.wires).labels
+                par = [p.tolist() if isinstance(p, np.ndarray) else p for p in operation.parameters]
+                name = operation.name
+                if name == "GlobalPhase" and len(self._reg):
+                    # exp(-i phi) I as X P(-phi) X P(-phi) on qubit 0: a circuit-level global phase
+                    # would be applied by Aer at the start and erased by the reset of an Initialize
+                    # (StatePrep), so it is made an explicit gate.
+                    phi = -float(np.real(par[0]))
+                    q0 = self._reg[0]
+                    qc.p(phi, q0)
+                    qc.x(q0)
+                    qc.p(phi, q0)
+                    qc.x(q0)
+                    continue
+                if name == "GlobalPhase":  # pragma: no cover - no qubits at all
+                    par = _negate(par)
+                    name = "Adjoint(GlobalPhase)"
+                    device_wires = []
+                mapped = self._operation_map[name]
+                self.qubit_state_vector_check(name)
+                qregs = [self._reg[i] for i in device_wires]
+                if name in ("QubitUnitary", "StatePrep"):
+                    qregs = list(reversed(qregs))   # PennyLane's wire order, as the parent does
+                if name == "Barrier":
+                    par = [len(self._reg)]
+                qc.append(mapped(*par), qargs=qregs)
+            return [qc]
+
+        def compile(self) -> Any:
+            if self.compile_backend is not None and self.compile_backend is not self.backend:
+                return super().compile()
+            target = self.__dict__.get("_qtnn_target")
+            if target is None:
+                target = self.__dict__["_qtnn_target"] = self.backend.target
+            return transpile(self._circuit, target=target, **self.transpile_args,
+                             routing_method="none")
+
+    return qml.devices.LegacyDeviceFacade(FastAerDevice(wires=wires, shots=shots, **kwargs))

@@ -1,0 +1,250 @@
+"""One factory for every place a staircase can run.
+
+``device(name, wires, shots=None, seed=None)`` returns a :class:`QDevice`: the
+PennyLane device plus what qtnn needs to know about it (exact or sampled,
+whether the state can be read, the Qiskit backend behind it).
+
+Names
+-----
+``"default.qubit"``
+    PennyLane's exact simulator (backprop, parameter broadcasting).
+``"lightning.qubit"``
+    PennyLane Lightning (adjoint differentiation of expectation values).
+``"qiskit.aer"``
+    Qiskit Aer, ideal: the statevector method when ``shots`` is None (exact),
+    sampling otherwise.
+``"fake:<name>"``
+    Aer with the noise model, basis gates and coupling map of an IBM device
+    model from ``qiskit_ibm_runtime.fake_provider`` (``fake:torino``,
+    ``fake:fez``, ``fake:sherbrooke``, ...).  Needs ``shots``.
+``"ibm:<backend>"``
+    A real IBM backend through ``qiskit-ibm-runtime`` with saved credentials.
+``"lightning.gpu"``
+    PennyLane Lightning GPU, when installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from qtnn._validate import check_alloc, check_int
+from qtnn.errors import QtnnError
+
+__all__ = ["QDevice", "device", "device_names", "fake_backend_names"]
+
+_PLAIN = ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer")
+
+
+@functools.lru_cache(maxsize=1)
+def fake_backend_names() -> tuple[str, ...]:
+    """Lower-case names of the IBM device models in ``qiskit_ibm_runtime.fake_provider``.
+
+    Examples
+    --------
+    >>> {"torino", "fez", "sherbrooke"} <= set(fake_backend_names())
+    True
+    """
+    fp = importlib.import_module("qiskit_ibm_runtime.fake_provider")
+    names = []
+    for attr in dir(fp):
+        if attr.startswith("Fake") and not attr.startswith(("FakeProvider", "FakeFractional")):
+            names.append(attr[4:].removesuffix("V2").lower())
+    return tuple(sorted(set(names)))
+
+
+def device_names() -> list[str]:
+    """Every valid device name pattern (for error messages and ``--help``)."""
+    return [*_PLAIN, "fake:<name>", "ibm:<backend>"]
+
+
+@dataclass
+class QDevice:
+    """A PennyLane device with the facts qtnn needs.
+
+    Attributes
+    ----------
+    name : str
+        The name given to :func:`device`.
+    pl : pennylane device
+        Use it directly in your own QNodes.
+    wires : int
+    shots : int or None
+        ``None`` means exact (analytic) results.
+    seed : int or None
+    exact : bool
+        Results are exact (no sampling).
+    supports_state : bool
+        The state vector can be read (exact simulators only).
+    backend : qiskit backend or None
+        The Qiskit backend behind ``fake:`` and ``ibm:`` devices.
+    """
+
+    name: str
+    pl: Any
+    wires: int
+    shots: int | None
+    seed: int | None
+    exact: bool
+    supports_state: bool
+    backend: Any = field(default=None, repr=False)
+
+    @property
+    def kind(self) -> str:
+        """``"simulator"``, ``"aer"``, ``"fake"`` or ``"ibm"``."""
+        if self.name.startswith("fake:"):
+            return "fake"
+        if self.name.startswith("ibm:"):
+            return "ibm"
+        return "aer" if self.name == "qiskit.aer" else "simulator"
+
+
+def _check_shots(shots: Any) -> int | None:
+    if shots is None:
+        return None
+    return check_int("shots", shots, minimum=1)
+
+
+def _fake_backend(short: str) -> Any:
+    valid = fake_backend_names()
+    key = short.lower().removeprefix("fake").removesuffix("v2")
+    if key not in valid:
+        raise QtnnError(f"unknown IBM device model {short!r} in name='fake:{short}'; "
+                        f"valid models: {', '.join(valid)}")
+    fp = importlib.import_module("qiskit_ibm_runtime.fake_provider")
+    for attr in (f"Fake{key.capitalize()}", f"Fake{key.capitalize()}V2"):
+        if hasattr(fp, attr):
+            return getattr(fp, attr)()
+    for attr in dir(fp):  # names such as FakeAlmadenV2 with other capitalisation
+        if attr.lower() in (f"fake{key}", f"fake{key}v2"):
+            return getattr(fp, attr)()
+    raise QtnnError(f"IBM device model {short!r} could not be loaded")  # pragma: no cover
+
+
+def _ibm_backend(name: str) -> Any:
+    from qiskit_ibm_runtime import QiskitRuntimeService
+
+    if not QiskitRuntimeService.saved_accounts():
+        raise QtnnError(
+            f"no IBM Quantum credentials are saved, so device 'ibm:{name}' cannot be reached; "
+            "save them once with: from qiskit_ibm_runtime import QiskitRuntimeService; "
+            "QiskitRuntimeService.save_account(channel='ibm_quantum_platform', "
+            "token='<API key>', instance='<CRN>')")
+    try:
+        service = QiskitRuntimeService()
+        return service.backend(name)
+    except Exception as exc:  # network, unknown backend, expired token
+        raise QtnnError(f"IBM backend {name!r} is not available: {exc}") from exc
+
+
+def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: bool,
+            options: dict[str, Any]) -> Any:
+    """A ``qiskit.remote`` device on ``backend``: batched (one job per batch) or plain."""
+    import pennylane as qml
+
+    if not isinstance(batch_jobs, (bool,)):
+        raise QtnnError(f"batch_jobs must be a bool, got {batch_jobs!r}")
+    options = dict(options)
+    if seed is not None:
+        options.setdefault("seed_transpiler", seed)
+    if batch_jobs:
+        from qtnn.quantum._batched import BatchedRemoteDevice
+
+        return BatchedRemoteDevice(wires=wires, backend=backend, shots=shots, **options)
+    return qml.device("qiskit.remote", wires=wires, backend=backend, shots=shots, **options)
+
+
+def device(name: str, wires: int, shots: int | None = None, seed: int | None = None,
+           batch_jobs: bool = True, **options: Any) -> QDevice:
+    """Create a device by name (see the module docstring for the names).
+
+    Parameters
+    ----------
+    name : str
+        ``"default.qubit"``, ``"lightning.qubit"``, ``"lightning.gpu"``,
+        ``"qiskit.aer"``, ``"fake:<model>"`` or ``"ibm:<backend>"``.
+    wires : int
+        Number of qubits.  State-vector simulators refuse sizes whose state
+        would not fit in memory (before allocating anything).
+    shots : int, optional
+        ``None`` for exact results (simulators only).  ``fake:`` and ``ibm:``
+        devices need shots.
+    seed : int, optional
+        Seed of the sampler (Aer's ``seed_simulator``; PennyLane's ``seed``).
+        For ``fake:`` / ``ibm:`` devices it also seeds the transpiler
+        (``seed_transpiler``, unless given in ``options``), so layouts repeat.
+    batch_jobs : bool
+        ``fake:`` / ``ibm:`` only: transpile a batch of circuits in one call and
+        submit it as one Sampler job (:class:`qtnn.quantum._batched.BatchedRemoteDevice`;
+        it counts ``jobs_submitted``).  ``False``: pennylane-qiskit's plain
+        ``qiskit.remote`` device (one job per circuit).
+    **options
+        Passed to :func:`pennylane.device`.
+
+    Examples
+    --------
+    >>> dev = device("default.qubit", wires=3)
+    >>> dev.exact, dev.supports_state
+    (True, True)
+    >>> device("qiskit.aer", wires=2, shots=100, seed=1).supports_state
+    False
+    """
+    import pennylane as qml
+
+    if not isinstance(name, str):
+        raise QtnnError(f"name must be a device name string, got {name!r}")
+    wires = check_int("wires", wires, minimum=1)
+    shots = _check_shots(shots)
+    if seed is not None:
+        seed = check_int("seed", seed, minimum=0)
+
+    if name in ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer"):
+        check_alloc(f"a {wires}-qubit state vector", 2**wires, 16,
+                    hint="use fewer qubits or the MPS path of qtnn.staircase")
+    if name == "default.qubit":
+        pl = qml.device(name, wires=wires, shots=shots, seed=seed, **options)
+    elif name in ("lightning.qubit", "lightning.gpu"):
+        try:
+            pl = qml.device(name, wires=wires, shots=shots, seed=seed, **options)
+        except Exception as exc:  # plugin not installed / no GPU
+            raise QtnnError(f"device {name!r} is not available here: {exc}") from exc
+    elif name == "qiskit.aer":
+        opts = {"method": "statevector" if shots is None else "automatic",
+                # Level 0 keeps every gate as it is.  Higher levels merge 1-qubit gates and move
+                # the difference into the circuit's global phase, which Aer applies at the start
+                # of the circuit, where the reset of the Initialize that StatePrep becomes erases
+                # it: the 'state' readout would be off by a global phase.
+                "optimization_level": 0}
+        if seed is not None:
+            opts["seed_simulator"] = seed
+        opts.update(options)
+        from qtnn.quantum._batched import fast_aer_device
+
+        pl = fast_aer_device(wires, shots, **opts)
+    elif name.startswith("fake:"):
+        from qiskit_aer import AerSimulator
+
+        backend = _fake_backend(name[5:])
+        if wires > backend.num_qubits:
+            raise QtnnError(f"wires={wires} is more than the {backend.num_qubits} qubits of {name!r}")
+        if shots is None:
+            raise QtnnError(f"device {name!r} samples a noisy device: shots must be a positive "
+                            "integer, got None")
+        sim = AerSimulator.from_backend(backend, seed_simulator=seed)
+        pl = _remote(wires, sim, shots, seed, batch_jobs, options)
+        return QDevice(name, pl, wires, shots, seed, exact=False, supports_state=False, backend=sim)
+    elif name.startswith("ibm:"):
+        backend = _ibm_backend(name[4:])
+        if shots is None:
+            raise QtnnError(f"device {name!r} is hardware: shots must be a positive integer, got None")
+        if wires > backend.num_qubits:
+            raise QtnnError(f"wires={wires} is more than the {backend.num_qubits} qubits of {name!r}")
+        pl = _remote(wires, backend, shots, seed, batch_jobs, options)
+        return QDevice(name, pl, wires, shots, seed, exact=False, supports_state=False,
+                       backend=backend)
+    else:
+        raise QtnnError(f"unknown device name {name!r}; valid names: {', '.join(device_names())}")
+    exact = shots is None
+    return QDevice(name, pl, wires, shots, seed, exact=exact, supports_state=exact)

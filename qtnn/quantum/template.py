@@ -1,0 +1,203 @@
+"""The staircase circuit as a PennyLane template of native, trainable gates.
+
+:class:`StaircaseTemplate` applies ``D`` staircase layers of real orthogonal
+two-qubit gates (``DESIGN.md`` section 2; Ran, PRA 101, 032310 (2020)) in the
+magic-basis parametrisation of :mod:`qtnn.staircase.magic` (Vatan & Williams,
+PRA 69, 032315 (2004)).  Each gate on wires ``(w_j, w_{j+1})`` decomposes
+into (first gate first)::
+
+    [CZ(w_j, w_j+1) if det = -1]
+    S(w_j)  S(w_j+1)  H(w_j+1)  CNOT(w_j+1 -> w_j)                      # M
+    RZ(phi_A) RY(theta_A) RZ(omega_A) on w_j                            # A
+    RZ(phi_B) RY(theta_B) RZ(omega_B) on w_j+1                          # B
+    CNOT(w_j+1 -> w_j)  H(w_j+1)  S^dagger(w_j)  S^dagger(w_j+1)        # M^dagger
+
+so the only trainable gates are ``RZ`` and ``RY`` (two-term parameter-shift
+rule; adjoint differentiation on ``lightning.qubit``), and the matrix of the
+decomposition equals :meth:`qtnn.staircase.Staircase.to_matrix` of
+``magic_gates(weights, dets)`` exactly (wire ``wires[0]`` is qubit 0, the most
+significant bit).
+
+Complex gates and gates on ``k > 2`` qubits have no such native form here;
+:class:`~qtnn.quantum.qnode.StaircaseQNode` runs them as one
+``qml.QubitUnitary`` per gate, which is differentiable by backpropagation on
+``default.qubit`` only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pennylane as qml
+from pennylane import math
+from pennylane.decomposition import add_decomps, adjoint_resource_rep, register_resources
+from pennylane.operation import Operation
+from pennylane.wires import Wires
+
+from qtnn.errors import QtnnError
+
+__all__ = ["StaircaseTemplate"]
+
+
+def _check_dets(dets: Any, layers: int, g_count: int) -> tuple[tuple[int, ...], ...]:
+    want = (layers, g_count)
+    if dets is None:
+        return tuple((1,) * g_count for _ in range(layers))
+    if isinstance(dets, tuple) and all(isinstance(r, tuple) for r in dets):
+        arr = np.asarray(dets, dtype=object)
+    else:
+        if hasattr(dets, "detach"):
+            dets = dets.detach().cpu().numpy()
+        arr = np.asarray(dets)
+    try:
+        arr = np.asarray(arr, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise QtnnError(f"dets must be an array of +1/-1 of shape {want}, got {dets!r}") from None
+    if arr.shape != want:
+        raise QtnnError(f"dets must have shape (layers, n_wires-1) = {want}, got {arr.shape}")
+    if not np.all((arr == 1.0) | (arr == -1.0)):
+        bad = np.unique(arr[(arr != 1.0) & (arr != -1.0)])[:6]
+        raise QtnnError(f"dets must all be +1 or -1, got values {bad.tolist()}")
+    return tuple(tuple(int(v) for v in row) for row in arr)
+
+
+class StaircaseTemplate(Operation):
+    r"""``D`` staircase layers of real orthogonal two-qubit gates in native PennyLane gates.
+
+    Parameters
+    ----------
+    weights : tensor_like, shape (D, n-1, 6) or (batch, D, n-1, 6)
+        Magic-basis angles of gate ``j`` of layer ``l`` (see
+        :func:`qtnn.staircase.magic.magic_gates`).  A leading batch axis is
+        parameter broadcasting.  Trainable (numpy, autograd, torch, ...).
+    dets : array_like of +-1, shape (D, n-1), optional
+        Determinant of each gate (default all ``+1``).  A hyperparameter:
+        not trainable, stored as a tuple of tuples.
+    wires : sequence, length n >= 2
+        ``wires[0]`` is qubit 0 (the most significant bit).
+
+    Raises
+    ------
+    QtnnError
+        Bad shapes, fewer than 2 wires, ``dets`` not in ``{+1, -1}``,
+        non-finite weights.
+
+    Notes
+    -----
+    Gate ``(l, j)`` acts on ``(wires[j], wires[j+1])``; layer 0 first and, in
+    a layer, ``j = 0, 1, ..., n-2`` in that order, so the template's matrix is
+    ``Staircase(n, D, gates=magic_gates(weights, dets)).to_matrix()``.  The
+    decomposition of one gate is listed in :mod:`qtnn.quantum.template`:
+    6 ``RZ``/``RY`` rotations, 2 ``CNOT``, 2 ``H``, 2 ``S``, 2 ``S^dagger`` and
+    one ``CZ`` when ``det = -1``.  ``grad_method = None``: PennyLane's gradient
+    transforms and devices decompose the template into these gates.
+
+    Examples
+    --------
+    >>> import numpy as np, pennylane as qml
+    >>> from qtnn.staircase import Staircase
+    >>> from qtnn.staircase.magic import magic_gates
+    >>> w = np.random.default_rng(0).normal(size=(2, 2, 6))
+    >>> op = StaircaseTemplate(w, dets=[[1, -1], [-1, 1]], wires=[0, 1, 2])
+    >>> u = qml.matrix(op, wire_order=[0, 1, 2])
+    >>> ref = Staircase(3, 2, gates=magic_gates(w, [[1, -1], [-1, 1]])).to_matrix()
+    >>> bool(np.abs(u - ref).max() < 1e-12)
+    True
+    >>> len(op.decomposition())
+    58
+    """
+
+    grad_method = None
+    ndim_params = (3,)
+    resource_keys = {"num_wires", "num_layers", "num_reflections"}
+
+    def __init__(self, weights: Any, dets: Any = None, wires: Any = None) -> None:
+        if wires is None:
+            raise QtnnError("wires must be given (a sequence of at least 2 wires), got None")
+        wires = Wires(wires)
+        n = len(wires)
+        if n < 2:
+            raise QtnnError(f"wires must hold at least 2 wires for two-qubit gates, got {n} "
+                            f"({wires.tolist()})")
+        shape = tuple(int(s) for s in math.shape(weights))
+        if len(shape) not in (3, 4) or shape[-1] != 6 or shape[-2] != n - 1 or shape[-3] < 1:
+            raise QtnnError(f"weights must have shape (layers, n_wires-1, 6) = (D, {n - 1}, 6) with "
+                            f"D >= 1 (or a leading batch axis) for {n} wires, got {shape}")
+        if not math.is_abstract(weights):
+            vals = weights.detach().cpu().numpy() if hasattr(weights, "detach") else \
+                np.asarray(math.unwrap(weights))
+            if np.iscomplexobj(vals):
+                raise QtnnError(f"weights must be real angles, got dtype {vals.dtype}")
+            if not np.all(np.isfinite(vals)):
+                raise QtnnError(f"weights must be finite, got NaN or inf in an array of shape {shape}")
+        self._hyperparameters = {"dets": _check_dets(dets, shape[-3], n - 1)}
+        super().__init__(weights, wires=wires)
+
+    @property
+    def num_params(self) -> int:
+        """One trainable tensor, ``weights``."""
+        return 1
+
+    @property
+    def resource_params(self) -> dict:
+        """Resource parameters for PennyLane's graph decomposition."""
+        dets = self.hyperparameters["dets"]
+        return {"num_wires": len(self.wires), "num_layers": len(dets),
+                "num_reflections": sum(v < 0 for row in dets for v in row)}
+
+    @staticmethod
+    def shape(n_wires: int, layers: int) -> tuple[int, int, int]:
+        """Shape ``(layers, n_wires - 1, 6)`` of ``weights``.
+
+        Examples
+        --------
+        >>> StaircaseTemplate.shape(4, 2)
+        (2, 3, 6)
+        """
+        return (int(layers), int(n_wires) - 1, 6)
+
+    @staticmethod
+    def compute_decomposition(weights: Any, wires: Any, dets: tuple) -> list:  # type: ignore[override]
+        r"""The native gates (see the module docstring), layer 0 first.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> ops = StaircaseTemplate.compute_decomposition(np.zeros((1, 1, 6)), wires=[0, 1],
+        ...                                               dets=((-1,),))
+        >>> [op.name for op in ops][:5]
+        ['CZ', 'S', 'S', 'Hadamard', 'CNOT']
+        """
+        wires = Wires(wires)
+        ops: list = []
+        for layer, row in enumerate(dets):
+            for j, det in enumerate(row):
+                w0, w1 = wires[j], wires[j + 1]
+                if det < 0:
+                    ops.append(qml.CZ(wires=[w0, w1]))
+                ops += [qml.S(w0), qml.S(w1), qml.Hadamard(w1), qml.CNOT(wires=[w1, w0])]
+                ops += [qml.RZ(weights[..., layer, j, 0], w0), qml.RY(weights[..., layer, j, 1], w0),
+                        qml.RZ(weights[..., layer, j, 2], w0)]
+                ops += [qml.RZ(weights[..., layer, j, 3], w1), qml.RY(weights[..., layer, j, 4], w1),
+                        qml.RZ(weights[..., layer, j, 5], w1)]
+                ops += [qml.CNOT(wires=[w1, w0]), qml.Hadamard(w1), qml.adjoint(qml.S(w0)),
+                        qml.adjoint(qml.S(w1))]
+        return ops
+
+
+def _resources(num_wires: int, num_layers: int, num_reflections: int) -> dict:
+    g = num_layers * (num_wires - 1)
+    res = {qml.RZ: 4 * g, qml.RY: 2 * g, qml.CNOT: 2 * g, qml.Hadamard: 2 * g, qml.S: 2 * g,
+           adjoint_resource_rep(qml.S): 2 * g}
+    if num_reflections:
+        res[qml.CZ] = num_reflections
+    return res
+
+
+@register_resources(_resources)
+def _staircase_decomposition(weights: Any, wires: Any, dets: tuple, **_: Any) -> None:
+    StaircaseTemplate.compute_decomposition(weights, wires=wires, dets=dets)  # queues the gates
+
+
+add_decomps(StaircaseTemplate, _staircase_decomposition)

@@ -1,0 +1,92 @@
+"""The torch modules give the same numbers on the reference path and on PennyLane devices."""
+
+import numpy as np
+import pytest
+import torch
+
+from qtnn import QtnnError
+from qtnn.nn import DisentangledLinear, QuantumHead, QuantumStaircase
+from qtnn.quantum import device
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+@pytest.mark.parametrize("name", ["default.qubit", "lightning.qubit", "qiskit.aer"])
+def test_state_readout_agrees_with_reference(name):
+    torch.manual_seed(0)
+    layer = QuantumStaircase(4, 2, readout="state")
+    x = torch.randn(5, 16)
+    ref = layer(x)
+    layer.set_backend("pennylane", device(name, wires=4))
+    with torch.no_grad():  # "state" is differentiable on default.qubit only (backprop)
+        torch.testing.assert_close(layer(x), ref.detach(), rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_inverse_qnode_matches_reference(inverse):
+    from qtnn.nn.quantum_layers import _run_reference
+    from qtnn.quantum import StaircaseQNode
+
+    torch.manual_seed(1)
+    qn = StaircaseQNode(device("default.qubit", 3), 3, 2, readout="state", inverse=inverse)
+    w = qn.random_weights(seed=3)
+    x = torch.randn(4, 8)
+    xn = x / x.norm(dim=-1, keepdim=True)
+    ref = _run_reference(xn, qn.gates(w), 3, 2, inverse=inverse)
+    torch.testing.assert_close(qn(x, w), ref, rtol=0, atol=1e-12)
+    qn2 = StaircaseQNode(device("lightning.qubit", 3), 3, 2, readout="state", inverse=inverse,
+                         gate_mode="native")
+    with torch.no_grad():
+        torch.testing.assert_close(qn2(x, w), ref.detach(), rtol=0, atol=1e-10)
+
+
+def test_disentangled_linear_same_outputs_and_gradients_on_both_backends():
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(16, 8)
+    dl = DisentangledLinear.from_linear(lin, out_layers=1, in_layers=2, max_bond=2)
+    x = torch.randn(6, 16, requires_grad=True)
+    y_ref = dl(x)
+    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), [x, *dl.parameters()])
+    dl.set_backend("pennylane", device("default.qubit", wires=4))
+    y_pl = dl(x)
+    g_pl = torch.autograd.grad(y_pl.pow(2).sum(), [x, *dl.parameters()])
+    torch.testing.assert_close(y_pl, y_ref, rtol=0, atol=1e-8)
+    for a, b in zip(g_pl, g_ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
+def test_quantum_head_probs_with_shots_on_aer_within_shot_noise():
+    torch.manual_seed(3)
+    head = QuantumHead(16, 4, 2, 4)
+    x = torch.rand(6, 16)
+    p_exact = head.body(x).detach()
+    shots = 20000
+    head.set_backend("pennylane", device("qiskit.aer", wires=4, shots=shots, seed=11))
+    with torch.no_grad():
+        p_shot = head.body(x)
+    # per-entry binomial bound: 6 sigma (false alarm ~1e-9 per entry) plus 1/shots
+    bound = 6 * torch.sqrt(p_exact * (1 - p_exact) / shots) + 1.0 / shots
+    assert torch.all((p_shot - p_exact).abs() <= bound)
+
+
+def test_state_on_shot_device_is_an_error():
+    layer = QuantumStaircase(3, 1, readout="state")
+    layer.set_backend("pennylane", device("qiskit.aer", wires=3, shots=100))
+    with pytest.raises(QtnnError, match="state"), torch.no_grad():
+        layer(torch.randn(2, 8))
+
+
+def test_switching_backends_keeps_weights():
+    layer = QuantumStaircase(3, 1, readout="probs")
+    before = [p.detach().clone() for p in layer.parameters()]
+    layer.set_backend("pennylane", "default.qubit")
+    layer.set_backend("reference")
+    for a, b in zip(before, layer.parameters()):
+        assert torch.equal(a, b)
+    assert np.isclose(float(layer(torch.rand(2, 8)).sum()), 2.0)
