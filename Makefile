@@ -14,9 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## the main job: compress a small layer and report (the hybrid demo comes later)
+## the main job: train the hybrid classifier on digits (see README)
 demo: $(STAMP)
-	$(VENV)/bin/qtnn demo
+	$(VENV)/bin/qtnn train --json runs/train.json --save runs/hybrid.pt
 
 ## the full test suite (unit tests and doctests)
 test: $(STAMP)

@@ -35,12 +35,35 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    d = sub.add_parser("demo", help="train a small MLP on digits, compress its first layer to an MPO "
-                                    "at several bonds and report")
+    d = sub.add_parser("compress-demo", help="train a small MLP on digits, compress its first layer to "
+                                             "an MPO at several bonds and report")
     d.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     d.add_argument("--bonds", type=_ints, default=[1, 2, 4, 8, 16], help="comma-separated bonds")
     d.add_argument("--epochs", type=int, default=30, help="training epochs of the dense model")
     d.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+
+    t = sub.add_parser("train", help="the main job: train a hybrid classifier (MPOLinear -> QuantumHead) "
+                                     "on digits, compare paths, evaluate with shots and device noise")
+    t.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    t.add_argument("--layers", type=int, default=4, help="staircase layers of the quantum head (default 4)")
+    t.add_argument("--qubits", type=int, default=6, help="qubits of the head (default 6: 64 amplitudes)")
+    t.add_argument("--bond", type=int, default=8, help="bond of the MPOLinear feature layer (default 8)")
+    t.add_argument("--head", choices=["quantum", "disentangled"], default="quantum",
+                   help="quantum head (probabilities) or a DisentangledLinear layer (default quantum)")
+    t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
+    t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
+    t.add_argument("--seed", type=int, default=0, help="seed of data split, init and shuffling (default 0)")
+    t.add_argument("--device", default="default.qubit",
+                   help="device the hybrid trains on (default default.qubit; backprop)")
+    t.add_argument("--shots", type=int, default=4000, help="shots for the Aer and device-model runs")
+    t.add_argument("--fake", default="fake:torino",
+                   help="IBM device model for the noisy evaluation, or 'none' (default fake:torino)")
+    t.add_argument("--fake-samples", type=int, default=200,
+                   help="test samples evaluated on the device model (default 200)")
+    t.add_argument("--save", metavar="PATH", help="write the trained hybrid as a checkpoint")
+    t.add_argument("--checkpoint", metavar="PATH", help="write the training state after every epoch")
+    t.add_argument("--resume", metavar="PATH", help="continue training from a --checkpoint file")
+    t.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline in the same run)")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
@@ -83,6 +106,40 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
                                    ("accuracy_finetuned", "acc (fine-tuned)", ".4f")]))
     print("bond entropies (bits) at the largest bond:", r["rows"][-1]["entropies"])
     print(f"done in {r['seconds']:.1f} s")
+    return r
+
+
+def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.train import HybridConfig, run_train
+
+    cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, bond_dim=args.bond,
+                       n_qubits=args.qubits, layers=args.layers, head=args.head, epochs=args.epochs,
+                       batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    fake = None if args.fake.lower() == "none" else args.fake
+    if args.fake_samples < 1 or args.shots < 1:
+        raise QtnnError(f"--shots and --fake-samples must be positive, got {args.shots} and "
+                        f"{args.fake_samples}")
+    r = run_train(cfg, train_device=args.device, shots=args.shots, fake=fake,
+                  fake_samples=args.fake_samples, save=args.save, checkpoint=args.checkpoint,
+                  resume=args.resume)
+    a = r["accuracy"]
+    c = r["config"]
+    print(f"hybrid: MPOLinear(64->{c['hidden']}, bond {c['bond_dim']}) -> tanh -> "
+          f"{'QuantumHead' if c['head'] == 'quantum' else 'DisentangledLinear'}"
+          f"({c['n_qubits']} qubits, {c['layers']} layers); {r['params']['hybrid']} parameters "
+          f"(dense MLP: {r['params']['dense_mlp']})")
+    print(f"test accuracy, hybrid trained on {args.device}:        {a['hybrid_pennylane']:.4f}")
+    print(f"test accuracy, same weights on the reference path:   {a['pennylane_on_reference']:.4f}")
+    print(f"test accuracy, hybrid trained on the reference path: {a['hybrid_reference']:.4f}")
+    print(f"test accuracy, dense MLP of equal width:             {a['dense_mlp']:.4f}")
+    print(f"test accuracy, qiskit.aer with {r['shots']} shots:          {a['aer_shots']:.4f}")
+    if fake:
+        print(f"test accuracy, {fake} with {r['shots']} shots (first {r['fake_samples']} samples): "
+              f"{a[f'{fake}_shots']:.4f} (exact on the same samples: {a['reference_same_subset']:.4f})")
+    res = r["resources"]
+    print(f"circuit: {res['qubits']} qubits, {res['layers']} staircase layers, {res['two_qubit_gates']} "
+          f"two-qubit gates, depth {res['depth']}, {res['params']} circuit parameters")
+    print(f"time: {r['seconds']['total']:.1f} s")
     return r
 
 
@@ -140,8 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "demo":
+        if args.command == "compress-demo":
             result = _cmd_demo(args)
+        elif args.command == "train":
+            result = _cmd_train(args)
         elif args.command == "bench":
             result = _cmd_bench(args)
         else:  # pragma: no cover - argparse rejects unknown commands

@@ -22,7 +22,7 @@ def test_bench_mpo_linear_small_writes_json(tmp_path, capsys):
 
 def test_demo_runs_and_reports(tmp_path):
     out = tmp_path / "demo.json"
-    assert main(["demo", "--bonds", "2,8", "--epochs", "3", "--json", str(out)]) == 0
+    assert main(["compress-demo", "--bonds", "2,8", "--epochs", "3", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     errs = [r["weight_error"] for r in data["rows"]]
     assert errs[1] < errs[0]  # a larger bond keeps more of the weight
