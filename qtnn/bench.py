@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["bench_mpo_linear", "time_interleaved"]
+__all__ = ["bench_mpo_linear", "bench_hybrid", "time_interleaved"]
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 7,
@@ -99,3 +99,61 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
     return "\n".join(lines)
+
+
+def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2, batch: int = 64,
+                 repeats: int = 5, aer_batch: int = 4, progress: bool = True) -> dict[str, Any]:
+    """Samples/s of forward+backward of a :class:`~qtnn.nn.QuantumStaircase` on every path.
+
+    Paths: the reference contraction (fused circuit matrix), ``default.qubit``
+    (backprop, one ``QubitUnitary`` per gate, broadcasting), ``lightning.qubit``
+    (adjoint; ``expval`` readout, the one adjoint supports) and ``qiskit.aer``
+    (exact statevector, parameter-shift; run at ``aer_batch`` samples since
+    each sample costs ``2 x params`` circuits).  Every path is timed in the
+    same run; ``speedup`` is the reference path's samples/s over the fastest
+    QNode path's.
+
+    Examples
+    --------
+    >>> r = bench_hybrid(qubits=(3,), batch=4, repeats=1, aer_batch=1, progress=False)
+    >>> r["rows"][0]["speedup"] > 1
+    True
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from qtnn.nn import QuantumStaircase
+    from qtnn.quantum import device
+
+    rows = []
+    for n in qubits:
+        torch.manual_seed(0)
+        paths: dict[str, tuple[Any, int]] = {}
+        for name, readout, dev, b in (("reference", "probs", None, batch),
+                                      ("default.qubit", "probs", "default.qubit", batch),
+                                      ("lightning.qubit", "expval", "lightning.qubit", batch),
+                                      ("qiskit.aer", "probs", "qiskit.aer", aer_batch)):
+            layer = QuantumStaircase(n, layers, readout=readout, dtype=torch.float64)
+            if dev is not None:
+                layer.set_backend("pennylane", device(dev, wires=n))
+            paths[name] = (layer, b)
+        x_full = torch.rand(batch, 2**n, dtype=torch.float64)
+
+        def step(layer: Any, b: int) -> Callable[[], None]:
+            def run() -> None:
+                layer.zero_grad(set_to_none=True)
+                layer(x_full[:b]).sum().backward()
+            return run
+
+        fns = {k: step(*v) for k, v in paths.items()}
+        slow = {"qiskit.aer"}
+        times = time_interleaved({k: f for k, f in fns.items() if k not in slow}, repeats=repeats)
+        for k in tqdm(sorted(slow), desc=f"n={n} slow paths", disable=not progress):
+            times.update(time_interleaved({k: fns[k]}, repeats=1, warmup=0))
+        rate = {k: paths[k][1] / t for k, t in times.items()}
+        best_q = max((k for k in rate if k != "reference"), key=lambda k: rate[k])
+        rows.append({"qubits": n, "layers": layers, "batch": batch, "aer_batch": aer_batch,
+                     "samples_per_s": rate, "fastest_qnode": best_q,
+                     "speedup": rate["reference"] / rate[best_q]})
+    return {"benchmark": "hybrid", "what": "forward+backward samples/s, QuantumStaircase",
+            "rows": rows}

@@ -77,6 +77,16 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="cpu", help="torch device (default cpu)")
     m.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
 
+    h = bsub.add_parser("hybrid", help="forward+backward samples/s of a staircase layer on the reference "
+                                       "path and on every QNode path")
+    h.add_argument("--qubits", type=_ints, default=[6, 10], help="qubit counts (default 6,10)")
+    h.add_argument("--layers", type=int, default=2, help="staircase layers (default 2)")
+    h.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    h.add_argument("--aer-batch", type=int, default=4,
+                   help="batch for qiskit.aer parameter-shift (default 4)")
+    h.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
+    h.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
+
     s = bsub.add_parser("staircase", help="fidelity against depth of the MPS -> staircase encoders, "
                                           "and disentangling error against plain truncation")
     s.add_argument("--n", type=int, default=12, help="qubits of the encoding targets (default 12)")
@@ -146,6 +156,8 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
     if args.bench == "staircase":
         return _cmd_bench_staircase(args)
+    if args.bench == "hybrid":
+        return _cmd_bench_hybrid(args)
     from qtnn.bench import bench_mpo_linear, format_table
 
     if args.batch < 1 or args.repeats < 1:
@@ -160,6 +172,23 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
                                    ("linear_ms", "Linear ms", ".1f"), ("mpo_ms", "MPO ms", ".1f"),
                                    ("ratio", "time ratio", ".3f"),
                                    ("params_ratio", "params/dense", ".4f")]))
+    return r
+
+
+def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.bench import bench_hybrid
+
+    if args.batch < 1 or args.aer_batch < 1 or args.repeats < 1 or args.layers < 0:
+        raise QtnnError("--batch, --aer-batch and --repeats must be positive and --layers >= 0")
+    r = bench_hybrid(qubits=args.qubits, layers=args.layers, batch=args.batch,
+                     repeats=args.repeats, aer_batch=args.aer_batch)
+    print(f"forward+backward samples/s, {args.layers} staircase layers, batch {args.batch} "
+          f"(qiskit.aer: batch {args.aer_batch}, parameter-shift)")
+    names = list(r["rows"][0]["samples_per_s"])
+    print("qubits  " + "  ".join(f"{n:>16}" for n in names) + "  reference / fastest QNode")
+    for row in r["rows"]:
+        cells = "  ".join(f"{row['samples_per_s'][n]:>16.1f}" for n in names)
+        print(f"{row['qubits']:>6}  {cells}  {row['speedup']:.1f}x ({row['fastest_qnode']})")
     return r
 
 

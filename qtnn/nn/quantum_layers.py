@@ -72,13 +72,101 @@ def _run_reference(x: torch.Tensor, gates: torch.Tensor, n: int, k: int, *,
     rows = x.reshape(-1, x.shape[-1])
     if gates.shape[0] == 0:
         return x
-    if n <= FUSE_QUBITS and rows.shape[0] >= 2:
+    # fusing costs ~gates * 4^n (building the matrix) against ~gates * batch * 2^n per
+    # gate application, so it pays once the batch is about as large as the state
+    if n <= FUSE_QUBITS and rows.shape[0] >= 2**n:
         out = rows @ circuit_matrix(gates, n, k, inverse=inverse)
     elif inverse:
         out = apply_gates(rows, gates.flip(0).transpose(-1, -2), n, k, descending=True)
     else:
         out = apply_gates(rows, gates, n, k)
     return out.reshape(x.shape)
+
+
+def _staircase_kernel() -> Any:
+    """The reference path of a magic-angle staircase as one autograd Function.
+
+    Forward applies the ``(D, n-1)`` gates to the batch in numpy, one
+    broadcast ``4 x 4`` matmul per gate (``x`` reshaped to ``(-1, 4, rest)``,
+    no transposes), keeping the state before every gate.  Backward runs the
+    gates' transposes in reverse, collecting ``dL/dG`` for each gate, and maps
+    them to the angles with the exact shift identity of rotation generators,
+    ``dG/d(alpha_k) = G(alpha + pi e_k) / 2`` (every angle enters through an
+    ``RZ`` or ``RY``).  A few dozen array operations per call instead of
+    hundreds of small autograd nodes: this is what makes the classical path
+    fast at small ``n``.
+    """
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    from torch.autograd.function import once_differentiable
+
+    from qtnn.staircase.magic import magic_gates
+
+    class StaircaseReference(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor, angles: torch.Tensor, dets: np.ndarray,
+                    n: int) -> torch.Tensor:
+            a = angles.detach().cpu().numpy().astype(np.float64, copy=False)
+            gates = magic_gates(a, dets)
+            s = x.detach().cpu().numpy().astype(np.float64, copy=False)
+            b = s.shape[0]
+            states = []
+            for layer in range(gates.shape[0]):
+                for j in range(n - 1):
+                    states.append(s)
+                    s = _apply4(gates[layer, j], s, b * 2**j)
+            ctx.save_for_backward(angles)
+            ctx.stash = (a, dets, gates, states, n, x.dtype, x.device)
+            return torch.from_numpy(s).to(dtype=x.dtype, device=x.device)
+
+        @staticmethod
+        @once_differentiable
+        def backward(ctx: Any, gy: torch.Tensor) -> Any:
+            a, dets, gates, states, n, dtype, dev = ctx.stash
+            g = gy.detach().cpu().numpy().astype(np.float64, copy=False)
+            b = g.shape[0]
+            d_gates = np.zeros_like(gates)
+            i = len(states)
+            for layer in reversed(range(gates.shape[0])):
+                for j in reversed(range(n - 1)):
+                    i -= 1
+                    d_gates[layer, j] = _outer4(g, states[i], b * 2**j)
+                    g = _apply4(gates[layer, j].T, g, b * 2**j)
+            shifted = magic_gates(a[..., None, :] + np.pi * np.eye(6), dets[..., None])
+            d_angles = 0.5 * np.einsum("lgab,lgkab->lgk", d_gates, shifted)
+            gx = torch.from_numpy(g).to(dtype=dtype, device=dev) if ctx.needs_input_grad[0] else None
+            ga = (torch.from_numpy(d_angles).to(dtype=ctx.saved_tensors[0].dtype,
+                                                device=ctx.saved_tensors[0].device)
+                  if ctx.needs_input_grad[1] else None)
+            return gx, ga, None, None
+
+    _KERNEL = StaircaseReference
+    return _KERNEL
+
+
+_KERNEL: Any = None
+
+
+def _apply4(gate: np.ndarray, s: np.ndarray, lead: int) -> np.ndarray:
+    """``gate`` on axis 1 of ``s`` viewed as ``(lead, 4, rest)``; returns the flat ``(batch, -1)`` view."""
+    b = s.shape[0]
+    x = s.reshape(lead, 4, -1)
+    if x.shape[2] == 1:  # the pair is the last two qubits: one GEMM
+        return (x.reshape(lead, 4) @ gate.T).reshape(b, -1)
+    return np.matmul(gate, x).reshape(b, -1)
+
+
+def _outer4(g: np.ndarray, s: np.ndarray, lead: int) -> np.ndarray:
+    """``sum_{l,r} g[l, a, r] s[l, b, r]`` for both viewed as ``(lead, 4, rest)``."""
+    g3 = g.reshape(lead, 4, -1)
+    s3 = s.reshape(lead, 4, -1)
+    rest = g3.shape[2]
+    if rest == 1:
+        return g3.reshape(lead, 4).T @ s3.reshape(lead, 4)
+    if rest >= 16:
+        return np.matmul(g3, s3.transpose(0, 2, 1)).sum(axis=0)
+    return np.einsum("lar,lbr->ab", g3, s3)
 
 
 def _probs_from_state(state: torch.Tensor, n: int, wires: tuple[int, ...]) -> torch.Tensor:
@@ -335,7 +423,12 @@ class QuantumStaircase(_QuantumModule):
             return y * norm if self.readout == "state" else y
         if self.encoding == "staircase":
             xn = self._encode_reference(xn)
-        state = _run_reference(xn, self.circuit.gates().to(xn.dtype), n, 2)
+        if self.circuit.layers == 0:
+            state = xn
+        else:
+            rows = xn.reshape(-1, 2**n)
+            dets = self.circuit.dets.cpu().numpy().astype(np.float64)
+            state = _staircase_kernel().apply(rows, self.circuit.angles, dets, n).reshape(xn.shape)
         if self.readout == "state":
             return state * norm
         if self.readout == "probs":
