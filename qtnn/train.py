@@ -64,8 +64,8 @@ class HybridClassifier(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> model = HybridClassifier(HybridConfig(layers=1))
-    >>> tuple(model(torch.rand(3, 64)).shape)
+    >>> model = HybridClassifier(HybridConfig(layers=1))      # float64 by default
+    >>> tuple(model(torch.rand(3, 64, dtype=torch.float64)).shape)
     (3, 10)
     """
 
