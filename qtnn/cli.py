@@ -223,8 +223,14 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qtnn`` console script; returns the exit code."""
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Deprecation notices of the pinned stack (PennyLane's device-level shots, a
+    # qiskit-ibm-runtime plugin) say nothing a user of the command can act on.
+    warnings.filterwarnings("ignore", message=".*Setting shots on device is deprecated.*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="stevedore.*")
     try:
         if args.command == "compress-demo":
             result = _cmd_demo(args)
