@@ -11,3 +11,14 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "qtnn"))
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def float64_default():
+    """Run a test with torch's default dtype float64, restoring it afterwards."""
+    import torch
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

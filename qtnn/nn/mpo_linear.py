@@ -28,6 +28,26 @@ def default_num_cores(in_features: int, out_features: int) -> int:
     return max(2, round(math.log(max(in_features, out_features, 2)) / math.log(8)))
 
 
+def init_like_linear(cores: Sequence[torch.Tensor], bias: torch.Tensor | None,
+                     in_features: int) -> None:
+    """Initialise MPO ``cores`` (and ``bias``) in place like :class:`torch.nn.Linear`.
+
+    Every core is Gaussian with the standard deviation that makes
+    ``Var(W_ij) = 1 / (3 in_features)`` (with ``L`` cores and internal bonds
+    ``chi_k``, ``Var(W_ij) = prod_k sigma^2 * prod_k chi_k``); the bias is
+    ``U(-1/sqrt(in), 1/sqrt(in))``.
+    """
+    target = 1.0 / (3.0 * in_features)
+    chis = math.prod(int(c.shape[-1]) for c in cores[:-1])
+    sigma = (target / chis) ** (1.0 / (2 * len(cores)))
+    with torch.no_grad():
+        for c in cores:
+            c.normal_(0.0, sigma)
+        if bias is not None:
+            bound = 1.0 / math.sqrt(in_features)
+            bias.uniform_(-bound, bound)
+
+
 def _bond_caps(out_dims: Sequence[int], in_dims: Sequence[int]) -> list[int]:
     p = [o * i for o, i in zip(out_dims, in_dims)]
     return [min(math.prod(p[:k]), math.prod(p[k:])) for k in range(1, len(p))]
@@ -101,15 +121,7 @@ class MPOLinear(nn.Module):
     # ------------------------------------------------------------------ init
     def reset_parameters(self) -> None:
         """Gaussian cores with ``Var(W_ij) = 1/(3 in_features)``; bias ``U(-1/sqrt(in), 1/sqrt(in))``."""
-        target = 1.0 / (3.0 * self.in_features)
-        chis = math.prod(self.bond_dims) if self.bond_dims else 1
-        sigma = (target / chis) ** (1.0 / (2 * len(self.cores)))
-        with torch.no_grad():
-            for c in self.cores:
-                c.normal_(0.0, sigma)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                self.bias.uniform_(-bound, bound)
+        init_like_linear(list(self.cores), self.bias, self.in_features)
 
     # ------------------------------------------------------------- structure
     @property

@@ -535,15 +535,9 @@ class DisentangledLinear(_QuantumModule):
 
     def reset_parameters(self) -> None:
         """Cores as in :class:`~qtnn.nn.MPOLinear` (``Var(W_ij) = 1/(3 in)``), identity gates."""
-        target = 1.0 / (3.0 * self.in_features)
-        chis = math.prod(int(c.shape[-1]) for c in list(self.cores)[:-1])
-        sigma = (target / chis) ** (1.0 / (2 * len(self.cores)))
-        with torch.no_grad():
-            for c in self.cores:
-                c.normal_(0.0, sigma)
-            if self.bias is not None:
-                bound = 1.0 / math.sqrt(self.in_features)
-                self.bias.uniform_(-bound, bound)
+        from qtnn.nn.mpo_linear import init_like_linear
+
+        init_like_linear(list(self.cores), self.bias, self.in_features)
 
     def _max_wires(self) -> int:
         return max(self.n_in, self.n_out)

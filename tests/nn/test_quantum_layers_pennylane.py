@@ -9,12 +9,7 @@ from qtnn.nn import DisentangledLinear, QuantumHead, QuantumStaircase
 from qtnn.quantum import device
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64_default")
 
 
 @pytest.mark.parametrize("name", ["default.qubit", "lightning.qubit", "qiskit.aer"])
