@@ -101,14 +101,21 @@ def _staircase_kernel() -> Any:
         return _KERNEL
     from torch.autograd.function import once_differentiable
 
-    from qtnn.staircase.magic import magic_gates
+    from qtnn.staircase.magic import magic_gates_fast as magic_gates
 
     class StaircaseReference(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, x: torch.Tensor, angles: torch.Tensor, dets: np.ndarray,
                     n: int) -> torch.Tensor:
             a = angles.detach().cpu().numpy().astype(np.float64, copy=False)
-            gates = magic_gates(a, dets)
+            if not np.all(np.isfinite(a)):
+                raise QtnnError("the staircase angles must be finite, got NaN or inf")
+            if angles.requires_grad:
+                # the gates and their six shifted copies in one call: (D, G, 7, 4, 4)
+                both = magic_gates(a[..., None, :] + _SHIFTS, dets[..., None])
+                gates, shifted = both[..., 0, :, :], both[..., 1:, :, :]
+            else:
+                gates, shifted = magic_gates(a, dets), None
             s = x.detach().cpu().numpy().astype(np.float64, copy=False)
             b = s.shape[0]
             states = []
@@ -117,13 +124,13 @@ def _staircase_kernel() -> Any:
                     states.append(s)
                     s = _apply4(gates[layer, j], s, b * 2**j)
             ctx.save_for_backward(angles)
-            ctx.stash = (a, dets, gates, states, n, x.dtype, x.device)
+            ctx.stash = (shifted, gates, states, n, x.dtype, x.device)
             return torch.from_numpy(s).to(dtype=x.dtype, device=x.device)
 
         @staticmethod
         @once_differentiable
         def backward(ctx: Any, gy: torch.Tensor) -> Any:
-            a, dets, gates, states, n, dtype, dev = ctx.stash
+            shifted, gates, states, n, dtype, dev = ctx.stash
             g = gy.detach().cpu().numpy().astype(np.float64, copy=False)
             b = g.shape[0]
             d_gates = np.zeros_like(gates)
@@ -133,7 +140,6 @@ def _staircase_kernel() -> Any:
                     i -= 1
                     d_gates[layer, j] = _outer4(g, states[i], b * 2**j)
                     g = _apply4(gates[layer, j].T, g, b * 2**j)
-            shifted = magic_gates(a[..., None, :] + np.pi * np.eye(6), dets[..., None])
             d_angles = 0.5 * np.einsum("lgab,lgkab->lgk", d_gates, shifted)
             gx = torch.from_numpy(g).to(dtype=dtype, device=dev) if ctx.needs_input_grad[0] else None
             ga = (torch.from_numpy(d_angles).to(dtype=ctx.saved_tensors[0].dtype,
@@ -146,6 +152,9 @@ def _staircase_kernel() -> Any:
 
 
 _KERNEL: Any = None
+
+#: Row 0: the angles; rows 1-6: each angle shifted by pi (dG/d(alpha_k) = G(alpha + pi e_k) / 2).
+_SHIFTS = np.vstack([np.zeros(6), np.pi * np.eye(6)])
 
 
 def _apply4(gate: np.ndarray, s: np.ndarray, lead: int) -> np.ndarray:
