@@ -136,11 +136,14 @@ def test_bad_input(call, match):
         call()
 
 
-@pytest.mark.parametrize("n,layers", [(2, 1), (3, 2), (5, 3), (6, 2)])
-def test_reference_kernel_gradcheck_angles_and_input(n, layers):
-    # the numpy kernel's analytic gradients (shift identity) against finite differences
+@pytest.mark.parametrize("fuse", [False, True])
+@pytest.mark.parametrize("n,layers", [(2, 1), (3, 2), (4, 1), (5, 3), (6, 2)])
+def test_reference_kernel_gradcheck_angles_and_input(monkeypatch, n, layers, fuse):
+    # the numpy kernel's analytic gradients (shift identity) against finite differences,
+    # with single gates and with gates fused in 3-qubit pairs
     from qtnn.nn.quantum_layers import _staircase_kernel
 
+    monkeypatch.setattr(ql, "FUSE_MIN_ENTRIES", 0 if fuse else 1 << 60)
     torch.manual_seed(n)
     gates = StaircaseGates(n, layers, dtype=torch.float64)
     with torch.no_grad():
@@ -152,9 +155,11 @@ def test_reference_kernel_gradcheck_angles_and_input(n, layers):
     assert torch.autograd.gradcheck(lambda xx, aa: kernel.apply(xx, aa, dets, n), (x, ang))
 
 
-def test_reference_kernel_matches_autograd_path():
+@pytest.mark.parametrize("fuse", [False, True])
+def test_reference_kernel_matches_autograd_path(monkeypatch, fuse):
     from qtnn.nn.quantum_layers import _run_reference, _staircase_kernel
 
+    monkeypatch.setattr(ql, "FUSE_MIN_ENTRIES", 0 if fuse else 1 << 60)
     torch.manual_seed(9)
     gates = StaircaseGates(7, 3, dtype=torch.float64)
     with torch.no_grad():
