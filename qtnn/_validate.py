@@ -139,6 +139,11 @@ def _fmt_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
+def is_torch(x: Any) -> bool:
+    """Whether ``x`` is a torch tensor (checked without importing torch)."""
+    return type(x).__module__.startswith("torch")
+
+
 def prod(dims: Sequence[int]) -> int:
     """Product of integer dims (1 for an empty sequence)."""
     return int(math.prod(dims))

@@ -28,27 +28,6 @@ def load_digits_split(seed: int = 0, test_size: float = 0.25) -> tuple[Any, Any,
     return (torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte))
 
 
-def _train(model: Any, x: Any, y: Any, epochs: int, lr: float, seed: int) -> None:
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), 64):
-            idx = perm[i: i + 64]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-
-
-def _accuracy(model: Any, x: Any, y: Any) -> float:
-    import torch
-
-    with torch.no_grad():
-        return float((model(x).argmax(-1) == y).double().mean())
-
-
 def run_compression_demo(seed: int = 0, hidden: int = 256, bonds: tuple[int, ...] = (1, 2, 4, 8, 16),
                          epochs: int = 30, finetune_epochs: int = 5,
                          progress: bool = True) -> dict[str, Any]:
@@ -67,14 +46,18 @@ def run_compression_demo(seed: int = 0, hidden: int = 256, bonds: tuple[int, ...
     from tqdm.auto import tqdm
 
     from qtnn.nn import MPOLinear
+    from qtnn.train import evaluate, train_model
+
+    def fit(m: Any, epochs_: int, lr: float) -> None:
+        train_model(m, (xtr, ytr), epochs=epochs_, batch_size=64, lr=lr, seed=seed, progress=False)
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     xtr, ytr, xte, yte = load_digits_split(seed)
     model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(),
                                 torch.nn.Linear(hidden, 10)).double()
-    _train(model, xtr, ytr, epochs, 1e-3, seed)
-    dense_acc = _accuracy(model, xte, yte)
+    fit(model, epochs, 1e-3)
+    dense_acc = evaluate(model, xte, yte)
     w = model[0].weight.detach().numpy()
     rows = []
     for bond in tqdm(bonds, desc="compress", disable=not progress):
@@ -83,13 +66,13 @@ def run_compression_demo(seed: int = 0, hidden: int = 256, bonds: tuple[int, ...
         err = float(np.linalg.norm(mpo.to_dense() - w) / np.linalg.norm(w))
         small = copy.deepcopy(model)
         small[0] = layer
-        acc = _accuracy(small, xte, yte)
-        _train(small, xtr, ytr, finetune_epochs, 5e-4, seed)
+        acc = evaluate(small, xte, yte)
+        fit(small, finetune_epochs, 5e-4)
         rows.append({
             "bond": bond, "params": mpo.num_params, "dense_params": w.size,
             "compression": w.size / mpo.num_params, "weight_error": err,
             "entropies": [round(float(e), 4) for e in mpo.entropies()],
-            "accuracy": acc, "accuracy_finetuned": _accuracy(small, xte, yte),
+            "accuracy": acc, "accuracy_finetuned": evaluate(small, xte, yte),
         })
     return {"hidden": hidden, "dense": {"params": w.size, "accuracy": dense_acc},
             "rows": rows, "seconds": time.perf_counter() - t0}

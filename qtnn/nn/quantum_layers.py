@@ -571,9 +571,9 @@ class DisentangledLinear(_QuantumModule):
         sites = max(self.n_in, self.n_out)
         od = (2,) * self.n_out + (1,) * (sites - self.n_out)
         idm = (2,) * self.n_in + (1,) * (sites - self.n_in)
-        caps = [min(math.prod(o * i for o, i in zip(od[:k], idm[:k])),
-                    math.prod(o * i for o, i in zip(od[k:], idm[k:]))) for k in range(1, sites)]
-        bonds = [1] + [min(self.max_bond, c) for c in caps] + [1]
+        from qtnn.nn.mpo_linear import bond_caps
+
+        bonds = [1] + [min(self.max_bond, c) for c in bond_caps(od, idm)] + [1]
         self.U = StaircaseGates(self.n_out, out_layers, init="identity", dtype=dtype)
         self.V = StaircaseGates(self.n_in, in_layers, init="identity", dtype=dtype)
         self.cores = nn.ParameterList(

@@ -97,7 +97,7 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_choice, check_int
+from qtnn._validate import check_choice, check_int, is_torch
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.quantum.devices import QDevice
 
@@ -107,10 +107,6 @@ ENCODINGS = ("amplitude", "staircase", "none")
 READOUTS = ("state", "probs", "expval")
 GATE_MODES = ("auto", "matrix", "native")
 DIFF_METHODS = ("auto", "backprop", "adjoint", "parameter-shift", "finite-diff", None)
-
-
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
 
 
 @contextlib.contextmanager
@@ -383,7 +379,7 @@ class StaircaseQNode:
             return None, False
         if x is None:
             raise QtnnError(f"x must be a (batch, {dim}) tensor for encoding {self.encoding!r}, got None")
-        if not _is_torch(x):
+        if not is_torch(x):
             arr = np.asarray(x)
             if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
                 raise QtnnTypeError(f"x must hold numbers, got dtype {arr.dtype}")
@@ -411,7 +407,7 @@ class StaircaseQNode:
     def _check_weights(self, weights: Any) -> Any:
         import torch
 
-        if not _is_torch(weights):
+        if not is_torch(weights):
             arr = np.asarray(weights)
             if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
                 raise QtnnTypeError(f"weights must hold numbers, got dtype {arr.dtype}")
@@ -431,7 +427,7 @@ class StaircaseQNode:
         shape = self.weight_shape[:2]
         if dets is None:
             return tuple((1,) * shape[1] for _ in range(shape[0]))
-        if _is_torch(dets):
+        if is_torch(dets):
             dets = dets.detach().cpu().numpy()
         arr = np.asarray(dets)
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_cutoff, check_int
+from qtnn._validate import (as_float_array, check_alloc, check_bond, check_cutoff, check_int,
+                             is_torch)
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.staircase import _mpsops
 from qtnn.tn.linalg import qr_pos
@@ -42,10 +43,6 @@ MAX_MATRIX_QUBITS = 12
 UNITARY_ATOL = 1e-10
 
 _FORMAT = "qtnn.staircase/1"
-
-
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
 
 
 def _check_nk(n_qubits: Any, k: Any) -> tuple[int, int]:
@@ -135,14 +132,14 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
         raise QtnnError(f"x must have shape (..., 2**n_qubits) = (..., {dim}); got {tuple(x.shape)}")
     lead = tuple(int(s) for s in x.shape[:-1])
     batch = math.prod(lead)
-    torch_mode = _is_torch(x) or _is_torch(gates)
+    torch_mode = is_torch(x) or is_torch(gates)
     if torch_mode:
         import torch
 
-        if not _is_torch(x):
+        if not is_torch(x):
             xarr = np.asarray(x)
             x = torch.as_tensor(xarr if xarr.flags.writeable else xarr.copy())
-        if not _is_torch(gates):
+        if not is_torch(gates):
             garr = np.asarray(gates)
             gates = torch.as_tensor(garr if garr.flags.writeable else garr.copy())
         if not (x.is_floating_point() or x.is_complex()):
@@ -218,7 +215,7 @@ def gates_from_params(params: Any, signs: Any = None, *, complex: bool = False) 
     """
     import torch
 
-    torch_in = _is_torch(params)
+    torch_in = is_torch(params)
     if torch_in:
         p = params
         if p.ndim < 1:

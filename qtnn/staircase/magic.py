@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array
+from qtnn._validate import as_float_array, is_torch
 from qtnn.errors import QtnnError
 
 __all__ = ["MAGIC", "REFLECTION", "magic_gates", "magic_angles", "su2_from_euler", "euler_from_su2"]
@@ -62,10 +62,6 @@ REFLECTION: np.ndarray = np.diag([1.0, 1.0, 1.0, -1.0])
 REFLECTION.setflags(write=False)
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
-
-
 def su2_from_euler(phi: Any, theta: Any, omega: Any) -> Any:
     """``RZ(omega) RY(theta) RZ(phi)`` as a complex ``(..., 2, 2)`` array (numpy or torch).
 
@@ -76,7 +72,7 @@ def su2_from_euler(phi: Any, theta: Any, omega: Any) -> Any:
     >>> bool(np.isclose(np.linalg.det(u), 1.0))
     True
     """
-    if any(_is_torch(a) for a in (phi, theta, omega)):
+    if any(is_torch(a) for a in (phi, theta, omega)):
         import torch
 
         phi, theta, omega = torch.broadcast_tensors(*(torch.as_tensor(a) for a in (phi, theta, omega)))
@@ -123,7 +119,7 @@ def euler_from_su2(u: np.ndarray) -> np.ndarray:
 
 
 def _check_dets(dets: Any, lead: tuple[int, ...]) -> np.ndarray:
-    if _is_torch(dets):
+    if is_torch(dets):
         dets = dets.detach().cpu().numpy()
     d = np.asarray(dets)
     if d.dtype == object or not (np.issubdtype(d.dtype, np.number) or d.dtype == bool):
@@ -177,7 +173,7 @@ def magic_gates(angles: Any, dets: Any = None) -> Any:
     >>> bool(np.allclose(g @ g.T, np.eye(4), rtol=0, atol=1e-14)), round(float(np.linalg.det(g)), 12)
     (True, 1.0)
     """
-    torch_in = _is_torch(angles)
+    torch_in = is_torch(angles)
     if torch_in:
         import torch
 

@@ -65,13 +65,17 @@ def mpo_apply_equation(num_sites: int) -> str:
     return ",".join(terms) + "->" + batch + "".join(outs)
 
 
+def _path_strategy(num_sites: int) -> str:
+    """opt_einsum's exhaustive search for up to 6 cores, dynamic programming beyond."""
+    return "optimal" if num_sites <= 6 else "dp"
+
+
 @functools.lru_cache(maxsize=256)
 def _expression(x_shape: tuple[int, ...], core_shapes: tuple[tuple[int, ...], ...]) -> Any:
     import opt_einsum as oe
 
     eq = mpo_apply_equation(len(core_shapes))
-    strategy = "optimal" if len(core_shapes) <= 6 else "dp"
-    return oe.contract_expression(eq, x_shape, *core_shapes, optimize=strategy)
+    return oe.contract_expression(eq, x_shape, *core_shapes, optimize=_path_strategy(len(core_shapes)))
 
 
 def mpo_apply_expression(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]]) -> Any:
@@ -150,8 +154,7 @@ def _plan(batch: int, shapes: tuple[tuple[int, ...], ...]) -> MPOApplyPlan:
         import opt_einsum as oe
 
         eq = mpo_apply_equation(n)
-        strategy = "optimal" if n <= 6 else "dp"
-        _, info = oe.contract_path(eq, (batch, *ins), *shapes, shapes=True, optimize=strategy)
+        _, info = oe.contract_path(eq, (batch, *ins), *shapes, shapes=True, optimize=_path_strategy(n))
         flops = float(info.opt_cost)
         consider(MPOApplyPlan("einsum", 0, False, flops, EINSUM_PENALTY * flops))
     if best is None:  # pragma: no cover - n >= 2 always considers at least one split

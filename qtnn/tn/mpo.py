@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_cutoff, check_int
+from qtnn._validate import (as_float_array, check_alloc, check_bond, check_cutoff, check_int,
+                             is_torch)
 from qtnn.errors import QtnnError
 from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
 from qtnn.tn.factorize import balanced_dims, qubit_dims
@@ -17,10 +18,6 @@ from qtnn.tn.mps import MPS, resolve_dims
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
 __all__ = ["MPO"]
-
-
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
 
 
 def _site_dims(out_features: int, in_features: int, out_dims: Any,
@@ -211,7 +208,7 @@ class MPO(TensorTrain):
         >>> bool(np.allclose(MPO.from_dense(W).apply(x), x @ W.T))
         True
         """
-        if _is_torch(x):
+        if is_torch(x):
             import torch
 
             if x.ndim < 1 or x.shape[-1] != self.in_features:
@@ -312,7 +309,7 @@ def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int]) -> Any:
     n_in, n_out = math.prod(in_dims), math.prod(out_dims)
     lead = tuple(x.shape[:-1])
     batch = math.prod(lead)
-    torch_mode = _is_torch(x)
+    torch_mode = is_torch(x)
     if torch_mode:
         xf = x.reshape(batch, shape[1])
         if n_in != shape[1]:
