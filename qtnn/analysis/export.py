@@ -183,15 +183,27 @@ def _as_circuit(name: str, obj: Any) -> QuantumCircuit:
 
 
 def _lower(qc: QuantumCircuit) -> QuantumCircuit:
-    """Rewrite gates outside :data:`QASM2_BASIS` (``UnitaryGate`` ...) into it; keeps the rest."""
-    ops = set(qc.count_ops())
-    if ops <= set(QASM2_BASIS) | {"barrier", "measure", "reset"}:
-        return qc
-    from qiskit import transpile
+    """Rewrite gates outside :data:`QASM2_BASIS` (``UnitaryGate`` ...) into it; keeps the rest.
 
-    out = transpile(qc, basis_gates=list(QASM2_BASIS), optimization_level=0)
-    out.name = qc.name
-    out.metadata = dict(qc.metadata or {})
+    OpenQASM 2 has no global phase and Qiskit's QASM 3 exporter drops it, so a
+    nonzero ``global_phase`` (generic synthesis leaves one) is written as
+    gates on qubit 0: ``rz(-2 phi)`` then ``u(0, 0, 2 phi)`` is
+    ``diag(e^{i phi}, e^{i phi})``, exactly.
+    """
+    ops = set(qc.count_ops())
+    out = qc
+    if not ops <= set(QASM2_BASIS) | {"barrier", "measure", "reset"}:
+        from qiskit import transpile
+
+        out = transpile(qc, basis_gates=list(QASM2_BASIS), optimization_level=0)
+        out.name = qc.name
+        out.metadata = dict(qc.metadata or {})
+    phase = float(out.global_phase) % (2 * np.pi)
+    if out.num_qubits and min(phase, 2 * np.pi - phase) > 1e-14:
+        out = out.copy() if out is qc else out
+        out.global_phase = 0.0
+        out.rz(-2 * phase, 0)
+        out.u(0.0, 0.0, 2 * phase, 0)
     return out
 
 
@@ -200,9 +212,9 @@ def to_qasm2(staircase_or_circuit: Staircase | QuantumCircuit) -> str:
 
     Gates outside ``qelib1.inc`` (``UnitaryGate``) are first transpiled to
     :data:`QASM2_BASIS` with ``optimization_level=0`` (no layout, no qubit
-    permutation).  QASM 2 has no global phase: a loaded circuit equals the
-    original up to ``circuit.global_phase`` (zero for a staircase's native
-    export).
+    permutation).  QASM 2 has no global phase: a nonzero one is written as
+    two single-qubit gates on qubit 0, so a loaded circuit has the original's
+    unitary exactly, phase included.
 
     Parameters
     ----------

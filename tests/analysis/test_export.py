@@ -22,13 +22,6 @@ def _cases(ns, ks=(2, 3)):
                 yield n, k
 
 
-def _up_to_phase(a, b):
-    i = np.unravel_index(np.argmax(np.abs(b)), b.shape)
-    ph = a[i] / b[i]
-    assert abs(abs(ph) - 1) < 1e-10
-    return a / ph
-
-
 @pytest.mark.parametrize("cplx", [False, True])
 @pytest.mark.parametrize("decompose", ["native", "unitary"])
 @pytest.mark.parametrize("n,k", list(_cases(range(1, 9), (1, 2, 3))))
@@ -81,17 +74,30 @@ def test_endianness_hand_made(n):
     assert abs(sv[1] - 1) < ATOL
 
 
-@pytest.mark.parametrize("n,k", list(_cases(range(1, 7), (1, 2, 3))))
-def test_qasm2_round_trip(n, k):
+@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("n,k", list(_cases(range(1, 9), (1, 2, 3))))
+def test_qasm_round_trip(n, k, version):
+    """Export -> text -> Qiskit import gives the staircase's unitary, global phase included."""
+    dump = to_qasm2 if version == 2 else to_qasm3
     for cplx in (False, True):
         c = Staircase.random(n, 2, k=k, seed=n + 7 * k, complex=cplx)
         for circ in (c, c.inverse()):
             for dec in ("native", "unitary"):
-                text = to_qasm2(to_qiskit(circ, decompose=dec))
-                assert text.startswith("OPENQASM 2.0;")
+                text = dump(to_qiskit(circ, decompose=dec))
+                assert text.startswith(f"OPENQASM {version}.0;")
                 u = circuit_unitary(load_qasm(text))
-                ref = circ.to_matrix()
-                np.testing.assert_allclose(_up_to_phase(u, ref), ref, rtol=0, atol=1e-10)
+                np.testing.assert_allclose(u, circ.to_matrix(), rtol=0, atol=1e-10)
+
+
+def test_global_phase_survives_qasm():
+    from qiskit import QuantumCircuit
+
+    qc = QuantumCircuit(2, global_phase=0.7)
+    qc.cx(0, 1)
+    for text in (to_qasm2(qc), to_qasm3(qc)):
+        np.testing.assert_allclose(circuit_unitary(load_qasm(text)), circuit_unitary(qc),
+                                   rtol=0, atol=1e-14)
+    assert qc.global_phase == 0.7                      # the input is not modified
 
 
 def test_qasm2_native_is_phase_exact():
@@ -108,18 +114,19 @@ def test_qasm3_export():
 
 
 def test_qasm3_import():
+    c = Staircase.random(2, 1, seed=0)
+    u = circuit_unitary(load_qasm(to_qasm3(c)))
+    np.testing.assert_allclose(u, c.to_matrix(), rtol=0, atol=1e-10)
+
+
+def test_qasm3_import_missing_package(monkeypatch):
     import importlib.util
 
-    text = to_qasm3(Staircase.random(2, 1, seed=0))
-    if importlib.util.find_spec("qiskit_qasm3_import") is None:
-        with pytest.raises(QtnnError, match="qiskit-qasm3-import"):
-            load_qasm(text)
-        with pytest.raises(QtnnError, match="qiskit-qasm3-import"):
-            load_qasm(to_qasm2(Staircase.random(2, 1, seed=0)).replace("2.0", "3.0"), version=3)
-    else:  # pragma: no cover - depends on the environment
-        c = Staircase.random(2, 1, seed=0)
-        u = circuit_unitary(load_qasm(text))
-        np.testing.assert_allclose(u, c.to_matrix(), rtol=0, atol=1e-10)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "qiskit_qasm3_import" else real(name, *a))
+    with pytest.raises(QtnnError, match="qiskit-qasm3-import"):
+        load_qasm(to_qasm3(Staircase.random(2, 1, seed=0)))
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -130,10 +137,8 @@ def test_save_qasm_atomic(tmp_path, version):
     save_qasm(to_qiskit(c), str(p), version=version)      # overwrite in place
     assert sorted(os.listdir(p.parent)) == ["c.qasm"]
     assert p.read_text() == (to_qasm2(c) if version == 2 else to_qasm3(c))
-    if version == 2:
-        np.testing.assert_allclose(circuit_unitary(load_qasm(p)), c.to_matrix(), rtol=0, atol=1e-10)
-        np.testing.assert_allclose(circuit_unitary(load_qasm(str(p))), c.to_matrix(), rtol=0,
-                                   atol=1e-10)
+    np.testing.assert_allclose(circuit_unitary(load_qasm(p)), c.to_matrix(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(circuit_unitary(load_qasm(str(p))), c.to_matrix(), rtol=0, atol=1e-10)
 
 
 def test_save_qasm_failure_leaves_nothing(tmp_path):
@@ -153,6 +158,16 @@ def test_save_qasm_failure_leaves_nothing(tmp_path):
 ])
 def test_malformed_qasm(text):
     with pytest.raises(QtnnError, match="malformed OpenQASM 2 in the given text"):
+        load_qasm(text)
+
+
+@pytest.mark.parametrize("text", [
+    'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; cx q[0] q[1];',
+    'OPENQASM 3.0; include "stdgates.inc"; qubit[2] q; foo q[0];',
+    'OPENQASM 3.0; qubit[2] q; h q[5];',
+])
+def test_malformed_qasm3(text):
+    with pytest.raises(QtnnError, match="malformed OpenQASM 3 in the given text"):
         load_qasm(text)
 
 
