@@ -1,15 +1,19 @@
 """Analysis of staircase circuits on real hardware models (``DESIGN.md`` section 7).
 
-This first part exports a :class:`qtnn.staircase.Staircase` to Qiskit and to
-OpenQASM 2 / 3 (:mod:`qtnn.analysis.export`).  Qubit order is converted once,
-here: qtnn qubit ``q`` (qubit 0 = the most significant bit of a basis index)
-is Qiskit qubit ``n - 1 - q``.  Because Qiskit is little-endian, the two
-conventions then give the *same* integer basis index, so ``Statevector`` and
-``Operator`` data of an exported circuit equal :meth:`Staircase.state` and
-:meth:`Staircase.to_matrix` entry by entry.
+* Export (:mod:`qtnn.analysis.export`): a :class:`qtnn.staircase.Staircase` to
+  Qiskit and to OpenQASM 2 / 3, and back.  Qubit order is converted once,
+  here: qtnn qubit ``q`` (qubit 0 = the most significant bit of a basis index)
+  is Qiskit qubit ``n - 1 - q``.  Because Qiskit is little-endian, the two
+  conventions then give the *same* integer basis index, so ``Statevector``
+  and ``Operator`` data of an exported circuit equal :meth:`Staircase.state`
+  and :meth:`Staircase.to_matrix` entry by entry.
+* Depth (:mod:`qtnn.analysis.depth`): transpile for an IBM device model and
+  report two-qubit gates, depth, SWAPs, layout, duration and success
+  probability, against a dense unitary; sweep the number of layers.
+* The ``circuits/`` catalogue (:mod:`qtnn.analysis.catalogue`).
 
-Qiskit is imported lazily, inside the functions: ``import qtnn.analysis`` is
-cheap and does not need Qiskit.
+Qiskit and matplotlib are imported lazily, inside the functions: ``import
+qtnn.analysis`` is cheap.
 
 Examples
 --------
@@ -21,7 +25,12 @@ Examples
 True
 """
 
+from qtnn.analysis.depth import (DepthReport, dense_baseline, depth_report, depth_sweep,
+                                 qsd_cx_count)
 from qtnn.analysis.export import (circuit_unitary, load_qasm, save_qasm, to_qasm2, to_qasm3,
                                   to_qiskit)
+from qtnn.analysis.plot import plot_depth_sweep
 
-__all__ = ["to_qiskit", "to_qasm2", "to_qasm3", "save_qasm", "load_qasm", "circuit_unitary"]
+__all__ = ["to_qiskit", "to_qasm2", "to_qasm3", "save_qasm", "load_qasm", "circuit_unitary",
+           "DepthReport", "depth_report", "dense_baseline", "depth_sweep", "qsd_cx_count",
+           "plot_depth_sweep"]

@@ -25,34 +25,16 @@ Names
 
 from __future__ import annotations
 
-import functools
-import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from qtnn._ibm import fake_backend, fake_backend_names, ibm_backend
 from qtnn._validate import check_alloc, check_int
 from qtnn.errors import QtnnError
 
 __all__ = ["QDevice", "device", "device_names", "fake_backend_names"]
 
 _PLAIN = ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer")
-
-
-@functools.lru_cache(maxsize=1)
-def fake_backend_names() -> tuple[str, ...]:
-    """Lower-case names of the IBM device models in ``qiskit_ibm_runtime.fake_provider``.
-
-    Examples
-    --------
-    >>> {"torino", "fez", "sherbrooke"} <= set(fake_backend_names())
-    True
-    """
-    fp = importlib.import_module("qiskit_ibm_runtime.fake_provider")
-    names = []
-    for attr in dir(fp):
-        if attr.startswith("Fake") and not attr.startswith(("FakeProvider", "FakeFractional")):
-            names.append(attr[4:].removesuffix("V2").lower())
-    return tuple(sorted(set(names)))
 
 
 def device_names() -> list[str]:
@@ -108,35 +90,7 @@ def _check_shots(shots: Any) -> int | None:
 
 
 def _fake_backend(short: str) -> Any:
-    valid = fake_backend_names()
-    key = short.lower().removeprefix("fake").removesuffix("v2")
-    if key not in valid:
-        raise QtnnError(f"unknown IBM device model {short!r} in name='fake:{short}'; "
-                        f"valid models: {', '.join(valid)}")
-    fp = importlib.import_module("qiskit_ibm_runtime.fake_provider")
-    for attr in (f"Fake{key.capitalize()}", f"Fake{key.capitalize()}V2"):
-        if hasattr(fp, attr):
-            return getattr(fp, attr)()
-    for attr in dir(fp):  # names such as FakeAlmadenV2 with other capitalisation
-        if attr.lower() in (f"fake{key}", f"fake{key}v2"):
-            return getattr(fp, attr)()
-    raise QtnnError(f"IBM device model {short!r} could not be loaded")  # pragma: no cover
-
-
-def _ibm_backend(name: str) -> Any:
-    from qiskit_ibm_runtime import QiskitRuntimeService
-
-    if not QiskitRuntimeService.saved_accounts():
-        raise QtnnError(
-            f"no IBM Quantum credentials are saved, so device 'ibm:{name}' cannot be reached; "
-            "save them once with: from qiskit_ibm_runtime import QiskitRuntimeService; "
-            "QiskitRuntimeService.save_account(channel='ibm_quantum_platform', "
-            "token='<API key>', instance='<CRN>')")
-    try:
-        service = QiskitRuntimeService()
-        return service.backend(name)
-    except Exception as exc:  # network, unknown backend, expired token
-        raise QtnnError(f"IBM backend {name!r} is not available: {exc}") from exc
+    return fake_backend(short, argument=f"name='fake:{short}'")
 
 
 def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: bool,
@@ -236,7 +190,7 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         pl = _remote(wires, sim, shots, seed, batch_jobs, options)
         return QDevice(name, pl, wires, shots, seed, exact=False, supports_state=False, backend=sim)
     elif name.startswith("ibm:"):
-        backend = _ibm_backend(name[4:])
+        backend = ibm_backend(name[4:])
         if shots is None:
             raise QtnnError(f"device {name!r} is hardware: shots must be a positive integer, got None")
         if wires > backend.num_qubits:

@@ -16,7 +16,8 @@ from qtnn.tn.contract import mpo_apply_cost, mpo_apply_expression
 from qtnn.tn.factorize import balanced_dims, qubit_dims
 from qtnn.tn.mpo import MPO
 from qtnn.tn.mps import MPS
+from qtnn.tn.npz import load_tt, save_tt
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
 __all__ = ["MPS", "MPO", "TensorTrain", "tt_svd", "balanced_dims", "qubit_dims",
-           "mpo_apply_expression", "mpo_apply_cost"]
+           "mpo_apply_expression", "mpo_apply_cost", "save_tt", "load_tt"]
