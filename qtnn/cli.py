@@ -99,7 +99,170 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-scale", action="store_true",
                    help="skip the scale runs (n=50 encoding, 2^10 x 2^10 disentangling; ~40 s)")
     s.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
+    dp = sub.add_parser(
+        "depth", help="fidelity, two-qubit gates, depth, duration and success probability of "
+                      "staircases of D = 1, 2, ... layers on an IBM device model",
+        description="Sweep the number of staircase layers D for a target (an MPS to prepare or an "
+                    "MPO to disentangle) and report, per D, the fidelity (or weight error), the "
+                    "two-qubit gates, depth, SWAPs, duration and estimated success probability "
+                    "after transpiling for a device model, with a dense unitary as the baseline. "
+                    "Writes a table, a JSON file and a PNG plot.")
+    dp.add_argument("--target", default="heisenberg",
+                    help="built-in target (heisenberg, ising: ground states; random-mps; "
+                         "random-mpo), an .npz file of an MPS/MPO (qtnn.tn.save_tt) or of a staircase "
+                         "(Staircase.save), or a checkpoint from `qtnn train --save` with --layer "
+                         "(default heisenberg)")
+    dp.add_argument("--layer", help="with a checkpoint: features (the MPOLinear weight, "
+                                    "disentangled) or head (the trained staircase)")
+    dp.add_argument("--n", type=int, default=8, help="qubits of a built-in target (default 8; "
+                                                     "random-mpo: qubits per side)")
+    dp.add_argument("--bond", type=int, default=8, help="bond of the random targets (default 8)")
+    dp.add_argument("--layers", type=_ints, default=[1, 2, 3, 4],
+                    help="comma-separated depths D (default 1,2,3,4)")
+    dp.add_argument("--backend", default="fake:torino",
+                    help="IBM device model, 'fake:<name>' (default fake:torino; e.g. fake:fez, "
+                         "fake:sherbrooke)")
+    dp.add_argument("--optimization-level", type=int, default=3, choices=[0, 1, 2, 3],
+                    help="Qiskit transpiler level (default 3)")
+    dp.add_argument("--method", default="iterative", choices=["iterative", "sweep", "ran"],
+                    help="encoder for MPS targets (default iterative)")
+    dp.add_argument("--max-bond", type=int, default=1,
+                    help="residual bond for MPO targets (default 1)")
+    dp.add_argument("--seed", type=int, default=0, help="seed of targets, encoder and transpiler")
+    dp.add_argument("--no-dense", action="store_true", help="skip the dense-unitary baseline")
+    dp.add_argument("--json", metavar="PATH", help="JSON output (default runs/depth/<target>.json)")
+    dp.add_argument("--png", metavar="PATH", help="plot (default runs/depth/<target>.png)")
+
+    cp = sub.add_parser("circuits", help="the circuits/ catalogue of reference OpenQASM 3 files")
+    csub = cp.add_subparsers(dest="circuits", metavar="ACTION")
+    csub.required = True
+    cb = csub.add_parser("build", help="(re)write every catalogue file and manifest.json")
+    cb.add_argument("--out", default="circuits", help="folder (default circuits)")
+    cb.add_argument("--json", metavar="PATH", help="also write the manifest to this path")
+    cc = csub.add_parser("check", help="rebuild in a temporary folder, compare with the committed "
+                                       "files, and verify every QASM file's fidelity")
+    cc.add_argument("--dir", default="circuits", help="folder (default circuits)")
+    cc.add_argument("--json", metavar="PATH", help="write the verified fidelities to this file")
     return p
+
+
+def _depth_target(args: argparse.Namespace) -> tuple[Any, str]:
+    """(MPS, MPO or Staircase, label) named by --target / --layer."""
+    import os
+
+    from qtnn._validate import check_int
+    from qtnn.staircase import heisenberg_ground_state, ising_ground_state
+    from qtnn.tn import MPO, MPS
+
+    spec = args.target
+    builtin = {"heisenberg", "ising", "random-mps", "random-mpo"}
+    if spec in builtin:
+        n = check_int("--n", args.n, minimum=2, maximum=24)
+        bond = check_int("--bond", args.bond, minimum=1)
+        if spec == "heisenberg":
+            return heisenberg_ground_state(n, seed=args.seed), f"heisenberg_n{n}"
+        if spec == "ising":
+            return ising_ground_state(n, seed=args.seed), f"ising_n{n}"
+        if spec == "random-mps":
+            return MPS.random(n, bond, seed=args.seed), f"random_mps_n{n}_bond{bond}"
+        if n > 8:
+            raise QtnnError(f"--n {n} qubits per side is too large for the random-mpo sweep "
+                            f"(disentangling 2^{n} x 2^{n}); use --n <= 8")
+        return MPO.random([2] * n, [2] * n, bond, seed=args.seed), f"random_mpo_{n}x{n}_bond{bond}"
+    if not os.path.exists(spec):
+        raise QtnnError(f"--target {spec!r} is neither a built-in target ({', '.join(sorted(builtin))}) "
+                        f"nor an existing file")
+    label = os.path.splitext(os.path.basename(spec))[0]
+    if spec.endswith(".npz"):
+        import numpy as np
+
+        with np.load(spec, allow_pickle=False) as data:
+            files = set(data.files)
+        if "gates" in files:
+            from qtnn.staircase import Staircase
+
+            return Staircase.load(spec), label
+        from qtnn.tn import load_tt
+
+        return load_tt(spec), label
+    from qtnn.train import load_hybrid
+
+    model, _ = load_hybrid(spec)
+    if args.layer == "features":
+        W = model.features.weight.detach().double().numpy()
+        return MPO.from_dense(W), f"{label}_features"
+    if args.layer == "head":
+        body = getattr(model.head, "body", None)
+        if body is None:
+            raise QtnnError(f"the head of {spec!r} is not a staircase (it is a "
+                            f"{type(model.head).__name__}); use --layer features")
+        return body.circuit.to_staircase(), f"{label}_head"
+    raise QtnnError(f"--layer must be 'features' or 'head' for a checkpoint, got {args.layer!r}")
+
+
+def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
+    import os
+
+    from qtnn.analysis import depth_report, depth_sweep, plot_depth_sweep
+    from qtnn.bench import format_table
+    from qtnn.staircase import Staircase
+
+    target, label = _depth_target(args)
+    json_path = args.json or os.path.join("runs", "depth", f"{label}.json")
+    args.json = json_path
+    if isinstance(target, Staircase):
+        rep = depth_report(target, args.backend, optimization_level=args.optimization_level,
+                           seed=args.seed, name=label)
+        r = rep.to_dict()
+        print(f"{label}: {rep.n_qubits} qubits, {rep.layers} layers, {rep.logical_gates} gates -> "
+              f"{rep.two_qubit_gates} two-qubit gates on {rep.backend}, depth {rep.depth} "
+              f"(two-qubit depth {rep.two_qubit_depth}), {rep.swaps} SWAPs, "
+              f"{rep.duration_ns / 1000:.2f} us, est. success probability "
+              f"{rep.success_probability:.4f}, layout {rep.layout}")
+        return {"target": label, "report": r}
+    res = depth_sweep(target, args.layers, args.backend, optimization_level=args.optimization_level,
+                      seed=args.seed, method=args.method, max_bond=args.max_bond,
+                      dense=not args.no_dense, name=label, progress=True)
+    cols = [("layers", "D", "d")]
+    cols += ([("fidelity", "fidelity", ".6f")] if res["kind"] == "mps" else
+             [("error", "error", ".4f"), ("truncation_error", "truncation", ".4f")])
+    cols += [("logical_gates", "gates", "d"), ("two_qubit_gates", "2q gates", "d"),
+             ("depth", "depth", "d"), ("two_qubit_depth", "2q depth", "d"), ("swaps", "SWAPs", "d"),
+             ("duration_us", "us", ".2f"), ("success_probability", "est. success", ".4f")]
+    rows = [{**r, "duration_us": (r["duration_ns"] or 0.0) / 1000} for r in res["rows"]]
+    print(f"{label}: {res['n_qubits']} sites, {res['backend']}, optimization level "
+          f"{res['optimization_level']}")
+    print(format_table(rows, cols))
+    dense = res["dense"]
+    if dense:
+        if dense["kind"] == "measured":
+            print(f"dense {dense['n_qubits']}-qubit unitary: {dense['two_qubit_gates']} two-qubit "
+                  f"gates, depth {dense['depth']}, {dense['swaps']} SWAPs, est. success "
+                  f"{dense['success_probability']:.3g} (measured)")
+        else:
+            print(f"dense {dense['n_qubits']}-qubit unitary: ~{dense['two_qubit_gates']} CX "
+                  f"(Qiskit's formula for all-to-all synthesis, not a measurement)")
+    png = args.png or os.path.join("runs", "depth", f"{label}.png")
+    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    plot_depth_sweep(res, png)
+    print(f"wrote {png}")
+    res["png"] = png
+    return res
+
+
+def _cmd_circuits(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.analysis.catalogue import build_catalogue, check_catalogue, verify_catalogue
+
+    if args.circuits == "build":
+        m = build_catalogue(args.out, progress=True)
+        print(f"wrote {len(m['circuits'])} circuits and manifest.json to {args.out}/")
+        return m
+    check_catalogue(args.dir, progress=True)
+    rows = verify_catalogue(args.dir)
+    for r in rows:
+        print(f"{r['file']:<28} fidelity {r['fidelity']:.10f} (manifest {r['manifest_fidelity']:.10f})")
+    print(f"{args.dir}/ matches its generators; {len(rows)} QASM files verified")
+    return {"verified": rows}
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -238,6 +401,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = _cmd_train(args)
         elif args.command == "bench":
             result = _cmd_bench(args)
+        elif args.command == "depth":
+            result = _cmd_depth(args)
+        elif args.command == "circuits":
+            result = _cmd_circuits(args)
         else:  # pragma: no cover - argparse rejects unknown commands
             parser.error(f"unknown command {args.command!r}")
         if getattr(args, "json", None):

@@ -58,3 +58,70 @@ def test_bench_staircase_bad_method_is_one_line(capsys):
     assert main(["bench", "staircase", "--methods", "magic", "--no-scale"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("qtnn: error: methods[] must be one of") and err.count("\n") == 1
+
+
+def test_depth_default_target_writes_table_json_png(tmp_path, monkeypatch, capsys):
+    """`qtnn depth` with defaults: Heisenberg n=8, D=1..4 on FakeTorino; table, JSON and PNG."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["depth"]) == 0
+    out = capsys.readouterr().out
+    assert "fidelity" in out and "2q gates" in out and "est. success" in out
+    data = json.loads((tmp_path / "runs/depth/heisenberg_n8.json").read_text())
+    assert [r["layers"] for r in data["rows"]] == [1, 2, 3, 4]
+    assert data["backend"] == "fake:torino" and data["dense"]["kind"] == "formula"
+    assert all(r["swaps"] == 0 for r in data["rows"])
+    assert (tmp_path / "runs/depth/heisenberg_n8.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_depth_on_files_and_checkpoints(tmp_path, capsys):
+    import torch
+
+    from qtnn.checkpoint import save_checkpoint
+    from qtnn.staircase import Staircase
+    from qtnn.tn import MPS, save_tt
+    from qtnn.train import HybridClassifier, HybridConfig
+
+    save_tt(MPS.random(5, 4, seed=0), tmp_path / "psi.npz")
+    j = tmp_path / "psi.json"
+    assert main(["depth", "--target", str(tmp_path / "psi.npz"), "--layers", "1,2",
+                 "--backend", "fake:fez", "--json", str(j), "--png", str(tmp_path / "psi.png")]) == 0
+    assert json.loads(j.read_text())["backend"] == "fake:fez"
+    Staircase.random(4, 2, seed=0).save(tmp_path / "c.npz")
+    assert main(["depth", "--target", str(tmp_path / "c.npz"), "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["report"]["swaps"] == 0
+    cfg = HybridConfig(layers=1, epochs=1)
+    torch.manual_seed(0)
+    model = HybridClassifier(cfg)
+    from dataclasses import asdict
+
+    save_checkpoint(tmp_path / "h.pt", {"config": asdict(cfg), "model": model.state_dict(),
+                                        "epoch": 0, "losses": []})
+    assert main(["depth", "--target", str(tmp_path / "h.pt"), "--layer", "head",
+                 "--json", str(tmp_path / "h.json")]) == 0
+    assert main(["depth", "--target", str(tmp_path / "h.pt"), "--layer", "features", "--layers", "1",
+                 "--no-dense", "--json", str(tmp_path / "f.json"),
+                 "--png", str(tmp_path / "f.png")]) == 0
+    assert json.loads((tmp_path / "f.json").read_text())["kind"] == "mpo"
+    capsys.readouterr()
+    assert main(["depth", "--target", str(tmp_path / "h.pt")]) == 2
+    assert "--layer must be 'features' or 'head'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["depth", "--target", "nothing"], "neither a built-in target"),
+    (["depth", "--backend", "fake:nowhere"], "unknown IBM device model 'nowhere'"),
+    (["depth", "--n", "200"], "--n must be an integer <= 24"),
+    (["depth", "--target", "random-mpo", "--n", "12"], "too large"),
+])
+def test_depth_bad_arguments(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_circuits_check_passes_on_the_committed_catalogue(capsys):
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    assert main(["circuits", "check", "--dir", str(root / "circuits")]) == 0
+    assert "matches its generators" in capsys.readouterr().out

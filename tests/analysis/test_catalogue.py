@@ -1,0 +1,99 @@
+"""The committed circuits/ catalogue matches its generators, and every QASM file its manifest."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qiskit_qasm3_import")
+
+from qtnn import QtnnError  # noqa: E402
+from qtnn.analysis import catalogue  # noqa: E402
+from qtnn.analysis.export import load_qasm  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CIRCUITS = ROOT / "circuits"
+HINT = r"qtnn circuits build"
+
+
+@pytest.fixture(scope="module")
+def rebuilt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("circuits")
+    catalogue.build_catalogue(out, progress=False)
+    return out
+
+
+def test_catalogue_matches_generators(rebuilt):
+    catalogue.compare_catalogues(CIRCUITS, rebuilt)
+
+
+def test_every_qasm_file_reaches_its_manifest_fidelity():
+    rows = catalogue.verify_catalogue(CIRCUITS)
+    manifest = json.loads((CIRCUITS / "manifest.json").read_text())
+    assert len(rows) == len(manifest["circuits"]) >= 11
+    for r in rows:
+        assert abs(r["fidelity"] - r["manifest_fidelity"]) <= 1e-8
+
+
+def test_manifest_rows_are_complete():
+    manifest = json.loads((CIRCUITS / "manifest.json").read_text())
+    files = {r["file"] for r in manifest["circuits"]}
+    assert {f"heisenberg_n{n}_D{d}.qasm" for n in (8, 12) for d in (1, 2, 3, 4)} <= files
+    assert {"digits_head.qasm", "digits_features_U.qasm", "digits_features_Vt.qasm"} <= files
+    for r in manifest["circuits"]:
+        assert {"what", "fidelity", "layers", "two_qubit_gates", "fake_torino", "seed",
+                "qtnn_version", "sha256", "n_qubits", "kind"} <= set(r)
+        assert r["fake_torino"]["swaps"] == 0 and r["fake_torino"]["depth"] > 0
+        text = (CIRCUITS / r["file"]).read_text()
+        assert text.startswith("OPENQASM 3.0;")
+        assert load_qasm(text).num_qubits == r["n_qubits"]
+    head = next(r for r in manifest["circuits"] if r["file"] == "digits_head.qasm")
+    assert head["test_accuracy"] >= 0.9
+
+
+def test_changed_generator_fails_with_rebuild_hint(tmp_path, monkeypatch):
+    """A generator change (another encoder) without a rebuild is caught and says how to rebuild."""
+    monkeypatch.setattr(catalogue, "_HEIS_SIZES", (8,))
+    monkeypatch.setattr(catalogue, "_HEIS_LAYERS", (1, 2))
+    monkeypatch.setattr(catalogue, "_ENCODE_METHOD", "ran")
+    monkeypatch.setattr(catalogue, "_digits_rows", lambda out, progress: [])
+    catalogue.build_catalogue(tmp_path, progress=False)
+    with pytest.raises(QtnnError, match=HINT) as info:
+        catalogue.compare_catalogues(CIRCUITS, tmp_path)
+    msg = str(info.value)
+    assert "heisenberg_n8_D2.qasm: field 'fidelity'" in msg
+    assert "heisenberg_n12_D1.qasm: committed but no longer generated" in msg
+
+
+def test_tampered_files_are_caught(tmp_path, rebuilt):
+    copy = tmp_path / "c"
+    shutil.copytree(CIRCUITS, copy)
+    p = copy / "heisenberg_n8_D2.qasm"
+    text = p.read_text()
+    # nudge the first angle beyond the tolerance
+    import re
+
+    m = re.search(r"\d+\.\d+", text)
+    p.write_text(text[:m.start()] + f"{float(m.group()) + 1e-3:.15f}" + text[m.end():])
+    with pytest.raises(QtnnError, match="heisenberg_n8_D2.qasm: the committed circuit differs"):
+        catalogue.compare_catalogues(copy, rebuilt)
+    with pytest.raises(QtnnError, match=r"heisenberg_n8_D2.qasm does not match its manifest checksum.*"
+                                        + HINT):
+        catalogue.verify_catalogue(copy)
+    np.savez(copy / "digits_head.npz", gates=np.zeros(3))
+    (copy / "manifest.json").write_text("{not json")
+    with pytest.raises(QtnnError, match="not a readable JSON manifest"):
+        catalogue.verify_catalogue(copy)
+    with pytest.raises(QtnnError, match="does not exist"):
+        catalogue.verify_catalogue(tmp_path / "missing")
+
+
+def test_small_numeric_noise_is_tolerated():
+    a = "rz(0.123456789) q[0];\ncx q[0], q[1];"
+    assert catalogue._same_text(a, "rz(0.123456790) q[0];\ncx q[0], q[1];")
+    assert not catalogue._same_text(a, "rz(0.1235) q[0];\ncx q[0], q[1];")
+    assert not catalogue._same_text(a, "ry(0.123456789) q[0];\ncx q[0], q[1];")
