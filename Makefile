@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test lint install bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -21,6 +21,11 @@ demo: $(STAMP)
 ## the full test suite (unit tests and doctests)
 test: $(STAMP)
 	$(PY) -m pytest -q tests qtnn --doctest-modules
+
+## static checks: ruff (style, imports, likely bugs) and mypy (types)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check qtnn
+	$(VENV)/bin/mypy qtnn
 
 bench: $(STAMP)
 	$(VENV)/bin/qtnn bench mpo-linear --json bench-mpo-linear.json

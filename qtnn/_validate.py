@@ -10,7 +10,7 @@ import math
 import numbers
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -19,6 +19,8 @@ from qtnn.errors import QtnnError, QtnnSizeError, QtnnTypeError
 #: Largest single allocation (in bytes) qtnn agrees to make for a dense object.
 #: Override with the environment variable ``QTNN_MAX_BYTES``.
 DEFAULT_MAX_BYTES = 4 * 1024**3
+
+_S = TypeVar("_S", bound=str)
 
 
 def _short(value: Any) -> str:
@@ -72,11 +74,11 @@ def check_dims(name: str, value: Any) -> tuple[int, ...]:
     return tuple(out)
 
 
-def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    """One of a fixed set of option strings."""
+def check_choice(name: str, value: Any, choices: Sequence[_S]) -> _S:
+    """One of a fixed set of option strings (typed as the choices, e.g. a ``Literal``)."""
     if not isinstance(value, str) or value not in choices:
         raise QtnnError(f"{name} must be one of {', '.join(map(repr, choices))}; got {_short(value)}")
-    return value
+    return cast(_S, value)  # one of ``choices``, which the type checker cannot see from ``in``
 
 
 def as_float_array(name: str, value: Any, *, ndim: int | None = None,

@@ -61,7 +61,7 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
         mpo = MPOLinear(n, n, bond, out_dims=4, in_dims=4, dtype=dt, device=device)
         x = torch.randn(batch, n, generator=gen, dtype=dt).to(device).requires_grad_(True)
 
-        def step(m: torch.nn.Module) -> Callable[[], None]:
+        def step(m: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
             def run() -> None:
                 x.grad = None
                 m.zero_grad(set_to_none=True)
@@ -70,7 +70,7 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
                     torch.cuda.synchronize()
             return run
 
-        t = time_interleaved({"linear": step(lin), "mpo": step(mpo)}, repeats=repeats)
+        t = time_interleaved({"linear": step(lin, x), "mpo": step(mpo, x)}, repeats=repeats)
         cost = mpo_apply_cost((batch, *mpo.in_dims), [tuple(c.shape) for c in mpo.cores])
         rows.append({
             "size": n, "bond": bond, "batch": batch, "dims": list(mpo.in_dims),
@@ -95,9 +95,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     body = [[format(r[k], f) if not isinstance(r[k], (list, str)) else str(r[k])
              for k, _, f in columns] for r in rows]
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths)),
+    lines = ["  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths)) for b in body]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(lines)
 
 
@@ -139,13 +139,13 @@ def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2, batch: int = 
             paths[name] = (layer, b)
         x_full = torch.rand(batch, 2**n, dtype=torch.float64)
 
-        def step(layer: Any, b: int) -> Callable[[], None]:
+        def step(layer: Any, b: int, x_full: torch.Tensor) -> Callable[[], None]:
             def run() -> None:
                 layer.zero_grad(set_to_none=True)
                 layer(x_full[:b]).sum().backward()
             return run
 
-        fns = {k: step(*v) for k, v in paths.items()}
+        fns = {k: step(*v, x_full) for k, v in paths.items()}
         # lightning and Aer run their own thread pools, which stay busy for a while after a
         # call and would slow whatever is timed next: they are timed on their own
         slow = {"qiskit.aer", "lightning.qubit"}

@@ -217,8 +217,8 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{label}: {rep.n_qubits} qubits, {rep.layers} layers, {rep.logical_gates} gates -> "
               f"{rep.two_qubit_gates} two-qubit gates on {rep.backend}, depth {rep.depth} "
               f"(two-qubit depth {rep.two_qubit_depth}), {rep.swaps} SWAPs, "
-              f"{rep.duration_ns / 1000:.2f} us, est. success probability "
-              f"{rep.success_probability:.4f}, layout {rep.layout}")
+              f"{(rep.duration_ns or 0.0) / 1000:.2f} us, est. success probability "
+              f"{rep.success_probability or float('nan'):.4f}, layout {rep.layout}")
         return {"target": label, "report": r}
     res = depth_sweep(target, args.layers, args.backend, optimization_level=args.optimization_level,
                       seed=args.seed, method=args.method, max_bond=args.max_bond,

@@ -54,14 +54,14 @@ def run_compression_demo(seed: int = 0, hidden: int = 256, bonds: tuple[int, ...
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     xtr, ytr, xte, yte = load_digits_split(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(64, hidden), torch.nn.ReLU(),
-                                torch.nn.Linear(hidden, 10)).double()
+    first = torch.nn.Linear(64, hidden)
+    model = torch.nn.Sequential(first, torch.nn.ReLU(), torch.nn.Linear(hidden, 10)).double()
     fit(model, epochs, 1e-3)
     dense_acc = evaluate(model, xte, yte)
-    w = model[0].weight.detach().numpy()
+    w = first.weight.detach().numpy()
     rows = []
     for bond in tqdm(bonds, desc="compress", disable=not progress):
-        layer = MPOLinear.from_linear(model[0], max_bond=bond, out_dims=3, in_dims=3)
+        layer = MPOLinear.from_linear(first, max_bond=bond, out_dims=3, in_dims=3)
         mpo = layer.mpo
         err = float(np.linalg.norm(mpo.to_dense() - w) / np.linalg.norm(w))
         small = copy.deepcopy(model)

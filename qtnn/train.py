@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from qtnn._validate import check_choice, check_int
 from qtnn.errors import QtnnError
+
+if TYPE_CHECKING:
+    from qtnn.nn.quantum_layers import DisentangledLinear, QuantumHead
 
 __all__ = ["HybridConfig", "HybridClassifier", "train_model", "evaluate", "run_train", "load_hybrid"]
 
@@ -76,14 +79,15 @@ class HybridClassifier(nn.Module):
         self.config = config.check()
         c = config
         self.features = MPOLinear(c.in_features, c.hidden, c.bond_dim, dtype=dtype)
-        self.head: nn.Module
+        self.head: QuantumHead | DisentangledLinear
         if c.head == "quantum":
             self.head = QuantumHead(c.hidden, c.n_qubits, c.layers, c.n_classes, dtype=dtype)
         else:
-            self.head = DisentangledLinear(c.hidden, c.n_classes, c.layers, c.layers, c.bond_dim,
-                                           dtype=dtype)
+            head = DisentangledLinear(c.hidden, c.n_classes, c.layers, c.layers, c.bond_dim,
+                                      dtype=dtype)
+            self.head = head
             with torch.no_grad():  # start from random circuits, not the identity
-                for g in (self.head.U, self.head.V):
+                for g in (head.U, head.V):
                     g.angles.uniform_(0, 6.283185307179586)
 
     def set_backend(self, backend: str, device: Any = None) -> None:
@@ -122,9 +126,8 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
         gen.set_state(state["generator"])
         losses = list(state["losses"])
         start = int(state["epoch"])
-    done = 0
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
-    for epoch in bar:
+    for done, epoch in enumerate(bar, start=1):
         model.train()
         total, count = 0.0, 0
         for idx in _batches(len(xtr), batch_size, gen):
@@ -140,7 +143,6 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
                      "generator": gen.get_state(), "losses": losses}
         if checkpoint is not None:
             checkpoint(model, new_state)
-        done += 1
         if stop_after is not None and done >= stop_after:
             break
     return {"losses": losses}

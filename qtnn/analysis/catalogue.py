@@ -191,8 +191,8 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
     >>> len(m["circuits"])                                        # doctest: +SKIP
     11
     """
-    from threadpoolctl import threadpool_limits
     import torch
+    from threadpoolctl import threadpool_limits
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -272,14 +272,14 @@ def _same_text(a: str, b: str) -> bool:
         return False
     xa = [float(t) for t in _NUM.findall(a)]
     xb = [float(t) for t in _NUM.findall(b)]
-    return len(xa) == len(xb) and all(abs(p - q) <= NUMBER_TOL for p, q in zip(xa, xb))
+    return len(xa) == len(xb) and all(abs(p - q) <= NUMBER_TOL for p, q in zip(xa, xb, strict=False))
 
 
 def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_value(p, q) for p, q in zip(a, b))
+        return len(a) == len(b) and all(_same_value(p, q) for p, q in zip(a, b, strict=False))
     if isinstance(a, bool) or isinstance(b, bool):
         return a == b
     if isinstance(a, float) or isinstance(b, float):

@@ -379,7 +379,7 @@ def qsd_cx_count(n: int) -> int:
     n = check_int("n", n, minimum=1)
     if n == 1:
         return 0
-    return int(round(22 / 48 * 4**n - 1.5 * 2**n + 5 / 3))
+    return round(22 / 48 * 4**n - 1.5 * 2**n + 5 / 3)
 
 
 def dense_baseline(n: int, backend: Any = None, *, basis_gates: Sequence[str] | None = None,
@@ -506,24 +506,25 @@ def depth_sweep(target: MPS | MPO, layers: Sequence[int] = (1, 2, 3, 4), backend
         raise QtnnTypeError(f"target must be a qtnn.tn.MPS or qtnn.tn.MPO, got "
                             f"{type(target).__name__} {_short(target)}")
     be, label, _ = _resolve_target(backend, basis_gates, None)
-    kw = dict(basis_gates=basis_gates, optimization_level=optimization_level, seed=seed)
     backend_arg = be if be is not None else None
     rows: list[dict[str, Any]] = []
     for d in _progress(depths, len(depths), f"depth sweep {name}", progress):
         t0 = time.perf_counter()
-        if kind == "mps":
+        if isinstance(target, MPS):
             from qtnn.staircase import encode_mps
 
             circ, enc = encode_mps(target, d, method=method, seed=seed)
-            rep = depth_report(circ, backend_arg, name=f"{name}_D{d}", **kw)
+            rep = depth_report(circ, backend_arg, name=f"{name}_D{d}", basis_gates=basis_gates,
+                               optimization_level=optimization_level, seed=seed)
             row = {"layers": d, "fidelity": float(enc.final_fidelity), **_cost(rep)}
             row["report"] = rep.to_dict()
         else:
             from qtnn.staircase import disentangle
 
             dis = disentangle(target, d, d, max_bond, seed=seed)
-            ru = depth_report(dis.U, backend_arg, name=f"{name}_U_D{d}", **kw)
-            rv = depth_report(dis.V.inverse(), backend_arg, name=f"{name}_Vt_D{d}", **kw)
+            ru, rv = (depth_report(c, backend_arg, name=f"{name}_{side}_D{d}", basis_gates=basis_gates,
+                                   optimization_level=optimization_level, seed=seed)
+                      for c, side in ((dis.U, "U"), (dis.V.inverse(), "Vt")))
             row = {"layers": d, "error": float(dis.error),
                    "truncation_error": float(dis.truncation_error),
                    **_cost_sum(ru, rv), "report_U": ru.to_dict(), "report_Vt": rv.to_dict()}
@@ -531,7 +532,7 @@ def depth_sweep(target: MPS | MPO, layers: Sequence[int] = (1, 2, 3, 4), backend
         rows.append(row)
         if callback is not None:
             callback(row)
-    n_dense = n if kind == "mps" else max(_side_qubits(target))
+    n_dense = max(_side_qubits(target)) if isinstance(target, MPO) else n
     base = dense_baseline(n_dense, backend_arg, basis_gates=basis_gates,
                           optimization_level=optimization_level, seed=seed).to_dict() if dense else None
     return {"target": name, "kind": kind, "n_qubits": n, "backend": label,

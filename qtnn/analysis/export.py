@@ -130,15 +130,12 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
     order = range(g_count - 1, -1, -1) if c.descending else range(g_count)
     gates = np.asarray(c.gates)
     native = decompose == "native" and k == 2
-    real_gates: np.ndarray | None = None
-    angles = dets = None
+    angles = np.zeros((d, g_count, 6))
+    dets = np.ones((d, g_count))
     if native:
         real_mask = np.all(np.imag(gates) == 0, axis=(-1, -2)) if d else np.zeros((0, g_count), bool)
         if real_mask.any():
-            real_gates = np.real(gates[real_mask])
-            a, s = magic_angles(real_gates, atol=1e-9)
-            angles = np.zeros((d, g_count, 6))
-            dets = np.ones((d, g_count))
+            a, s = magic_angles(np.real(gates[real_mask]), atol=1e-9)
             angles[real_mask] = a
             dets[real_mask] = s
     else:

@@ -81,7 +81,7 @@ def plot_depth_sweep(result: dict[str, Any], path: str | os.PathLike[str] | None
     esp = [r.get("success_probability") for r in rows]
     if all(e is not None for e in esp):
         ax3.plot(d, esp, "o-", label="est. success probability")
-        ax3.plot(d, [e * f for e, f in zip(esp, fid)], "s-", label="success x accuracy")
+        ax3.plot(d, [e * f for e, f in zip(esp, fid, strict=False)], "s-", label="success x accuracy")
         ax3.set_ylim(0, 1.02)
     else:
         ax3.text(0.5, 0.5, "no error rates\n(bare basis gates)", ha="center", va="center",

@@ -36,7 +36,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +47,10 @@ from qtnn.errors import QtnnError, QtnnTypeError
 
 __all__ = ["TuckerConv2d", "CPConv2d"]
 
-_PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+_PaddingMode = Literal["zeros", "reflect", "replicate", "circular"]
+_PADDING_MODES: tuple[_PaddingMode, ...] = ("zeros", "reflect", "replicate", "circular")
+#: A checked ``padding``: ``'same'``, ``'valid'`` or ``(ph, pw)``.
+_Padding = Literal["same", "valid"] | tuple[int, int]
 _TUCKER_METHODS = ("hosvd", "hooi")
 
 
@@ -70,7 +73,7 @@ def _pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
     return int(items[0]), int(items[1])
 
 
-def _check_padding(padding: Any, stride: tuple[int, int]) -> str | tuple[int, int]:
+def _check_padding(padding: Any, stride: tuple[int, int]) -> _Padding:
     if isinstance(padding, str):
         if padding not in ("same", "valid"):
             raise QtnnError(
@@ -79,7 +82,7 @@ def _check_padding(padding: Any, stride: tuple[int, int]) -> str | tuple[int, in
         if padding == "same" and stride != (1, 1):
             raise QtnnError(
                 f"padding='same' is only supported with stride 1, got stride={stride}")
-        return padding
+        return "same" if padding == "same" else "valid"
     try:
         return _pair("padding", padding, 0)
     except QtnnError:
@@ -88,7 +91,7 @@ def _check_padding(padding: Any, stride: tuple[int, int]) -> str | tuple[int, in
             f"got {_short(padding)}") from None
 
 
-def _pad4(padding: str | tuple[int, int], kernel: tuple[int, int],
+def _pad4(padding: _Padding, kernel: tuple[int, int],
           dilation: tuple[int, int]) -> tuple[int, int, int, int]:
     """Explicit ``(left, right, top, bottom)`` padding (the order of ``F.pad``).
 
@@ -100,7 +103,7 @@ def _pad4(padding: str | tuple[int, int], kernel: tuple[int, int],
         th = dilation[0] * (kernel[0] - 1)
         tw = dilation[1] * (kernel[1] - 1)
         return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
-    ph, pw = padding  # type: ignore[misc]
+    ph, pw = padding
     return (pw, pw, ph, ph)
 
 
@@ -153,9 +156,9 @@ class _FactorizedConv2d(nn.Module):
     out_channels: int
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
-    padding: str | tuple[int, int]
+    padding: _Padding
     dilation: tuple[int, int]
-    padding_mode: str
+    padding_mode: _PaddingMode
 
     def _setup(self, in_channels: Any, out_channels: Any, kernel_size: Any, stride: Any,
                padding: Any, dilation: Any, groups: Any, bias: Any, padding_mode: Any,
@@ -236,7 +239,7 @@ class _FactorizedConv2d(nn.Module):
                              groups=1, bias=self.bias is not None,
                              padding_mode=self.padding_mode, dtype=w.dtype, device=w.device)
             conv.weight.copy_(w)
-            if self.bias is not None:
+            if self.bias is not None and conv.bias is not None:  # both or neither
                 conv.bias.copy_(self.bias.detach())
         return conv
 
@@ -579,7 +582,7 @@ def _cp_exact(w: torch.Tensor, which: int) -> list[torch.Tensor]:
         strides.append(s)
         s *= dims[m]
     strides.reverse()
-    for m, st in zip(others, strides):
+    for m, st in zip(others, strides, strict=True):
         coord = (idx // st) % dims[m]
         f = torch.zeros(dims[m], rank, dtype=w.dtype, device=w.device)
         f[coord, idx] = 1.0
@@ -852,7 +855,7 @@ class CPConv2d(_FactorizedConv2d):
                         f = torch.randn(d, extra, generator=gen, dtype=torch.float64)
                         f = f / f.norm(dim=0, keepdim=True).clamp_min(1e-300)
                     pad.append(f.to(w.device))
-                factors = [torch.cat([f, p], dim=1) for f, p in zip(factors, pad)]
+                factors = [torch.cat([f, p], dim=1) for f, p in zip(factors, pad, strict=True)]
         else:
             factors = _cp_als(w, rank, n_iter_max, float(tol), seed)
             target = rank

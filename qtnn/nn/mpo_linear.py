@@ -50,7 +50,7 @@ def init_like_linear(cores: Sequence[torch.Tensor], bias: torch.Tensor | None,
 
 def bond_caps(out_dims: Sequence[int], in_dims: Sequence[int]) -> list[int]:
     """Largest useful bond at each internal bond of an MPO with these site dims."""
-    p = [o * i for o, i in zip(out_dims, in_dims)]
+    p = [o * i for o, i in zip(out_dims, in_dims, strict=True)]
     return [min(math.prod(p[:k]), math.prod(p[k:])) for k in range(1, len(p))]
 
 
@@ -105,13 +105,13 @@ class MPOLinear(nn.Module):
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
-        bond_dim = check_bond("bond_dim", bond_dim)
-        if bond_dim is None:
+        bond = check_bond("bond_dim", bond_dim)
+        if bond is None:
             raise QtnnError("bond_dim must be a positive integer, got None")
         if out_dims is None and in_dims is None:
             out_dims = in_dims = default_num_cores(self.in_features, self.out_features)
         od, idm = _site_dims(self.out_features, self.in_features, out_dims, in_dims)
-        bonds = [1] + [min(bond_dim, c) for c in bond_caps(od, idm)] + [1]
+        bonds = [1] + [min(bond, c) for c in bond_caps(od, idm)] + [1]
         factory = {"dtype": dtype, "device": device}
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(bonds[k], od[k], idm[k], bonds[k + 1], **factory))

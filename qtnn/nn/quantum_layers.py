@@ -134,7 +134,7 @@ def _staircase_kernel() -> Any:
             g = gy.detach().cpu().numpy().astype(np.float64, copy=False)
             b = g.shape[0]
             d_gates = np.zeros_like(gates)
-            for (j, f, members), s_in in zip(reversed(ops), reversed(states)):
+            for (j, f, members), s_in in zip(reversed(ops), reversed(states), strict=False):
                 d_f = _outer_block(g, s_in, b * 2**j, f.shape[0])
                 if len(members) == 1:
                     d_gates[members[0]] = d_f
@@ -229,7 +229,7 @@ def _probs_from_state(state: torch.Tensor, n: int, wires: tuple[int, ...]) -> to
     order = sorted(wires)
     if list(wires) != order:
         p = p.permute(0, *[1 + order.index(w) for w in wires])
-    return p.reshape(state.shape[:-1] + (2 ** len(wires),))
+    return p.reshape((*state.shape[:-1], 2 ** len(wires)))
 
 
 def _expval_from_probs(p: torch.Tensor, n: int) -> torch.Tensor:
@@ -239,7 +239,7 @@ def _expval_from_probs(p: torch.Tensor, n: int) -> torch.Tensor:
     for w in range(n):
         m = t.sum(dim=[1 + v for v in range(n) if v != w]) if n > 1 else t
         out.append(m[:, 0] - m[:, 1])
-    return torch.stack(out, dim=-1).reshape(p.shape[:-1] + (n,))
+    return torch.stack(out, dim=-1).reshape((*p.shape[:-1], n))
 
 
 class StaircaseGates(nn.Module):
@@ -262,6 +262,8 @@ class StaircaseGates(nn.Module):
     >>> tuple(g.gates().shape)
     (2, 3, 4, 4)
     """
+
+    dets: torch.Tensor
 
     def __init__(self, n_qubits: int, layers: int, *, init: str = "random",
                  dtype: torch.dtype | None = None, device: Any = None) -> None:
@@ -470,7 +472,7 @@ class QuantumStaircase(_QuantumModule):
                              encoding_layers=self.encoding_layers)
             y = qn(xn.reshape(-1, 2**n), self.circuit.angles, self.circuit.dets)
             self.last_encoding_fidelity = getattr(qn, "last_fidelity", None)
-            y = y.reshape(x.shape[:-1] + (y.shape[-1],)).to(x.dtype)
+            y = y.reshape((*x.shape[:-1], y.shape[-1])).to(x.dtype)
             return y * norm if self.readout == "state" else y
         if self.encoding == "staircase":
             xn = self._encode_reference(xn)
@@ -618,7 +620,7 @@ class DisentangledLinear(_QuantumModule):
             z = _run_reference(xp, self.V.gates().to(xp.dtype), self.n_in, 2, inverse=True)
             m = self._apply_m(z)
             y = _run_reference(m, self.U.gates().to(m.dtype), self.n_out, 2)
-        y = y[:, : self.out_features].reshape(lead + (self.out_features,))
+        y = y[:, : self.out_features].reshape((*lead, self.out_features))
         return y + self.bias if self.bias is not None else y
 
     def _state_qnode(self, which: str, v: torch.Tensor) -> torch.Tensor:

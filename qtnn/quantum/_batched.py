@@ -28,7 +28,7 @@ is active, the tracker key ``"jobs"``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pennylane.measurements import ExpectationMP, VarianceMP
@@ -67,7 +67,7 @@ class BatchedRemoteDevice(RemoteDevice):
             self.tracker.update(jobs=jobs)
             self.tracker.record()
 
-    def execute(self, circuits: Any, execution_config: Any = None) -> list:  # type: ignore[override]
+    def execute(self, circuits: Any, execution_config: Any = None) -> list:
         if isinstance(circuits, QuantumScript):
             circuits = [circuits]
         circuits = list(circuits)
@@ -102,7 +102,7 @@ class BatchedRemoteDevice(RemoteDevice):
                     pubs.append((compiled[pos], None, shots if shots else None))
                 job_result = sampler.run(pubs).result()
                 self._count(1, len(pubs))
-                for pos, pub_result in zip(chunk, job_result):
+                for pos, pub_result in zip(chunk, job_result, strict=True):
                     circ = circuits[sampled[pos]]
                     self._current_job = getattr(pub_result.data, compiled[pos].cregs[0].name)
                     self._samples = self.generate_samples(0)
@@ -229,7 +229,7 @@ def fast_aer_device(wires: int, shots: int | None, **kwargs: Any) -> Any:
         # pennylane-qiskit writes returns_state into the class-level capabilities dict it shares
         # with every Aer device, so a sampling device created later turns off the state readout
         # of an exact one.  This class is created per device and gets its own dict.
-        _capabilities = dict(AerDevice._capabilities)
+        _capabilities: ClassVar[dict[str, Any]] = dict(AerDevice._capabilities)
 
         def apply_operations(self, operations: Any) -> list:
             qc = QuantumCircuit(self._reg, self._creg, name="")

@@ -548,10 +548,7 @@ class StaircaseQNode:
 
         xn = enc = None
         if x is not None:
-            if not x.is_complex():
-                x = x.to(torch.float64)
-            else:
-                x = x.to(torch.complex128)
+            x = x.to(torch.float64) if not x.is_complex() else x.to(torch.complex128)
             xn = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
         if self.encoding == "staircase":
             enc = self._staircase_encoding(xn)
@@ -566,7 +563,7 @@ class StaircaseQNode:
             if self.track:
                 with qml.Tracker(self.dev.pl) as tracker:
                     out = self.qnode(xn, params, enc, dets_t)
-                totals = dict(tracker.totals)
+                totals: dict[str, Any] = dict(tracker.totals)
                 self.last_stats = totals
                 self.last_tapes = int(totals.get("simulations", totals.get("executions", 0)))
                 self.last_jobs = int(totals.get("jobs") or totals.get("batches")

@@ -26,7 +26,7 @@ Complex gates and gates on ``k > 2`` qubits have no such native form here;
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pennylane as qml
@@ -110,7 +110,7 @@ class StaircaseTemplate(Operation):
 
     grad_method = None
     ndim_params = (3,)
-    resource_keys = {"num_wires", "num_layers", "num_reflections"}
+    resource_keys: ClassVar[set[str]] = {"num_wires", "num_layers", "num_reflections"}
 
     def __init__(self, weights: Any, dets: Any = None, wires: Any = None) -> None:
         if wires is None:
@@ -158,7 +158,7 @@ class StaircaseTemplate(Operation):
         return (int(layers), int(n_wires) - 1, 6)
 
     @staticmethod
-    def compute_decomposition(weights: Any, wires: Any, dets: tuple) -> list:  # type: ignore[override]
+    def compute_decomposition(weights: Any, wires: Any, dets: tuple) -> list:
         r"""The native gates (see the module docstring), layer 0 first.
 
         Examples

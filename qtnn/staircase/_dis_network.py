@@ -176,8 +176,10 @@ class Network:
         self._m_labels = []
         self._w_labels = []
         for s in range(n):
-            self._m_labels.append([x for x in (mb[s], m_leg["U"][s], m_leg["V"][s], mb[s + 1]) if x is not None])
-            self._w_labels.append([x for x in (wb[s], w_leg["U"][s], w_leg["V"][s], wb[s + 1]) if x is not None])
+            self._m_labels.append(
+                [x for x in (mb[s], m_leg["U"][s], m_leg["V"][s], mb[s + 1]) if x is not None])
+            self._w_labels.append(
+                [x for x in (wb[s], w_leg["U"][s], w_leg["V"][s], wb[s + 1]) if x is not None])
         self._w = [_squeeze_ends(np.conj(c), s, n) for s, c in enumerate(w_cores)]
         self._m: list[np.ndarray] = []
         self._right: list[tuple[np.ndarray, list[int]]] | None = None
@@ -206,7 +208,7 @@ class Network:
         dims: dict[int, int] = {}
         for e in self.order:
             t, lab = self._shape_of(e)
-            for x, d in zip(lab, t):
+            for x, d in zip(lab, t, strict=True):
                 dims[x] = d
         open_: set[int] = set()
         best = 1
@@ -364,7 +366,7 @@ def _split_ltr(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
         u, s, vh = svd_fixed(block.reshape(l_ * o * i, -1))
         keep = _keep(s, cap)
         out.append(u[:, :keep].reshape(l_, o, i, keep))
-        block = (s[:keep, None] * vh[:keep]).reshape((keep,) + rest_shape)
+        block = (s[:keep, None] * vh[:keep]).reshape((keep, *rest_shape))
     out.append(block)
     return out
 
@@ -378,7 +380,7 @@ def _split_rtl(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
         u, s, vh = svd_fixed(block.reshape(-1, o * i * r))
         keep = _keep(s, cap)
         out.append(vh[:keep].reshape(keep, o, i, r))
-        block = (u[:, :keep] * s[:keep]).reshape(lead + (keep,))
+        block = (u[:, :keep] * s[:keep]).reshape((*lead, keep))
     out.append(block)
     return out[::-1]
 
@@ -409,10 +411,7 @@ def apply_circuit(cores: Sequence[np.ndarray], lay: Layout, gates: dict[str, np.
         if jmax < 0:
             continue
         js = range(jmax, -1, -1) if inverse else range(jmax + 1)
-        if inverse:
-            cs = _canon(cs, min(jmax + k - 1, n - 1))
-        else:
-            cs = _canon(cs, 0)
+        cs = _canon(cs, min(jmax + k - 1, n - 1)) if inverse else _canon(cs, 0)
         for j in js:
             a = gu[j] if gu is not None and j < len(gu) else None
             b = gv[j] if gv is not None and j < len(gv) else None

@@ -15,8 +15,8 @@ gates), so every iterate is exactly orthogonal / unitary.  The gradient is
 exact: the engine returns the derivative ``E`` of the overlap with respect to
 every gate and core (environments), the chain rule through ``expm`` uses the
 adjoint of its Fréchet derivative, ``L(A, .)^* = L(A^dagger, .)``
-(in closed form from the eigendecomposition of the normal matrix ``A``), and ``d ||M||^2`` comes from the usual
-norm environments.  Deterministic (no random numbers).
+(in closed form from the eigendecomposition of the normal matrix ``A``), and
+``d ||M||^2`` comes from the usual norm environments.  Deterministic (no random numbers).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def lbfgs(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray, 
             q *= float(s_ @ y_) / float(y_ @ y_)
         else:
             q *= min(1.0, 1.0 / float(np.linalg.norm(g)))
-        for (s_, y_, rho), a in zip(hist, reversed(alphas)):
+        for (s_, y_, rho), a in zip(hist, reversed(alphas), strict=True):
             b = rho * float(y_ @ q)
             q += (a - b) * s_
         d = -q
@@ -100,12 +100,12 @@ def generator_basis(m: int, is_complex: bool) -> np.ndarray:
     """Basis ``(P, m, m)`` of the real antisymmetric / anti-Hermitian ``m x m`` matrices."""
     out = []
     if is_complex:
-        for i in range(m):
+        for d in range(m):
             b = np.zeros((m, m), dtype=np.complex128)
-            b[i, i] = 1j
+            b[d, d] = 1j
             out.append(b)
     iu = np.triu_indices(m, 1)
-    for i, j in zip(*iu):
+    for i, j in zip(*iu, strict=True):
         b = np.zeros((m, m), dtype=np.complex128 if is_complex else np.float64)
         b[i, j], b[j, i] = -1.0, 1.0
         out.append(b)
@@ -128,7 +128,8 @@ def expm_skew(a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def frechet_adjoint(q: np.ndarray, lam: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """``L(a^dagger, p)``: the adjoint of the Fréchet derivative of ``expm`` at ``a = i q diag(lam) q^dagger``.
+    """``L(a^dagger, p)``: the adjoint of the Fréchet derivative of ``expm``
+    at ``a = i q diag(lam) q^dagger``.
 
     For a normal matrix the derivative is diagonal in its eigenbasis, with the
     divided differences ``(e^{x_i} - e^{x_j}) / (x_i - x_j)`` of the
@@ -196,7 +197,7 @@ def lbfgs_refine(gradient: Callable[[MPO], tuple[complex, dict, list[np.ndarray]
         else:
             flat = rest
         cores, off = [], 0
-        for shp, sz in zip(shapes, sizes):
+        for shp, sz in zip(shapes, sizes, strict=True):
             cores.append(flat[off:off + sz].reshape(shp) * scale)
             off += sz
         return gens, cores
@@ -204,7 +205,7 @@ def lbfgs_refine(gradient: Callable[[MPO], tuple[complex, dict, list[np.ndarray]
     def set_state(x: np.ndarray) -> tuple[tuple[np.ndarray, np.ndarray], MPO]:
         gens, cores = unpack(x)
         ex, q, lam = expm_skew(np.stack(gens))
-        for key, e in zip(keys, ex):
+        for key, e in zip(keys, ex, strict=True):
             gates[key[0]][key[1], key[2]] = g0[key] @ e
         invalidate()
         return (q, lam), MPO(cores, check=False)

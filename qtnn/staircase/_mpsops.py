@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -167,7 +167,7 @@ def canonicalize(cores: Sequence[np.ndarray], center: int) -> Cores:
 def overlap(bra: Sequence[np.ndarray], ket: Sequence[np.ndarray]) -> complex:
     """``<bra|ket>`` (``bra`` conjugated)."""
     env = np.ones((1, 1))
-    for a, b in zip(bra, ket):
+    for a, b in zip(bra, ket, strict=True):
         env = np.einsum("ab,apc,bpd->cd", env, a.conj(), b, optimize=True)
     return complex(env.item())
 
@@ -200,6 +200,8 @@ def apply_layer(cores: Sequence[np.ndarray], layer: np.ndarray, k: int, *,
     """
     n = len(cores)
     g_count = n - k + 1
+    s_left: Callable[..., tuple[np.ndarray, np.ndarray]]
+    s_right: Callable[..., tuple[np.ndarray, np.ndarray]]
     if qr:
         def s_left(b: np.ndarray, *_: Any) -> tuple[np.ndarray, np.ndarray]:
             return qr_split_left(b)

@@ -74,7 +74,7 @@ def staircase_benchmark(n: int = 12, max_layers: int = 6,
     if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
         raise QtnnError(f"methods must be a non-empty sequence of {METHODS}, got {methods!r}")
     methods = tuple(check_choice("methods[]", m, METHODS) for m in methods)
-    extra = {} if sweeps is None else {"sweeps": check_int("sweeps", sweeps, minimum=0)}
+    extra: dict[str, Any] = {} if sweeps is None else {"sweeps": check_int("sweeps", sweeps, minimum=0)}
     t0 = time.perf_counter()
     out: dict[str, Any] = {"n": n, "max_layers": max_layers, "k": k, "seed": seed,
                            "methods": list(methods), "targets": {}}
@@ -109,7 +109,8 @@ def format_benchmark(result: dict[str, Any]) -> str:
     lines.append(head)
     for name, entry in result["targets"].items():
         for method, res in entry["results"].items():
-            cells = "".join(f"{f:>11.6f} ({s:5.2f})" for f, s in zip(res["fidelity"], res["seconds"]))
+            cells = "".join(f"{f:>11.6f} ({s:5.2f})"
+                            for f, s in zip(res["fidelity"], res["seconds"], strict=False))
             lines.append(f"{name:<11} {method:<10}{cells}")
     return "\n".join(lines)
 

@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import (as_float_array, check_alloc, check_bond, check_cutoff, check_int,
-                             is_torch)
+from qtnn._validate import as_float_array, check_alloc, check_bond, check_cutoff, check_int, is_torch
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.staircase import _mpsops
 from qtnn.tn.linalg import qr_pos
@@ -155,11 +154,11 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
         gates = np.asarray(gates)
         if not np.issubdtype(x.dtype, np.number):
             raise QtnnTypeError(f"x must hold numbers, got dtype {x.dtype}")
-        dtype = np.result_type(x.dtype, gates.dtype, np.float64)
+        np_dtype = np.result_type(x.dtype, gates.dtype, np.float64)
         check_alloc(f"a dense batch of {batch} states on {n} qubits", 2.0 * batch * dim,
-                    np.dtype(dtype).itemsize, hint="apply the circuit to an MPS instead")
-        x = x.astype(dtype, copy=False)
-        gates = gates.astype(dtype, copy=False)
+                    np.dtype(np_dtype).itemsize, hint="apply the circuit to an MPS instead")
+        x = x.astype(np_dtype, copy=False)
+        gates = gates.astype(np_dtype, copy=False)
     m = 2**k
     g_count = n - k + 1
     order = range(g_count - 1, -1, -1) if descending else range(g_count)
@@ -284,7 +283,7 @@ def _real_log_special_orthogonal(g: np.ndarray) -> np.ndarray:
         if t[i, i] < 0:
             minus.append(i)
         i += 1
-    for a, b in zip(minus[0::2], minus[1::2]):
+    for a, b in zip(minus[0::2], minus[1::2], strict=False):
         lg[a, b] = -math.pi
         lg[b, a] = math.pi
     x = q @ lg @ q.T

@@ -113,11 +113,11 @@ from qtnn.staircase._dis_network import (
     polar_update,
 )
 from qtnn.staircase._dis_opt import lbfgs_refine
+from qtnn.staircase._mpsops import single_threaded_blas as _single_threaded_blas
 from qtnn.staircase.circuit import Staircase
 from qtnn.tn.linalg import polar_unitary
 from qtnn.tn.mpo import MPO
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
-from qtnn.staircase._mpsops import single_threaded_blas as _single_threaded_blas
 
 __all__ = ["disentangle", "Disentangled", "SweepRecord", "DENSE_MAX_QUBITS"]
 
@@ -287,8 +287,9 @@ def _exact_mpo(X: np.ndarray, out_dims: tuple[int, ...], in_dims: tuple[int, ...
     """Exact TT-SVD (no truncation) of a padded dense matrix on the given site dims."""
     n = len(out_dims)
     t = X.reshape(out_dims + in_dims).transpose([j for s in range(n) for j in (s, n + s)])
-    cores, _ = tt_svd(t, [o * i for o, i in zip(out_dims, in_dims)])
-    cores = [c.reshape(c.shape[0], o, i, c.shape[-1]) for c, o, i in zip(cores, out_dims, in_dims)]
+    cores, _ = tt_svd(t, [o * i for o, i in zip(out_dims, in_dims, strict=True)])
+    cores = [c.reshape(c.shape[0], o, i, c.shape[-1])
+             for c, o, i in zip(cores, out_dims, in_dims, strict=True)]
     return MPO(cores, check=False)
 
 
@@ -373,7 +374,7 @@ class _DenseEngine:
             genv[(side, l_, j)] = np.conj(dense_env(top, bot, ax, k))
             bot = dense_apply(bot, g, ax, k)
         n = M.num_sites
-        d = [o * i for o, i in zip(self.out_dims, self.in_dims)]
+        d = [o * i for o, i in zip(self.out_dims, self.in_dims, strict=True)]
         t = np.conj(X).reshape(self.out_dims + self.in_dims).transpose(
             [j for s in range(n) for j in (s, n + s)]).reshape(d)
         right = [np.ones((1, 1))] * n
@@ -582,7 +583,7 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
                 M = engine.m_candidate()
                 err = rel(engine.overlap(M), M)
 
-            def record(sweep: int, kind: str, M: MPO, err: float) -> None:
+            def record(sweep: int, kind: str, M: MPO, err: float, r: int = r) -> None:
                 nonlocal best_err, best_gates, best_m, best_r
                 if err < best_err:
                     best_err, best_r = err, r
@@ -628,5 +629,5 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     params_after = best_m.num_params + U.num_params + V.num_params
     return Disentangled(U=U, V=V, M=best_m, error=float(best_err), truncation_error=float(trunc_err),
                         history=history, params_before=int(params_before),
-                        params_after=int(params_after), shape=tuple(mpo.shape), method=method, k=k,
-                        restart=best_r)
+                        params_after=int(params_after), shape=(mpo.shape[0], mpo.shape[1]),
+                        method=method, k=k, restart=best_r)

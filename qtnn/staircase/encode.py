@@ -127,7 +127,7 @@ class EncodeReport:
         ran             1     0  0.500000000000   0.010
         """
         lines = [f"{'stage':<10} {'layers':>6} {'sweep':>5}  {'fidelity':<15} {'t[s]':>5}"]
-        for (stage, d, s, f), t in zip(self.fidelities, self.times):
+        for (stage, d, s, f), t in zip(self.fidelities, self.times, strict=False):
             lines.append(f"{stage:<10} {d:>6} {s:>5}  {f:.12f} {t:>7.3f}")
         return "\n".join(lines)
 
@@ -402,7 +402,7 @@ def encode_mps(mps: MPS, layers: int, method: str = "iterative", sweeps: int = 1
         return _encode(mps, layers, method, sweeps, k, seed, tol, complex)
 
 
-def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, tol: Any,
+def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, tol: float,
             complex: Any) -> tuple[Staircase, EncodeReport]:
     t0 = time.perf_counter()
     k = check_int("k", k, minimum=1)

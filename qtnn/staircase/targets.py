@@ -168,10 +168,9 @@ def _dmrg(model: str, n: int, h: float, max_bond: int | None, seed: int) -> MPS:
     psi = MPS.random(n, min(bond, 8), seed=seed)
     a = ops.canonicalize(psi.cores, 0)
     a[0] = a[0] / np.linalg.norm(a[0])
-    left: list[np.ndarray | None] = [None] * (n + 1)
-    right: list[np.ndarray | None] = [None] * (n + 1)
-    left[0] = np.ones((1, 1, 1))
-    right[n] = np.ones((1, 1, 1))
+    # environments by site, filled in by the sweeps (from the trivial ends 0 and n)
+    left: dict[int, np.ndarray] = {0: np.ones((1, 1, 1))}
+    right: dict[int, np.ndarray] = {n: np.ones((1, 1, 1))}
 
     def grow_right(env: np.ndarray, c: np.ndarray, w: np.ndarray) -> np.ndarray:
         # env[a, w, a'] (bra, mpo, ket) -> next

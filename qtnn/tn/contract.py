@@ -173,7 +173,7 @@ def plan_mpo_apply(batch: int, core_shapes: Sequence[Sequence[int]]) -> MPOApply
     return _plan(int(batch), tuple(tuple(int(s) for s in c) for c in core_shapes))
 
 
-def mpo_apply_cost(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]]) -> dict[str, float]:
+def mpo_apply_cost(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
     """FLOPs of the chosen plan, of core-by-core contraction, and of the dense matmul.
 
     ``x_shape`` is ``(batch, i_0, ..., i_{L-1})``.  Returns a dict with keys
@@ -343,7 +343,7 @@ def _split_kernel() -> Any:
                     gl2 += g.permute(1, 0, 2).reshape(o1, c * o2) @ t.permute(0, 2, 1).reshape(c * o2, k)
                 if need_x or need_r:
                     gt = torch.matmul(l2.T, g).reshape(c * i1, -1)
-                    if need_x:
+                    if gx is not None:  # need_x
                         gx[s: s + c] = (gt @ r2.T).reshape(c, i1, i2)
                     if need_r:
                         gr2 += x2.T @ gt

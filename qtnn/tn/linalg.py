@@ -86,7 +86,7 @@ def truncation_rank(s: np.ndarray, max_bond: int | None, budget: float) -> int:
     keep = int(np.count_nonzero(s > RANK_RTOL * s[0])) if n else 0
     if budget > 0 and n > 1:
         # tail[k] = norm of s[k:]
-        tail = np.sqrt(np.cumsum((s[::-1] ** 2))[::-1])
+        tail = np.sqrt(np.cumsum(s[::-1] ** 2)[::-1])
         ok = np.nonzero(tail <= budget)[0]
         if ok.size:
             keep = max(1, int(ok[0]))

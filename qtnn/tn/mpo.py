@@ -9,11 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import (as_float_array, check_alloc, check_bond, check_cutoff, check_int,
-                             is_torch)
+from qtnn._validate import as_float_array, check_alloc, check_bond, check_cutoff, check_int, is_torch
 from qtnn.errors import QtnnError
 from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
-from qtnn.tn.factorize import balanced_dims, qubit_dims
+from qtnn.tn.factorize import qubit_dims
 from qtnn.tn.mps import MPS, resolve_dims
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
@@ -145,8 +144,8 @@ class MPO(TensorTrain):
         t = full.reshape(od + idm)
         perm = [j for k in range(n) for j in (k, n + k)]
         t = t.transpose(perm)
-        cores, _ = tt_svd(t, [o * i for o, i in zip(od, idm)], max_bond, cutoff)
-        cores = [c.reshape(c.shape[0], o, i, c.shape[-1]) for c, o, i in zip(cores, od, idm)]
+        cores, _ = tt_svd(t, [o * i for o, i in zip(od, idm, strict=True)], max_bond, cutoff)
+        cores = [c.reshape(c.shape[0], o, i, c.shape[-1]) for c, o, i in zip(cores, od, idm, strict=True)]
         return cls(cores, shape=w.shape, check=False)
 
     @classmethod
@@ -169,7 +168,7 @@ class MPO(TensorTrain):
                             "must have the same length")
         bond = check_int("bond", bond, minimum=1)
         rng = np.random.default_rng(seed)
-        p = [o * i for o, i in zip(out_dims, in_dims)]
+        p = [o * i for o, i in zip(out_dims, in_dims, strict=True)]
         n = len(p)
         bonds = [1] + [min(bond, math.prod(p[:k]), math.prod(p[k:])) for k in range(1, n)] + [1]
         cores = [rng.normal(size=(bonds[k], out_dims[k], in_dims[k], bonds[k + 1])) for k in range(n)]
@@ -256,7 +255,7 @@ class MPO(TensorTrain):
             if other.size > self.in_features:
                 raise QtnnError(f"MPS of size {other.size} does not fit in_features={self.in_features}")
             cores = []
-            for a, b in zip(self.cores, other.cores):
+            for a, b in zip(self.cores, other.cores, strict=True):
                 c = np.einsum("aoib,cid->acobd", a, b)
                 s = c.shape
                 cores.append(c.reshape(s[0] * s[1], s[2], s[3] * s[4]))
@@ -268,7 +267,7 @@ class MPO(TensorTrain):
                 raise QtnnError(f"other has {other.out_features} outputs but this MPO takes "
                                 f"{self.in_features} inputs")
             cores = []
-            for a, b in zip(self.cores, other.cores):
+            for a, b in zip(self.cores, other.cores, strict=True):
                 c = np.einsum("aokb,ckid->acoibd", a, b)
                 s = c.shape
                 cores.append(c.reshape(s[0] * s[1], s[2], s[3], s[4] * s[5]))
@@ -292,7 +291,7 @@ class MPO(TensorTrain):
         if not isinstance(other, MPO):
             return NotImplemented
         return self.shape == other.shape and len(self) == len(other) and all(
-            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(self.cores, other.cores))
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(self.cores, other.cores, strict=True))
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -324,4 +323,4 @@ def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int]) -> Any:
     y = execute_mpo_apply(plan, xf, cores)
     if n_out != shape[0]:
         y = y[:, : shape[0]]
-    return y.reshape(lead + (shape[0],))
+    return y.reshape((*lead, shape[0]))

@@ -123,7 +123,7 @@ class MPS(TensorTrain):
         if len(dims) != len(bits):
             raise QtnnError(f"dims has {len(dims)} entries but bits has {len(bits)}")
         cores = []
-        for k, (b, d) in enumerate(zip(bits, dims)):
+        for k, (b, d) in enumerate(zip(bits, dims, strict=True)):
             if b >= d:
                 raise QtnnError(f"bits[{k}]={b} does not fit a site of dimension {d}")
             c = np.zeros((1, d, 1))
@@ -186,7 +186,7 @@ class MPS(TensorTrain):
         if other.phys_dims != self.phys_dims:
             raise QtnnError(f"phys dims differ: {self.phys_dims} vs {other.phys_dims}")
         env = np.ones((1, 1))
-        for a, b in zip(self.cores, other.cores):
+        for a, b in zip(self.cores, other.cores, strict=True):
             env = np.einsum("ab,apc,bpd->cd", env, a.conj(), b, optimize=True)
         val = env.item()
         return float(val.real) if np.isrealobj(env) else complex(val)
@@ -204,6 +204,6 @@ class MPS(TensorTrain):
         if not isinstance(other, MPS):
             return NotImplemented
         return self.size == other.size and len(self) == len(other) and all(
-            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(self.cores, other.cores))
+            a.shape == b.shape and np.array_equal(a, b) for a, b in zip(self.cores, other.cores, strict=True))
 
     __hash__ = None  # type: ignore[assignment]

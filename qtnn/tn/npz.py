@@ -41,7 +41,8 @@ def save_tt(tt: MPS | MPO, path: str | os.PathLike[str]) -> None:
     if not isinstance(path, (str, os.PathLike)):
         raise QtnnTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     kind = "mps" if isinstance(tt, MPS) else "mpo"
-    fields = {f"core_{i}": np.asarray(c) for i, c in enumerate(tt.cores)}
+    # Any: numpy's stub would otherwise match these keywords against savez(allow_pickle: bool)
+    fields: dict[str, Any] = {f"core_{i}": np.asarray(c) for i, c in enumerate(tt.cores)}
     with atomic_open(path, "wb") as fh:
         np.savez(fh, format=np.array(_FORMAT), kind=np.array(kind),
                  num_sites=np.array(len(tt.cores)), **fields)
