@@ -470,8 +470,28 @@ def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, 
                                   rng, log, report)
     report.final_fidelity = float(final)
     report.seconds = time.perf_counter() - t0
+    if not is_complex:
+        gates = _proper_first_layer(gates)
     circuit = Staircase(n, d_layers, k, gates, complex=is_complex)
     return circuit, report
+
+
+def _proper_first_layer(gates: np.ndarray) -> np.ndarray:
+    """Make every first-layer gate a rotation (``det = +1``) without changing the state.
+
+    Gate ``(0, j)`` is the first to touch qubits ``j+1 .. j+k-1``, which are
+    still ``|0>``: only its columns ``0`` and ``2**(k-1)`` act on the prepared
+    state, so negating the last column (input ``|1...1>``, never reached) flips
+    the determinant for free.  On hardware a rotation costs 2 CNOTs in the
+    magic-basis form, a reflection 3.
+    """
+    if gates.shape[0] == 0 or gates.shape[-1] < 4:
+        return gates
+    out = np.array(gates, copy=True)
+    first = out[0]
+    neg = np.linalg.det(first) < 0
+    first[neg, :, -1] *= -1
+    return out
 
 
 def _iterative(target: Cores, d_layers: int, k: int, sweeps: int, tol: float, is_complex: bool,

@@ -262,3 +262,15 @@ def test_bad_inputs_raise_qtnn_errors():
         heisenberg_ground_state(1)
     with pytest.raises(QtnnError, match="method must be one of 'auto', 'dense', 'dmrg'; got 'qmc'"):
         heisenberg_ground_state(6, method="qmc")
+
+
+@pytest.mark.parametrize("method", ["ran", "sweep", "iterative"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_first_layer_gates_are_rotations(method, k):
+    """Layer 0 acts on fresh |0> qubits, so its free column makes every gate det +1
+    (2 CNOTs instead of 3 on hardware) without changing the prepared state."""
+    psi = MPS.random(7, 4, seed=11)
+    circ, rep = encode_mps(psi, 2, method=method, k=k)
+    assert (np.linalg.det(np.asarray(circ.gates[0])) > 0).all()
+    ref = psi.to_dense() / np.linalg.norm(psi.to_dense())
+    assert abs(abs(np.vdot(ref, circ.state())) ** 2 - rep.final_fidelity) < 1e-12
