@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint circuits install bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -18,14 +18,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/qtnn train --json runs/train.json --save runs/hybrid.pt
 
-## the full test suite (unit tests and doctests)
-test: $(STAMP)
+## the full test suite: lint and types, unit tests, doctests, notebooks, the circuits/ catalogue
+test: lint
 	$(PY) -m pytest -q tests qtnn --doctest-modules
 
 ## static checks: ruff (style, imports, likely bugs) and mypy (types)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qtnn
 	$(VENV)/bin/mypy qtnn
+
+## rewrite the circuits/ catalogue (after changing a generator; `make test` checks it)
+circuits: $(STAMP)
+	$(VENV)/bin/qtnn circuits build
 
 bench: $(STAMP)
 	$(VENV)/bin/qtnn bench mpo-linear --json bench-mpo-linear.json
