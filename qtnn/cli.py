@@ -27,7 +27,14 @@ def _ints(text: str) -> list[int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``qtnn`` (exposed for documentation and tests)."""
+    """The argument parser of ``qtnn`` (exposed for documentation and tests).
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["depth", "--layers", "1,2"])
+    >>> args.command, args.target, args.layers, args.backend
+    ('depth', 'heisenberg', [1, 2], 'fake:torino')
+    """
     p = argparse.ArgumentParser(
         prog="qtnn",
         description="Quantum-classical hybrid tensorized neural networks: MPO layers, "
@@ -385,7 +392,13 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``qtnn`` console script; returns the exit code."""
+    """Entry point of the ``qtnn`` console script; returns the exit code.
+
+    Examples
+    --------
+    >>> main(["depth", "--n", "100"])   # errors: one line on stderr, exit code 2
+    2
+    """
     import warnings
 
     parser = build_parser()

@@ -28,8 +28,32 @@ class QtnnError(ValueError):
 
 
 class QtnnTypeError(QtnnError, TypeError):
-    """An argument has the wrong type (also a :class:`TypeError`)."""
+    """An argument has the wrong type (also a :class:`TypeError`).
+
+    Examples
+    --------
+    >>> from qtnn.tn import save_tt
+    >>> try:
+    ...     save_tt("not an MPS", "psi.npz")
+    ... except TypeError as err:            # a TypeError and a QtnnError
+    ...     print(type(err).__name__, "|", err)
+    QtnnTypeError | tt must be a qtnn.tn.MPS or MPO, got str
+    """
 
 
 class QtnnSizeError(QtnnError):
-    """A request would allocate more memory than allowed; refused up front."""
+    """A request would allocate more memory than allowed; refused up front.
+
+    The limit is ``QTNN_MAX_BYTES`` (environment variable, default 4 GiB); the
+    message says how much the work would need and what to use instead.
+
+    Examples
+    --------
+    >>> from qtnn.staircase import Staircase
+    >>> try:
+    ...     Staircase.random(40, 1).state()
+    ... except QtnnSizeError as err:
+    ...     print(err)
+    a dense state on 40 qubits would need 16.0 TiB, more than the limit of 4.0 GiB (set
+    QTNN_MAX_BYTES to change it); use state_mps()
+    """

@@ -103,6 +103,15 @@ class DepthReport:
         Wall time of the transpilation.
     note : str
         What the numbers are (estimate, formula ...).
+
+    Examples
+    --------
+    >>> from qtnn.staircase import Staircase
+    >>> r = depth_report(Staircase.random(3, 1, seed=0), basis_gates=["cx", "u"])
+    >>> r.kind, r.two_qubit_gates <= 6, r.duration_ns is None
+    ('measured', True, True)
+    >>> sorted(r.to_dict())[:3]
+    ['all_to_all_two_qubit_gates', 'backend', 'basis_gates']
     """
 
     name: str

@@ -179,6 +179,16 @@ class Disentangled:
         Gate width.
     restart : int
         The start that gave the result (0 = identity).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> d = disentangle(np.random.default_rng(0).normal(size=(8, 8)), 1, 1, max_bond=1)
+    >>> d.U, d.M.bond_dims, d.error <= d.truncation_error
+    (Staircase(n_qubits=3, layers=1, k=2, complex=False), [1, 1], True)
+    >>> W = d.to_dense()                      # U M V^T, 8 x 8
+    >>> W.shape
+    (8, 8)
     """
 
     U: Staircase

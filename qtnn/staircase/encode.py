@@ -103,6 +103,13 @@ class EncodeReport:
         Fidelity of the returned circuit.
     seconds : float
         Wall time of the whole encoding.
+
+    Examples
+    --------
+    >>> from qtnn.tn import MPS
+    >>> _, rep = encode_mps(MPS.random(6, 4, seed=0), layers=2, method="ran")
+    >>> rep.method, len(rep.layer_fidelities), rep.layer_fidelities[0] <= rep.final_fidelity
+    ('ran', 2, True)
     """
 
     method: str

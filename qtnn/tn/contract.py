@@ -179,6 +179,12 @@ def mpo_apply_cost(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]])
     ``x_shape`` is ``(batch, i_0, ..., i_{L-1})``.  Returns a dict with keys
     ``"planned"``, ``"strategy"``, ``"sequential"`` and ``"dense"`` (2 FLOPs
     per multiply-add; building ``W`` is not counted in ``"dense"``).
+
+    Examples
+    --------
+    >>> cost = mpo_apply_cost((32, 8, 8), [(1, 8, 8, 4), (4, 8, 8, 1)])
+    >>> cost["strategy"], cost["dense"]
+    ('dense', 262144.0)
     """
     shapes = [tuple(int(s) for s in c) for c in core_shapes]
     batch = int(x_shape[0])

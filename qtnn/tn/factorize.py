@@ -37,6 +37,11 @@ def qubit_dims(n: int) -> tuple[int, ...]:
     """All-2 dims for ``n`` entries, padded up to the next power of two.
 
     ``n = 1`` gives one site of dimension 2 (one qubit).
+
+    Examples
+    --------
+    >>> qubit_dims(10)          # padded to 16 = 2**4
+    (2, 2, 2, 2)
     """
     n = check_int("size", n, minimum=1)
     return (2,) * max(1, math.ceil(math.log2(n)))
@@ -58,6 +63,11 @@ def balanced_dims(n: int, num_cores: int, max_ratio: float = 2.0) -> tuple[int, 
     smallest one (a factor of 1 is allowed only when ``n`` itself is 1).
     Dims are returned in non-increasing order; the caller zero-pads ``n`` up
     to their product.
+
+    Examples
+    --------
+    >>> balanced_dims(100, 2), balanced_dims(64, 3)
+    ((10, 10), (4, 4, 4))
     """
     n = check_int("size", n, minimum=1)
     num_cores = check_int("num_cores", num_cores, minimum=1)

@@ -63,6 +63,15 @@ def load_tt(path: str | os.PathLike[str], kind: str | None = None) -> MPS | MPO:
         Missing or unreadable file, another format, missing or extra cores,
         cores with the wrong number of legs or mismatched bonds, or the wrong
         ``kind``.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_tt(MPO.random((2, 2), (2, 2), 3, seed=0), os.path.join(d, "w.npz"))
+    ...     w = load_tt(os.path.join(d, "w.npz"), kind="mpo")
+    >>> w.shape
+    (4, 4)
     """
     if kind not in (None, "mps", "mpo"):
         raise QtnnError(f"kind must be 'mps', 'mpo' or None, got {kind!r}")

@@ -98,6 +98,16 @@ class TensorTrain:
     orthogonality centre when the train is known to be in mixed canonical form
     (``None`` otherwise).  Methods that change the cores in place return
     ``self`` (or, for :meth:`truncate`, the error), so calls chain.
+
+    Examples
+    --------
+    >>> from qtnn.tn import MPS
+    >>> psi = MPS.random(6, 4, seed=0)
+    >>> isinstance(psi, TensorTrain), psi.bond_dims
+    (True, [2, 4, 4, 4, 2])
+    >>> err = psi.copy().truncate(max_bond=2)       # returns the relative error
+    >>> 0 < err < 1
+    True
     """
 
     #: number of physical legs per core (1 for MPS, 2 for MPO)
