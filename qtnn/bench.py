@@ -111,8 +111,9 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     return "\n".join(lines)
 
 
-def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2, batch: int = 64,
-                 repeats: int = 5, aer_batch: int = 4, progress: bool = True) -> dict[str, Any]:
+def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2,
+                 batch: int | Sequence[int] = (64, 512), repeats: int = 5, aer_batch: int = 4,
+                 progress: bool = True) -> dict[str, Any]:
     """Samples/s of forward+backward of a :class:`~qtnn.nn.QuantumStaircase` on every path.
 
     Paths: the reference contraction (fused circuit matrix), ``default.qubit``
@@ -121,7 +122,9 @@ def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2, batch: int = 
     (exact statevector, parameter-shift; run at ``aer_batch`` samples since
     each sample costs ``2 x params`` circuits).  Every path is timed in the
     same run; ``speedup`` is the reference path's samples/s over the fastest
-    QNode path's.
+    QNode path's.  One row per qubit count and batch size: the reference path
+    has a fixed cost per call (a few dozen array operations), so its lead
+    grows with the batch.
 
     Examples
     --------
@@ -129,44 +132,51 @@ def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2, batch: int = 
     >>> r["rows"][0]["speedup"] > 1
     True
     """
+    batches = [batch] if isinstance(batch, int) else list(batch)
+    rows = []
+    for n in qubits:
+        for bsz in batches:
+            rows.append(_bench_hybrid_row(n, layers, bsz, repeats, aer_batch, progress))
+    return {"benchmark": "hybrid", "what": "forward+backward samples/s, QuantumStaircase",
+            "rows": rows}
+
+
+def _bench_hybrid_row(n: int, layers: int, batch: int, repeats: int, aer_batch: int,
+                      progress: bool) -> dict[str, Any]:
     import torch
     from tqdm.auto import tqdm
 
     from qtnn.nn import QuantumStaircase
     from qtnn.quantum import device
 
-    rows = []
-    for n in qubits:
-        torch.manual_seed(0)
-        paths: dict[str, tuple[Any, int]] = {}
-        for name, readout, dev, b in (("reference", "probs", None, batch),
-                                      ("default.qubit", "probs", "default.qubit", batch),
-                                      ("lightning.qubit", "expval", "lightning.qubit", batch),
-                                      ("qiskit.aer", "probs", "qiskit.aer", aer_batch)):
-            layer = QuantumStaircase(n, layers, readout=readout, dtype=torch.float64)
-            if dev is not None:
-                layer.set_backend("pennylane", device(dev, wires=n))
-            paths[name] = (layer, b)
-        x_full = torch.rand(batch, 2**n, dtype=torch.float64)
+    torch.manual_seed(0)
+    paths: dict[str, tuple[Any, int]] = {}
+    for name, readout, dev, b in (("reference", "probs", None, batch),
+                                  ("default.qubit", "probs", "default.qubit", batch),
+                                  ("lightning.qubit", "expval", "lightning.qubit", batch),
+                                  ("qiskit.aer", "probs", "qiskit.aer", aer_batch)):
+        layer = QuantumStaircase(n, layers, readout=readout, dtype=torch.float64)
+        if dev is not None:
+            layer.set_backend("pennylane", device(dev, wires=n))
+        paths[name] = (layer, b)
+    x_full = torch.rand(batch, 2**n, dtype=torch.float64)
 
-        def step(layer: Any, b: int, x_full: torch.Tensor) -> Callable[[], None]:
-            def run() -> None:
-                layer.zero_grad(set_to_none=True)
-                layer(x_full[:b]).sum().backward()
-            return run
+    def step(layer: Any, b: int, x_full: torch.Tensor) -> Callable[[], None]:
+        def run() -> None:
+            layer.zero_grad(set_to_none=True)
+            layer(x_full[:b]).sum().backward()
+        return run
 
-        fns = {k: step(*v, x_full) for k, v in paths.items()}
-        # lightning and Aer run their own thread pools, which stay busy for a while after a
-        # call and would slow whatever is timed next: they are timed on their own
-        slow = {"qiskit.aer", "lightning.qubit"}
-        times = time_interleaved({k: f for k, f in fns.items() if k not in slow}, repeats=repeats)
-        for k in tqdm(sorted(slow), desc=f"n={n} slow paths", disable=not progress):
-            times.update(time_interleaved({k: fns[k]}, repeats=1 if k == "qiskit.aer" else repeats,
-                                          warmup=0 if k == "qiskit.aer" else 1))
-        rate = {k: paths[k][1] / t for k, t in times.items()}
-        best_q = max((k for k in rate if k != "reference"), key=lambda k: rate[k])
-        rows.append({"qubits": n, "layers": layers, "batch": batch, "aer_batch": aer_batch,
-                     "samples_per_s": rate, "fastest_qnode": best_q,
-                     "speedup": rate["reference"] / rate[best_q]})
-    return {"benchmark": "hybrid", "what": "forward+backward samples/s, QuantumStaircase",
-            "rows": rows}
+    fns = {k: step(*v, x_full) for k, v in paths.items()}
+    # lightning and Aer run their own thread pools, which stay busy for a while after a
+    # call and would slow whatever is timed next: they are timed on their own
+    slow = {"qiskit.aer", "lightning.qubit"}
+    times = time_interleaved({k: f for k, f in fns.items() if k not in slow}, repeats=repeats)
+    for k in tqdm(sorted(slow), desc=f"n={n} slow paths", disable=not progress):
+        times.update(time_interleaved({k: fns[k]}, repeats=1 if k == "qiskit.aer" else repeats,
+                                      warmup=0 if k == "qiskit.aer" else 1))
+    rate = {k: paths[k][1] / t for k, t in times.items()}
+    best_q = max((k for k in rate if k != "reference"), key=lambda k: rate[k])
+    return {"qubits": n, "layers": layers, "batch": batch, "aer_batch": aer_batch,
+            "samples_per_s": rate, "fastest_qnode": best_q,
+            "speedup": rate["reference"] / rate[best_q]}

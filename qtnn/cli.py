@@ -88,7 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "path and on every QNode path")
     h.add_argument("--qubits", type=_ints, default=[6, 10], help="qubit counts (default 6,10)")
     h.add_argument("--layers", type=int, default=2, help="staircase layers (default 2)")
-    h.add_argument("--batch", type=int, default=64, help="batch size (default 64)")
+    h.add_argument("--batch", type=_ints, default=[64, 512],
+                   help="comma-separated batch sizes, one row each (default 64,512)")
     h.add_argument("--aer-batch", type=int, default=4,
                    help="batch for qiskit.aer parameter-shift (default 4)")
     h.add_argument("--repeats", type=int, default=5, help="timed repeats (default 5)")
@@ -348,17 +349,18 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
     from qtnn.bench import bench_hybrid
 
-    if args.batch < 1 or args.aer_batch < 1 or args.repeats < 1 or args.layers < 0:
-        raise QtnnError("--batch, --aer-batch and --repeats must be positive and --layers >= 0")
+    if args.aer_batch < 1 or args.repeats < 1 or args.layers < 0:
+        raise QtnnError("--aer-batch and --repeats must be positive and --layers >= 0")
     r = bench_hybrid(qubits=args.qubits, layers=args.layers, batch=args.batch,
                      repeats=args.repeats, aer_batch=args.aer_batch)
-    print(f"forward+backward samples/s, {args.layers} staircase layers, batch {args.batch} "
+    print(f"forward+backward samples/s, {args.layers} staircase layers "
           f"(qiskit.aer: batch {args.aer_batch}, parameter-shift)")
     names = list(r["rows"][0]["samples_per_s"])
-    print("qubits  " + "  ".join(f"{n:>16}" for n in names) + "  reference / fastest QNode")
+    print("qubits  batch  " + "  ".join(f"{n:>16}" for n in names) + "  reference / fastest QNode")
     for row in r["rows"]:
         cells = "  ".join(f"{row['samples_per_s'][n]:>16.1f}" for n in names)
-        print(f"{row['qubits']:>6}  {cells}  {row['speedup']:.1f}x ({row['fastest_qnode']})")
+        print(f"{row['qubits']:>6}  {row['batch']:>5}  {cells}  {row['speedup']:.1f}x "
+              f"({row['fastest_qnode']})")
     return r
 
 

@@ -125,3 +125,14 @@ def test_circuits_check_passes_on_the_committed_catalogue(capsys):
     root = pathlib.Path(__file__).resolve().parents[1]
     assert main(["circuits", "check", "--dir", str(root / "circuits")]) == 0
     assert "matches its generators" in capsys.readouterr().out
+
+
+def test_bench_hybrid_rows_per_batch(tmp_path, capsys):
+    out = tmp_path / "h.json"
+    assert main(["bench", "hybrid", "--qubits", "3", "--batch", "4,8", "--repeats", "1",
+                 "--aer-batch", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["qubits"], r["batch"]) for r in rows] == [(3, 4), (3, 8)]
+    assert all(set(r["samples_per_s"]) == {"reference", "default.qubit", "lightning.qubit",
+                                           "qiskit.aer"} for r in rows)
+    assert "reference / fastest QNode" in capsys.readouterr().out
