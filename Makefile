@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint circuits install bench clean
+.PHONY: demo test lint notebook circuits install bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -26,6 +26,11 @@ test: lint
 lint: $(STAMP)
 	$(VENV)/bin/ruff check qtnn
 	$(VENV)/bin/mypy qtnn
+
+## open the educational notebooks in JupyterLab (installs it into .venv on first use)
+notebook: $(STAMP)
+	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -c constraints.txt -e ".[notebooks]"
+	$(VENV)/bin/jupyter lab notebooks/
 
 ## rewrite the circuits/ catalogue (after changing a generator; `make test` checks it)
 circuits: $(STAMP)
