@@ -546,7 +546,7 @@ class DisentangledLinear(_QuantumModule):
     layer runs as QNode (``V^T``, ``"state"`` readout) -> classical ``M`` ->
     QNode (``U``), norms carried classically; this needs an exact simulator.
 
-    After Aizpurua et al., "Hacking the quantum LLM: tensor network
+    After Aizpurua et al., "Quantum large language models via tensor network
     disentanglers", arXiv:2410.17397.
 
     Examples

@@ -1,6 +1,6 @@
 """MPO -> ``U . M . V^T``: disentangling a weight matrix with staircase circuits.
 
-After Aizpurua et al., "Hacking the quantum LLM: tensor network
+After Aizpurua et al., "Quantum large language models via tensor network
 disentanglers", arXiv:2410.17397 (see ``DESIGN.md`` section 4).  A weight
 ``W`` (``out x in``, held as an MPO on ``n_out`` output and ``n_in`` input
 qubits) is written as
