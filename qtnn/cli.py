@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save", metavar="PATH", help="write the trained hybrid as a checkpoint")
     t.add_argument("--checkpoint", metavar="PATH", help="write the training state after every epoch")
     t.add_argument("--resume", metavar="PATH", help="continue training from a --checkpoint file")
+    t.add_argument("--nproc", type=int, default=1,
+                   help="train the hybrid with DistributedDataParallel on this many local processes "
+                        "(gloo on CPU; default 1). Under torchrun, leave it at 1: "
+                        "torchrun --nproc-per-node N -m qtnn.cli train ...")
+    t.add_argument("--torch-device", choices=["cpu", "cuda"], default="cpu",
+                   help="torch device of the reference-path model and the dense MLP (default cpu)")
     t.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline in the same run)")
@@ -300,9 +306,14 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.fake_samples < 1 or args.shots < 1:
         raise QtnnError(f"--shots and --fake-samples must be positive, got {args.shots} and "
                         f"{args.fake_samples}")
+    if args.nproc < 1:
+        raise QtnnError(f"--nproc must be a positive integer, got {args.nproc}")
     r = run_train(cfg, train_device=args.device, shots=args.shots, fake=fake,
                   fake_samples=args.fake_samples, save=args.save, checkpoint=args.checkpoint,
-                  resume=args.resume)
+                  resume=args.resume, nproc=args.nproc, torch_device=args.torch_device)
+    if r.get("rank", 0) != 0:        # torchrun: rank 0 reports and writes the files
+        args.json = None
+        return r
     a = r["accuracy"]
     c = r["config"]
     print(f"hybrid: MPOLinear(64->{c['hidden']}, bond {c['bond_dim']}) -> tanh -> "
@@ -317,6 +328,12 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if fake:
         print(f"test accuracy, {fake} with {r['shots']} shots (first {r['fake_samples']} samples): "
               f"{a[f'{fake}_shots']:.4f} (exact on the same samples: {a['reference_same_subset']:.4f})")
+    jobs = ", ".join(f"{k}: {v['jobs']} jobs for {v['circuits']} circuits" for k, v in r["jobs"].items())
+    print(f"shot-based evaluation, submitted {jobs}")
+    if "distributed" in r:
+        d = r["distributed"]
+        print(f"trained with DistributedDataParallel on {d['world_size']} processes ({d['backend']}); "
+              f"largest parameter difference between ranks {d['rank_divergence']:.1e}")
     res = r["resources"]
     print(f"circuit: {res['qubits']} qubits, {res['layers']} staircase layers, {res['two_qubit_gates']} "
           f"two-qubit gates, depth {res['depth']}, {res['params']} circuit parameters")

@@ -48,6 +48,13 @@ class HybridConfig:
     seed: int = 0
 
     def check(self) -> HybridConfig:
+        """Validate every field; returns ``self`` (raises :class:`~qtnn.errors.QtnnError`).
+
+        Examples
+        --------
+        >>> HybridConfig(layers=2).check().layers
+        2
+        """
         for name in ("in_features", "hidden", "bond_dim", "n_qubits", "n_classes", "epochs",
                      "batch_size"):
             check_int(name, getattr(self, name), minimum=1)
@@ -109,10 +116,20 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
                 checkpoint: Any = None, stop_after: int | None = None) -> dict[str, Any]:
     """Adam on cross-entropy; returns ``{"losses": per-epoch mean loss, ...}``.
 
+    Batches are moved to the device of the model's parameters (CPU or CUDA).
+
     ``state`` (from a checkpoint) resumes the optimizer, the shuffling RNG and
     the loss history, so the curve continues exactly as an uninterrupted run.
     ``checkpoint(model, state)`` is called after every epoch if given.
     ``stop_after`` ends after that many epochs in this call (for tests).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Linear(4, 3).double()
+    >>> x, y = torch.randn(12, 4, dtype=torch.float64), torch.randint(0, 3, (12,))
+    >>> len(train_model(model, (x, y), epochs=2, batch_size=4, lr=0.1, seed=0, progress=False)["losses"])
+    2
     """
     from tqdm.auto import tqdm
 
@@ -126,13 +143,14 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
         gen.set_state(state["generator"])
         losses = list(state["losses"])
         start = int(state["epoch"])
+    dev = _model_device(model)
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
     for done, epoch in enumerate(bar, start=1):
         model.train()
         total, count = 0.0, 0
         for idx in _batches(len(xtr), batch_size, gen):
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xtr[idx]), ytr[idx])
+            loss = nn.functional.cross_entropy(model(xtr[idx].to(dev)), ytr[idx].to(dev))
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
@@ -150,12 +168,62 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Accuracy of ``argmax model(x)`` against ``y``."""
+    """Accuracy of ``argmax model(x)`` against ``y`` (batches moved to the model's device).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Linear(2, 2, bias=False)
+    >>> _ = model.weight.data.copy_(torch.eye(2))
+    >>> evaluate(model, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+    0.5
+    """
     model.eval()
+    dev = _model_device(model)
     correct = 0
     for i in range(0, len(x), batch_size):
-        correct += int((model(x[i: i + batch_size]).argmax(-1) == y[i: i + batch_size]).sum())
+        pred = model(x[i: i + batch_size].to(dev)).argmax(-1).cpu()
+        correct += int((pred == y[i: i + batch_size].cpu()).sum())
     return correct / len(x)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _fit(model: HybridClassifier, data: tuple[Any, ...], config: HybridConfig, *, nproc: int,
+         device_name: str, torch_device: str, progress: bool, desc: str,
+         state: dict[str, Any] | None = None, checkpoint: str | None = None) -> dict[str, Any]:
+    """Train ``model`` in this process, or with DDP on ``nproc`` processes / the torchrun ranks.
+
+    ``device_name`` is ``"reference"`` or the device the model's head already
+    runs on (each rank builds its own).  The DDP result is loaded into ``model``.
+    """
+    from qtnn.distributed import launched_by_torchrun
+
+    if nproc == 1 and not launched_by_torchrun():
+        return train_model(model, data, epochs=config.epochs, batch_size=config.batch_size,
+                           lr=config.lr, seed=config.seed, progress=progress, desc=desc, state=state,
+                           checkpoint=_checkpointer(checkpoint, config) if checkpoint else None)
+    from qtnn.distributed import train_ddp
+
+    r = train_ddp(config, None if launched_by_torchrun() else nproc, data=data, device=device_name,
+                  torch_device=torch_device, init_state=model.state_dict(), state=state,
+                  checkpoint=checkpoint, progress=progress, desc=desc)
+    model.load_state_dict(r["model"])
+    return r
+
+
+def _jobs(qdev: Any, fn: Any) -> tuple[Any, dict[str, int]]:
+    """``fn()`` with the device's jobs and circuits counted (``qml.Tracker``)."""
+    import pennylane as qml
+
+    with qml.Tracker(qdev.pl) as tracker:
+        out = fn()
+    t = tracker.totals
+    return out, {"jobs": int(t.get("jobs") or t.get("batches") or 0),
+                 "circuits": int(t.get("executions") or 0)}
 
 
 def _circuit_resources(model: HybridClassifier) -> dict[str, Any]:
@@ -179,6 +247,19 @@ def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
     """Rebuild a :class:`HybridClassifier` from a checkpoint (weights only; never executes code).
 
     Returns the model and the full checkpoint dict (``epoch``, ``losses``, ...).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from dataclasses import asdict
+    >>> from qtnn.checkpoint import save_checkpoint
+    >>> config = HybridConfig(layers=1)
+    >>> path = os.path.join(tempfile.mkdtemp(), "hybrid.pt")
+    >>> save_checkpoint(path, {"config": asdict(config), "model": HybridClassifier(config).state_dict(),
+    ...                        "epoch": 0})
+    >>> model, ck = load_hybrid(path)
+    >>> type(model).__name__, ck["epoch"]
+    ('HybridClassifier', 0)
     """
     from qtnn.checkpoint import load_checkpoint
 
@@ -197,12 +278,20 @@ def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
 def run_train(config: HybridConfig | None = None, *, train_device: str = "default.qubit",
               shots: int = 4000, fake: str | None = "fake:torino", fake_samples: int = 200,
               save: str | None = None, checkpoint: str | None = None, resume: str | None = None,
-              progress: bool = True) -> dict[str, Any]:
+              progress: bool = True, nproc: int = 1, torch_device: str = "cpu") -> dict[str, Any]:
     """The full main job; returns every figure (see the module docstring).
 
     ``checkpoint`` writes the hybrid's training state after every epoch;
     ``resume`` continues from such a file (its config replaces ``config``), so
     the loss curve is the one an uninterrupted run with the same seed draws.
+    ``nproc > 1`` trains the hybrid (on ``train_device`` and on the reference
+    path) with DistributedDataParallel on that many local processes
+    (:func:`qtnn.distributed.train_ddp`); under ``torchrun`` every rank calls
+    this function, trains its share, and ranks other than 0 return
+    ``{"rank": r, ...}`` after training while rank 0 evaluates and reports.
+    ``torch_device="cuda"`` runs the reference-path model and the dense MLP on
+    the GPU (the PennyLane simulators take CPU tensors).  ``fig["jobs"]`` counts
+    the jobs and circuits of the shot-based evaluations.
 
     Examples
     --------
@@ -214,8 +303,11 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
 
     from qtnn.checkpoint import save_checkpoint
     from qtnn.demo import load_digits_split
+    from qtnn.distributed import _check_torch_device
     from qtnn.quantum import device
 
+    nproc = check_int("nproc", nproc, minimum=1)
+    torch_device = _check_torch_device(torch_device)
     resumed: dict[str, Any] | None = None
     if resume:
         _, resumed = load_hybrid(resume)
@@ -223,7 +315,7 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
     config = (config or HybridConfig()).check()
     t0 = time.perf_counter()
     xtr, ytr, xte, yte = load_digits_split(config.seed)
-    fig: dict[str, Any] = {"config": asdict(config), "accuracy": {}, "seconds": {}}
+    fig: dict[str, Any] = {"config": asdict(config), "accuracy": {}, "seconds": {}, "jobs": {}}
     acc = fig["accuracy"]
 
     # 1. the hybrid trained on the PennyLane path
@@ -235,9 +327,8 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
         fig["resumed_from_epoch"] = int(resumed["epoch"])
     hybrid.set_backend("pennylane", device(train_device, wires=config.n_qubits))
     t = time.perf_counter()
-    hist = train_model(hybrid, (xtr, ytr), epochs=config.epochs, batch_size=config.batch_size,
-                       lr=config.lr, seed=config.seed, progress=progress, desc=f"hybrid ({train_device})",
-                       state=resumed, checkpoint=_checkpointer(checkpoint, config) if checkpoint else None)
+    hist = _fit(hybrid, (xtr, ytr), config, nproc=nproc, device_name=train_device, torch_device="cpu",
+                progress=progress, desc=f"hybrid ({train_device})", state=resumed, checkpoint=checkpoint)
     fig["seconds"]["train_pennylane"] = time.perf_counter() - t
     fig["losses_pennylane"] = hist["losses"]
     acc["hybrid_pennylane"] = evaluate(hybrid, xte, yte)
@@ -247,34 +338,41 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
     # 2. the same model (same initial weights and seed) trained on the reference path
     ref = HybridClassifier(config)
     ref.load_state_dict(init_state)
+    ref.to(torch_device)
     t = time.perf_counter()
-    hist_ref = train_model(ref, (xtr, ytr), epochs=config.epochs, batch_size=config.batch_size,
-                           lr=config.lr, seed=config.seed, progress=progress, desc="hybrid (reference)")
+    hist_ref = _fit(ref, (xtr, ytr), config, nproc=nproc, device_name="reference",
+                    torch_device=torch_device, progress=progress, desc="hybrid (reference)")
     fig["seconds"]["train_reference"] = time.perf_counter() - t
     fig["losses_reference"] = hist_ref["losses"]
+    if "world_size" in hist_ref:
+        fig["distributed"] = {"world_size": hist_ref["world_size"], "backend": hist_ref["backend"],
+                              "rank_divergence": max(hist["rank_divergence"],
+                                                     hist_ref["rank_divergence"])}
+        if hist_ref["rank"] != 0:       # torchrun: rank 0 evaluates and reports
+            return {"rank": hist_ref["rank"], **fig}
     acc["hybrid_reference"] = evaluate(ref, xte, yte)
 
     # 3. a dense MLP of equal width
     torch.manual_seed(config.seed)
     mlp = nn.Sequential(nn.Linear(config.in_features, config.hidden), nn.Tanh(),
-                        nn.Linear(config.hidden, config.n_classes)).double()
+                        nn.Linear(config.hidden, config.n_classes)).double().to(torch_device)
     train_model(mlp, (xtr, ytr), epochs=config.epochs, batch_size=config.batch_size, lr=config.lr / 5,
                 seed=config.seed, progress=progress, desc="dense MLP")
     acc["dense_mlp"] = evaluate(mlp, xte, yte)
 
     # 4. the trained hybrid with shots on Aer, and on a noisy IBM device model
-    hybrid.set_backend("pennylane", device("qiskit.aer", wires=config.n_qubits, shots=shots,
-                                           seed=config.seed))
+    aer = device("qiskit.aer", wires=config.n_qubits, shots=shots, seed=config.seed)
+    hybrid.set_backend("pennylane", aer)
     t = time.perf_counter()
-    acc["aer_shots"] = evaluate(hybrid, xte, yte)
+    acc["aer_shots"], fig["jobs"]["qiskit.aer"] = _jobs(aer, lambda: evaluate(hybrid, xte, yte))
     fig["seconds"]["eval_aer"] = time.perf_counter() - t
     fig["shots"] = shots
     if fake:
-        hybrid.set_backend("pennylane", device(fake, wires=config.n_qubits, shots=shots,
-                                               seed=config.seed))
+        fdev = device(fake, wires=config.n_qubits, shots=shots, seed=config.seed)
+        hybrid.set_backend("pennylane", fdev)
         n = min(fake_samples, len(xte))
         t = time.perf_counter()
-        acc[f"{fake}_shots"] = evaluate(hybrid, xte[:n], yte[:n])
+        acc[f"{fake}_shots"], fig["jobs"][fake] = _jobs(fdev, lambda: evaluate(hybrid, xte[:n], yte[:n]))
         fig["seconds"]["eval_fake"] = time.perf_counter() - t
         hybrid.set_backend("reference")
         acc["reference_same_subset"] = evaluate(hybrid, xte[:n], yte[:n])

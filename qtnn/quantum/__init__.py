@@ -19,11 +19,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from qtnn.quantum.devices import QDevice, device, device_names, fake_backend_names
+from qtnn.quantum.devices import (
+    QDevice,
+    device,
+    device_names,
+    fake_backend_names,
+    gpu_backends,
+    runtime_batch,
+)
 from qtnn.staircase.magic import magic_angles, magic_gates
 
-__all__ = ["QDevice", "device", "device_names", "fake_backend_names", "StaircaseTemplate",
-           "StaircaseQNode", "magic_gates", "magic_angles"]
+__all__ = ["QDevice", "device", "device_names", "fake_backend_names", "gpu_backends", "runtime_batch",
+           "StaircaseTemplate", "StaircaseQNode", "magic_gates", "magic_angles"]
 
 _LAZY = {"StaircaseTemplate": "qtnn.quantum.template", "StaircaseQNode": "qtnn.quantum.qnode"}
 

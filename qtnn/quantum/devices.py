@@ -20,11 +20,21 @@ Names
 ``"ibm:<backend>"``
     A real IBM backend through ``qiskit-ibm-runtime`` with saved credentials.
 ``"lightning.gpu"``
-    PennyLane Lightning GPU, when installed.
+    PennyLane Lightning GPU, when installed (``pennylane-lightning-gpu``, an
+    NVIDIA GPU with CUDA); otherwise a :class:`~qtnn.errors.QtnnError` says so.
+
+GPU builds
+----------
+``device("qiskit.aer", ..., device="GPU")`` (and ``fake:<model>`` likewise)
+runs Aer's GPU method when this Aer offers it (``qiskit-aer-gpu``);
+:func:`gpu_backends` says what is available here.  Jobs of ``fake:`` /
+``ibm:`` devices can run inside a Qiskit Runtime ``Batch`` (:func:`runtime_batch`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +42,8 @@ from qtnn._ibm import fake_backend, fake_backend_names, ibm_backend
 from qtnn._validate import check_alloc, check_int
 from qtnn.errors import QtnnError
 
-__all__ = ["QDevice", "device", "device_names", "fake_backend_names"]
+__all__ = ["QDevice", "device", "device_names", "fake_backend_names", "gpu_backends",
+           "runtime_batch"]
 
 _PLAIN = ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer")
 
@@ -93,6 +104,97 @@ def _fake_backend(short: str) -> Any:
     return fake_backend(short, argument=f"name='fake:{short}'")
 
 
+def _lightning_gpu_installed() -> bool:
+    from importlib.metadata import entry_points
+
+    return any(ep.name == "lightning.gpu" for ep in entry_points(group="pennylane.plugins"))
+
+
+def _aer_devices() -> tuple[str, ...]:
+    try:
+        from qiskit_aer import AerSimulator
+    except ImportError:  # pragma: no cover - qiskit-aer is a dependency of the quantum extra
+        return ()
+    return tuple(AerSimulator().available_devices())
+
+
+def gpu_backends() -> dict[str, bool]:
+    """Which GPU engines this machine offers: CUDA torch, ``lightning.gpu``, Aer's GPU method.
+
+    Examples
+    --------
+    >>> sorted(gpu_backends())
+    ['aer_gpu', 'lightning.gpu', 'torch_cuda']
+    """
+    import torch
+
+    return {"torch_cuda": bool(torch.cuda.is_available()),
+            "lightning.gpu": _lightning_gpu_installed(),
+            "aer_gpu": "GPU" in _aer_devices()}
+
+
+def _aer_device_option(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Pop Aer's ``device`` option from ``options``; check that a GPU request can be served."""
+    value = options.pop("device", None)
+    if value is None:
+        return {}
+    if not isinstance(value, str) or value.upper() not in ("CPU", "GPU"):
+        raise QtnnError(f"device={value!r} for {name!r} must be 'CPU' or 'GPU'")
+    value = value.upper()
+    if value == "GPU" and "GPU" not in _aer_devices():
+        import qiskit_aer
+
+        raise QtnnError(f"device='GPU' for {name!r} needs a GPU build of Qiskit Aer (qiskit-aer-gpu) "
+                        f"and a CUDA GPU; this Aer {qiskit_aer.__version__} offers "
+                        f"{', '.join(_aer_devices()) or 'no'} devices")
+    return {"device": value}
+
+
+@contextlib.contextmanager
+def runtime_batch(dev: QDevice, max_time: int | str | None = None) -> Iterator[Any]:
+    """Run the jobs of a ``fake:`` / ``ibm:`` device inside a Qiskit Runtime ``Batch``.
+
+    Inside the block every Sampler job of ``dev`` (one per circuit batch, see
+    :class:`qtnn.quantum._batched.BatchedRemoteDevice`) is submitted in
+    Qiskit Runtime's batch execution mode, which compiles queued jobs in
+    parallel and schedules them together; the batch is closed on exit.  On a
+    ``fake:`` device the batch runs in Qiskit Runtime's local mode (for tests).
+
+    Parameters
+    ----------
+    dev : QDevice
+        A ``fake:<model>`` or ``ibm:<backend>`` device.
+    max_time : int or str, optional
+        Passed to :class:`qiskit_ibm_runtime.Batch`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from qtnn.nn import QuantumStaircase
+    >>> dev = device("fake:manila", wires=2, shots=100, seed=1)
+    >>> layer = QuantumStaircase(2, 1, readout="probs", backend="pennylane", device=dev)
+    >>> with runtime_batch(dev) as batch:
+    ...     p = layer(torch.rand(3, 4))
+    >>> type(batch).__name__, dev.pl.jobs_submitted
+    ('Batch', 1)
+    """
+    if not isinstance(dev, QDevice) or dev.kind not in ("fake", "ibm"):
+        raise QtnnError(f"dev must be a 'fake:<model>' or 'ibm:<backend>' QDevice, got "
+                        f"{getattr(dev, 'name', dev)!r}")
+    if not hasattr(dev.pl, "_session"):
+        raise QtnnError(f"device {dev.name!r} does not run Qiskit Runtime jobs (no session support)")
+    from qiskit_ibm_runtime import Batch
+
+    before = dev.pl._session
+    batch = Batch(backend=dev.backend, max_time=max_time)
+    dev.pl._session = batch
+    try:
+        yield batch
+    finally:
+        dev.pl._session = before
+        batch.close()
+
+
 def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: bool,
             options: dict[str, Any]) -> Any:
     """A ``qiskit.remote`` device on ``backend``: batched (one job per batch) or plain."""
@@ -135,7 +237,9 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         it counts ``jobs_submitted``).  ``False``: pennylane-qiskit's plain
         ``qiskit.remote`` device (one job per circuit).
     **options
-        Passed to :func:`pennylane.device`.
+        Passed to :func:`pennylane.device`.  For ``qiskit.aer`` and ``fake:``,
+        ``device="GPU"`` selects Aer's GPU method (a :class:`~qtnn.errors.QtnnError`
+        if this Aer has none).
 
     Examples
     --------
@@ -159,11 +263,15 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
                     hint="use fewer qubits or the MPS path of qtnn.staircase")
     if name == "default.qubit":
         pl = qml.device(name, wires=wires, shots=shots, seed=seed, **options)
+    elif name == "lightning.gpu" and not _lightning_gpu_installed():
+        raise QtnnError("device 'lightning.gpu' needs PennyLane Lightning's GPU build "
+                        "(pip install pennylane-lightning-gpu; an NVIDIA GPU with CUDA), which is not "
+                        "installed here; use 'lightning.qubit' or 'default.qubit'")
     elif name in ("lightning.qubit", "lightning.gpu"):
         try:
             pl = qml.device(name, wires=wires, shots=shots, seed=seed, **options)
-        except Exception as exc:  # plugin not installed / no GPU
-            raise QtnnError(f"device {name!r} is not available here: {exc}") from exc
+        except Exception as exc:  # plugin broken / no usable GPU
+            raise QtnnError(f"device {name!r} is installed but could not start here: {exc}") from exc
     elif name == "qiskit.aer":
         opts = {"method": "statevector" if shots is None else "automatic",
                 # Level 0 keeps every gate as it is.  Higher levels merge 1-qubit gates and move
@@ -173,6 +281,7 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
                 "optimization_level": 0}
         if seed is not None:
             opts["seed_simulator"] = seed
+        opts.update(_aer_device_option(name, options))
         opts.update(options)
         from qtnn.quantum._batched import fast_aer_device
 
@@ -186,7 +295,8 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         if shots is None:
             raise QtnnError(f"device {name!r} samples a noisy device: shots must be a positive "
                             "integer, got None")
-        sim = AerSimulator.from_backend(backend, seed_simulator=seed)
+        sim = AerSimulator.from_backend(backend, seed_simulator=seed,
+                                        **_aer_device_option(name, options))
         pl = _remote(wires, sim, shots, seed, batch_jobs, options)
         return QDevice(name, pl, wires, shots, seed, exact=False, supports_state=False, backend=sim)
     elif name.startswith("ibm:"):
