@@ -49,7 +49,13 @@ _PLAIN = ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer")
 
 
 def device_names() -> list[str]:
-    """Every valid device name pattern (for error messages and ``--help``)."""
+    """Every valid device name pattern (for error messages and ``--help``).
+
+    Examples
+    --------
+    >>> device_names()[-2:]
+    ['fake:<name>', 'ibm:<backend>']
+    """
     return [*_PLAIN, "fake:<name>", "ibm:<backend>"]
 
 
@@ -73,6 +79,12 @@ class QDevice:
         The state vector can be read (exact simulators only).
     backend : qiskit backend or None
         The Qiskit backend behind ``fake:`` and ``ibm:`` devices.
+
+    Examples
+    --------
+    >>> d = device("default.qubit", wires=3)
+    >>> d.exact, d.supports_state, d.shots
+    (True, True, None)
     """
 
     name: str
