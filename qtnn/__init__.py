@@ -21,13 +21,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from qtnn.errors import QtnnError, QtnnSizeError, QtnnTypeError
+from qtnn.errors import QtnnBackendError, QtnnError, QtnnSizeError, QtnnTimeoutError, QtnnTypeError
 
 __version__ = "0.1.0"
-__all__ = ["QtnnError", "QtnnTypeError", "QtnnSizeError", "__version__",
-           "tn", "nn", "staircase", "quantum", "analysis"]
+__all__ = ["QtnnError", "QtnnTypeError", "QtnnSizeError", "QtnnBackendError", "QtnnTimeoutError",
+           "__version__",
+           "tn", "nn", "staircase", "quantum", "analysis", "compress"]
 
-_SUBMODULES = {"tn", "nn", "staircase", "quantum", "analysis", "bench", "cli"}
+# ``compress`` is the module qtnn.compress, which is callable: ``qtnn.compress(model, ...)``
+# runs :func:`qtnn.compress.compress`.
+_SUBMODULES = {"tn", "nn", "staircase", "quantum", "analysis", "bench", "cli", "compress"}
 
 
 def __getattr__(name: str) -> Any:

@@ -62,6 +62,48 @@ def check_cutoff(name: str, value: Any) -> float:
     return value
 
 
+def check_seed(name: str, value: Any) -> int | None:
+    """A random seed: ``None`` (fresh entropy) or an integer ``>= 0``."""
+    if value is None:
+        return None
+    return check_int(name, value, minimum=0)
+
+
+def check_real(name: str, value: Any, *, minimum: float | None = None,
+               maximum: float | None = None, strict_min: bool = False,
+               allow_inf: bool = False) -> float:
+    """A real number (never NaN; finite unless ``allow_inf``) within the given bounds."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise QtnnTypeError(f"{name} must be a real number, got {_short(value)}")
+    value = float(value)
+    if math.isnan(value) or (math.isinf(value) and not allow_inf):
+        raise QtnnError(f"{name} must be a finite real number, got {value!r}")
+    if minimum is not None and (value < minimum or (strict_min and value == minimum)):
+        raise QtnnError(f"{name} must be a real number {'>' if strict_min else '>='} {minimum:g}, "
+                        f"got {value!r}")
+    if maximum is not None and value > maximum:
+        raise QtnnError(f"{name} must be a real number <= {maximum:g}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """A ``bool`` (or ``numpy.bool_``); anything else is a :class:`QtnnTypeError`."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise QtnnTypeError(f"{name} must be a bool, got {_short(value)}")
+    return bool(value)
+
+
+def check_path(name: str, value: Any) -> str:
+    """A file-system path (``str`` or ``os.PathLike``), returned as ``str``."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise QtnnTypeError(f"{name} must be a str or os.PathLike path, got {type(value).__name__} "
+                            f"{_short(value)}")
+    path = os.fspath(value)
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise QtnnError(f"{name} must be a non-empty path without NUL characters, got {_short(value)}")
+    return path
+
+
 def check_dims(name: str, value: Any) -> tuple[int, ...]:
     """A non-empty sequence of positive integers."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
@@ -133,7 +175,20 @@ def check_alloc(what: str, numel: int | float, itemsize: int = 8, *, hint: str =
         raise QtnnSizeError(msg)
 
 
+def pow2(n: int) -> float:
+    """``2.0**n`` as a float, ``inf`` when it does not fit (never forms a huge integer).
+
+    Examples
+    --------
+    >>> pow2(10), pow2(5000)
+    (1024.0, inf)
+    """
+    return 2.0**n if n < 1024 else math.inf
+
+
 def _fmt_bytes(n: float) -> str:
+    if not math.isfinite(n):
+        return "more than 1e300 B"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if n < 1024 or unit == "PiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

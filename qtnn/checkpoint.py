@@ -15,7 +15,8 @@ import io
 import os
 from typing import Any
 
-from qtnn.errors import QtnnError
+from qtnn._validate import check_path
+from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.io import atomic_open
 
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
@@ -30,6 +31,11 @@ def _digest(payload: bytes) -> str:
 def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
     """Write ``state`` (tensors, numbers, strings, lists, dicts) atomically.
 
+    The state is first checked to load back with ``weights_only=True``, so a
+    state that :func:`load_checkpoint` would refuse is refused here, before
+    anything is written (``QtnnTypeError``).  The previous file at ``path``
+    stays intact until the new one is complete.
+
     Examples
     --------
     >>> import tempfile, os, torch
@@ -40,9 +46,22 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
     """
     import torch
 
+    path = check_path("path", path)
+    if not isinstance(state, dict):
+        raise QtnnTypeError(f"state must be a dict of tensors and plain values, got {type(state).__name__}")
     buf = io.BytesIO()
-    torch.save(state, buf)
+    try:
+        torch.save(state, buf)
+    except Exception as exc:  # pickling errors: lambdas, open files, locks ...
+        raise QtnnTypeError(f"state cannot be saved in a checkpoint ({type(exc).__name__}: {exc}); it may "
+                            "hold only tensors, numbers, strings, lists, tuples and dicts") from None
     payload = buf.getvalue()
+    try:  # what load_checkpoint would refuse is refused now, not when resuming
+        torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise QtnnTypeError(f"state holds objects that a weights-only load refuses ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200]}); it may hold only tensors, numbers, "
+                            "strings, lists, tuples and dicts") from None
     outer = io.BytesIO()
     torch.save({"format": FORMAT, "sha256": _digest(payload), "payload": payload}, outer)
     with atomic_open(path, "wb") as f:
@@ -56,11 +75,28 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     ------
     QtnnError
         if the file is missing, not a qtnn checkpoint, or was modified.
+
+    Examples
+    --------
+    >>> import tempfile, os, torch
+    >>> p = os.path.join(tempfile.mkdtemp(), "ck.pt")
+    >>> save_checkpoint(p, {"w": torch.zeros(3), "losses": [0.5]})
+    >>> load_checkpoint(p)["losses"]
+    [0.5]
+    >>> with open(p, "r+b") as f:          # one byte changed anywhere: refused
+    ...     _ = f.seek(-30, 2); _ = f.write(b"x")
+    >>> try:
+    ...     load_checkpoint(p)
+    ... except QtnnError as err:
+    ...     print("refused")
+    refused
     """
     import torch
 
+    path = check_path("path", path)
     if not os.path.isfile(path):
-        raise QtnnError(f"checkpoint {os.fspath(path)!r} does not exist")
+        what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+        raise QtnnError(f"checkpoint {path!r} {what}")
     try:
         outer = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

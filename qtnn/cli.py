@@ -86,7 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bonds", type=_ints, default=[8, 16, 32], help="bond dims (default 8,16,32)")
     m.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
     m.add_argument("--repeats", type=int, default=7, help="timed repeats (default 7)")
-    m.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    m.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="dtype of the layers (default float32)")
     m.add_argument("--device", default="cpu", help="torch device (default cpu)")
     m.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
 
@@ -146,6 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--no-dense", action="store_true", help="skip the dense-unitary baseline")
     dp.add_argument("--json", metavar="PATH", help="JSON output (default runs/depth/<target>.json)")
     dp.add_argument("--png", metavar="PATH", help="plot (default runs/depth/<target>.png)")
+
+    from qtnn.compress import add_parser as _add_compress
+
+    _add_compress(sub)
 
     cp = sub.add_parser("circuits", help="the circuits/ catalogue of reference OpenQASM 3 files")
     csub = cp.add_subparsers(dest="circuits", metavar="ACTION")
@@ -437,6 +442,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = _cmd_depth(args)
         elif args.command == "circuits":
             result = _cmd_circuits(args)
+        elif args.command == "compress":
+            from qtnn.compress import run_cli
+
+            result = run_cli(args)
         else:  # pragma: no cover - argparse rejects unknown commands
             parser.error(f"unknown command {args.command!r}")
         if getattr(args, "json", None):

@@ -31,6 +31,13 @@ def load_digits_split(seed: int = 0, test_size: float = 0.25) -> tuple[Any, Any,
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    from qtnn._validate import check_int, check_real
+    from qtnn.errors import QtnnError
+
+    seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
+    test_size = check_real("test_size", test_size, minimum=0.0, strict_min=True)
+    if not 0.01 <= test_size <= 0.99:
+        raise QtnnError(f"test_size must be a fraction in [0.01, 0.99] of the 1797 digits, got {test_size!r}")
     data = load_digits()
     x = data.data / 16.0
     xtr, xte, ytr, yte = train_test_split(x, data.target, test_size=test_size,
@@ -55,8 +62,20 @@ def run_compression_demo(seed: int = 0, hidden: int = 256, bonds: tuple[int, ...
     import torch
     from tqdm.auto import tqdm
 
+    from qtnn._validate import check_alloc, check_bool, check_int
+    from qtnn.errors import QtnnError
     from qtnn.nn import MPOLinear
     from qtnn.train import evaluate, train_model
+
+    seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
+    hidden = check_int("hidden", hidden, minimum=1)
+    check_alloc(f"a 64 -> {hidden} -> 10 MLP", 3.0 * 74 * hidden, hint="use a smaller hidden")
+    if isinstance(bonds, (str, bytes)) or not isinstance(bonds, (list, tuple)) or not bonds:
+        raise QtnnError(f"bonds must be a non-empty sequence of positive integers, got {bonds!r:.80}")
+    bonds = tuple(check_int("bonds[]", b, minimum=1) for b in bonds)
+    epochs = check_int("epochs", epochs, minimum=0)
+    finetune_epochs = check_int("finetune_epochs", finetune_epochs, minimum=0)
+    check_bool("progress", progress)
 
     def fit(m: Any, epochs_: int, lr: float) -> None:
         train_model(m, (xtr, ytr), epochs=epochs_, batch_size=64, lr=lr, seed=seed, progress=False)

@@ -5,12 +5,13 @@ argument and the value that was received.  :class:`QtnnError` is a
 :class:`ValueError`, so code that already catches ``ValueError`` keeps working;
 :class:`QtnnTypeError` is also a :class:`TypeError` and
 :class:`QtnnSizeError` is raised *before* allocating work that would not fit in
-memory.
+memory.  :class:`QtnnBackendError` (and its :class:`QtnnTimeoutError`) is what a
+Qiskit job that kept failing raises after its last try.
 """
 
 from __future__ import annotations
 
-__all__ = ["QtnnError", "QtnnTypeError", "QtnnSizeError"]
+__all__ = ["QtnnError", "QtnnTypeError", "QtnnSizeError", "QtnnBackendError", "QtnnTimeoutError"]
 
 
 class QtnnError(ValueError):
@@ -56,4 +57,46 @@ class QtnnSizeError(QtnnError):
     ...     print(err)
     a dense state on 40 qubits would need 16.0 TiB, more than the limit of 4.0 GiB (set
     QTNN_MAX_BYTES to change it); use state_mps()
+    """
+
+
+class QtnnBackendError(QtnnError, RuntimeError):
+    """A job on a Qiskit backend failed on every try (also a :class:`RuntimeError`).
+
+    Raised by the retry logic of the Qiskit devices
+    (:mod:`qtnn.quantum._retry`) after the last try; the message names the
+    backend, the number of tries and the last failure, which is also chained
+    as ``__cause__``.
+
+    Examples
+    --------
+    >>> from qtnn.quantum._retry import RetryPolicy, run_job
+    >>> def submit():
+    ...     raise ConnectionError("service unavailable")
+    >>> try:
+    ...     run_job(submit, RetryPolicy(tries=2, backoff=0.0), backend="fake_backend")
+    ... except QtnnBackendError as err:
+    ...     print(err)
+    job on backend 'fake_backend' failed after 2 tries; last failure: ConnectionError: service unavailable
+    """
+
+
+class QtnnTimeoutError(QtnnBackendError, TimeoutError):
+    """A job on a Qiskit backend gave no result within its timeout on every try.
+
+    Also a :class:`TimeoutError`.
+
+    Examples
+    --------
+    >>> import time
+    >>> from qtnn.quantum._retry import RetryPolicy, run_job
+    >>> class HungJob:
+    ...     def result(self):
+    ...         time.sleep(1)
+    >>> try:
+    ...     run_job(HungJob, RetryPolicy(tries=1, timeout=0.05), backend="demo")
+    ... except QtnnTimeoutError as err:
+    ...     print(err)
+    job on backend 'demo' failed after 1 try; last failure: TimeoutError: no result within 0.05 s (try 1; job
+    cancelled)
     """

@@ -12,13 +12,18 @@ from typing import IO, Any
 
 __all__ = ["atomic_open", "write_json"]
 
+_MODES = ("w", "wb", "wt")
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success ``os.replace`` it into place.
 
     If the block raises, the temporary file is removed and ``path`` is left as
-    it was.
+    it was; if the process dies mid-write, ``path`` is left as it was and a
+    hidden ``.<name>.*.tmp`` file may remain next to it.  ``mode`` is ``"w"``
+    (text) or ``"wb"`` (bytes).  A path whose folder cannot be created or
+    written, or that is a directory, is a :class:`~qtnn.QtnnError`.
 
     Examples
     --------
@@ -29,9 +34,22 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     >>> open(os.path.join(d, "a.txt")).read()
     'hello'
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    from qtnn._validate import check_path
+    from qtnn.errors import QtnnError
+
+    target = Path(check_path("path", path))
+    if mode not in _MODES:
+        raise QtnnError(f"mode must be one of {', '.join(map(repr, _MODES))} (atomic_open only writes), "
+                        f"got {mode!r}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise QtnnError(f"path {os.fspath(path)!r} cannot be written: its folder cannot be created or "
+                        f"written to ({exc.strerror or exc})") from None
+    if target.is_dir():
+        os.unlink(tmp)
+        raise QtnnError(f"path {os.fspath(path)!r} is a directory, not a file")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -45,7 +63,26 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    with atomic_open(path, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
+    """Write ``data`` as indented JSON, atomically.
+
+    Data that JSON cannot hold (sets, arbitrary objects, circular references)
+    is a :class:`~qtnn.QtnnTypeError`, and ``path`` is then left as it was.
+
+    Examples
+    --------
+    >>> import tempfile, os, json
+    >>> p = os.path.join(tempfile.mkdtemp(), "r.json")
+    >>> write_json(p, {"a": [1, 2.5]})
+    >>> json.load(open(p))
+    {'a': [1, 2.5]}
+    """
+    from qtnn.errors import QtnnError, QtnnTypeError
+
+    try:
+        with atomic_open(path, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False)
+            f.write("\n")
+    except QtnnError:
+        raise
+    except (TypeError, ValueError) as exc:  # not JSON-serialisable, circular
+        raise QtnnTypeError(f"data cannot be written as JSON to {os.fspath(path)!r}: {exc}") from None

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from qtnn._validate import check_path, check_real
 from qtnn.errors import QtnnError
 from qtnn.io import atomic_open, write_json
 
@@ -180,9 +181,11 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
                     ) -> dict[str, Any]:
     """Write every catalogue file and ``manifest.json`` into ``out_dir``; return the manifest.
 
-    Takes about half a minute on 2 cores.  Files are written atomically; stale
-    ``.qasm``/``.npz`` files in ``out_dir`` that the catalogue no longer holds
-    are removed.
+    Takes about half a minute on 2 cores.  Every file is generated in a staging
+    folder inside ``out_dir`` and then moved into place (each move an atomic
+    rename, ``manifest.json`` last), so a build that fails or is killed leaves
+    the previous catalogue intact; stale ``.qasm``/``.npz`` files in ``out_dir``
+    that the catalogue no longer holds are removed.
 
     Examples
     --------
@@ -191,11 +194,12 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
     >>> len(m["circuits"])                                        # doctest: +SKIP
     11
     """
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(check_path("out_dir", out_dir))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QtnnError(f"out_dir {str(out)!r} is not a directory that can be created or written: "
+                        f"{exc.strerror or exc}") from None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -207,11 +211,25 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
             bar.set_postfix_str(msg)
             bar.update(1)
 
+    # Everything is generated in a staging folder inside out_dir first: a build that fails or is
+    # killed half-way leaves the catalogue as it was (plus a hidden .build-* folder at worst).
+    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+    try:
+        return _build_into(out, staging, step, bar)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _build_into(out: Path, staging: Path, step: Callable[[str], None], bar: Any) -> dict[str, Any]:
+    """Generate the catalogue in ``staging``, then move it into ``out`` (manifest last)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         with threadpool_limits(1):
-            rows = _heisenberg_rows(out, step) + _digits_rows(out, step)
+            rows = _heisenberg_rows(staging, step) + _digits_rows(staging, step)
     finally:
         torch.set_num_threads(threads)
         if bar is not None:
@@ -225,12 +243,16 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
                 "circuits": rows}
     keep = {r["file"] for r in rows} | {r[k] for r in rows for k in
                                          ("gates_file", "weight_file", "residual_file") if k in r}
+    with atomic_open(staging / "README.md", "w") as fh:
+        fh.write(_readme(manifest))
+    write_json(staging / "manifest.json", manifest)
+    last = ["README.md", "manifest.json"]
+    files = sorted(p.name for p in staging.iterdir() if p.name not in last) + last
+    for name in files:  # each move is atomic; the manifest moves last
+        os.replace(staging / name, out / name)
     for p in out.iterdir():
         if p.suffix in (".qasm", ".npz") and p.name not in keep:
             p.unlink()
-    write_json(out / "manifest.json", manifest)
-    with atomic_open(out / "README.md", "w") as fh:
-        fh.write(_readme(manifest))
     return manifest
 
 
@@ -362,7 +384,7 @@ def check_catalogue(directory: str | os.PathLike[str] = "circuits", *, progress:
     ...     print(str(err).split(";")[0][-28:])
     manifest.json does not exist
     """
-    _read_manifest(Path(directory))
+    _read_manifest(Path(check_path("directory", directory)))
     tmp = Path(tempfile.mkdtemp(prefix="qtnn-circuits-"))
     try:
         build_catalogue(tmp, progress=progress)
@@ -381,7 +403,7 @@ def compare_catalogues(committed: str | os.PathLike[str], rebuilt: str | os.Path
     >>> committed = Path(qtnn.__file__).resolve().parents[1] / "circuits"
     >>> compare_catalogues(committed, committed)     # identical: no error
     """
-    old_dir, new_dir = Path(committed), Path(rebuilt)
+    old_dir, new_dir = Path(check_path("committed", committed)), Path(check_path("rebuilt", rebuilt))
     problems = _differences(_read_manifest(old_dir), _read_manifest(new_dir), old_dir, new_dir)
     if problems:
         shown = "\n  ".join(problems[:20])
@@ -420,7 +442,8 @@ def verify_catalogue(directory: str | os.PathLike[str] = "circuits", atol: float
     from qtnn.staircase import Staircase, heisenberg_ground_state
     from qtnn.tn import load_tt
 
-    base = Path(directory)
+    base = Path(check_path("directory", directory))
+    atol = check_real("atol", atol, minimum=0.0)
     manifest = _read_manifest(base)
     out = []
     unitaries: dict[str, np.ndarray] = {}

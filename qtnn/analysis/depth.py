@@ -32,9 +32,11 @@ Qiskit is imported inside the functions.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 from qtnn._validate import _short, check_int
@@ -52,6 +54,9 @@ __all__ = ["DepthReport", "depth_report", "dense_baseline", "qsd_cx_count", "dep
 #: Largest width for which :func:`dense_baseline` synthesises and transpiles a
 #: generic unitary (7 qubits: ~15,000 two-qubit gates on FakeTorino, ~4 s).
 DENSE_MEASURED_MAX = 7
+
+#: Largest width for which :func:`qsd_cx_count` evaluates its formula (exact integers).
+MAX_FORMULA_QUBITS = 1024
 
 
 @dataclass
@@ -191,6 +196,22 @@ def _resolve_target(backend: Any, basis_gates: Any, coupling_map: Any
     return None, None, list(basis_gates)
 
 
+def _edges(coupling_map: Any) -> list[tuple[int, int]]:
+    """``[[control, target], ...]`` as pairs of distinct qubit indices >= 0 (else a QtnnError)."""
+    if isinstance(coupling_map, (str, bytes)) or not isinstance(coupling_map, Sequence):
+        raise QtnnError(f"coupling_map must be a list of [control, target] pairs, got "
+                        f"{_short(coupling_map)}")
+    edges = []
+    for e in coupling_map:
+        if (isinstance(e, (str, bytes)) or not isinstance(e, Sequence) or len(e) != 2
+                or any(isinstance(q, bool) or not isinstance(q, numbers.Integral) or q < 0 for q in e)
+                or e[0] == e[1]):
+            raise QtnnError(f"coupling_map must be a list of [control, target] pairs of distinct qubit "
+                            f"indices >= 0, got the entry {_short(e)}")
+        edges.append((int(e[0]), int(e[1])))
+    return edges
+
+
 def _transpile(qc: QuantumCircuit, be: Any, basis: list[str], coupling_map: Any,
                optimization_level: int, seed: int) -> tuple[QuantumCircuit, int]:
     """Transpile with the preset pass manager; also return the SWAPs routing inserted."""
@@ -205,8 +226,8 @@ def _transpile(qc: QuantumCircuit, be: Any, basis: list[str], coupling_map: Any,
         if coupling_map is not None:
             try:
                 cm = coupling_map if isinstance(coupling_map, CouplingMap) else CouplingMap(
-                    [tuple(int(q) for q in e) for e in coupling_map])
-            except (TypeError, ValueError) as exc:
+                    _edges(coupling_map))
+            except (TypeError, ValueError, OverflowError) as exc:
                 raise QtnnError(f"coupling_map must be a list of [control, target] pairs, got "
                                 f"{_short(coupling_map)}") from exc
             if cm.size() < qc.num_qubits:
@@ -354,7 +375,7 @@ def depth_report(circuit: Staircase | QuantumCircuit, backend: Any = None, *,
         from qiskit.transpiler import CouplingMap
 
         coupling = coupling_map if isinstance(coupling_map, CouplingMap) else CouplingMap(
-            [tuple(int(q) for q in e) for e in coupling_map])
+            _edges(coupling_map))
     logical = stair.num_gates if stair is not None else None
     return DepthReport(
         name=name or qc.name, kind="measured", n_qubits=n,
@@ -385,10 +406,10 @@ def qsd_cx_count(n: int) -> int:
     >>> [qsd_cx_count(n) for n in (2, 3, 8, 12)]
     [3, 19, 29655, 7683415]
     """
-    n = check_int("n", n, minimum=1)
+    n = check_int("n", n, minimum=1, maximum=MAX_FORMULA_QUBITS)
     if n == 1:
         return 0
-    return round(22 / 48 * 4**n - 1.5 * 2**n + 5 / 3)
+    return round(Fraction(22, 48) * 4**n - Fraction(3, 2) * 2**n + Fraction(5, 3))
 
 
 def dense_baseline(n: int, backend: Any = None, *, basis_gates: Sequence[str] | None = None,
@@ -411,8 +432,10 @@ def dense_baseline(n: int, backend: Any = None, *, basis_gates: Sequence[str] | 
     >>> dense_baseline(10).kind
     'formula'
     """
-    n = check_int("n", n, minimum=1)
+    n = check_int("n", n, minimum=1, maximum=MAX_FORMULA_QUBITS)
     measure_up_to = check_int("measure_up_to", measure_up_to, minimum=0, maximum=10)
+    optimization_level = check_int("optimization_level", optimization_level, minimum=0, maximum=3)
+    seed = check_int("seed", seed, minimum=0)
     if n > measure_up_to:
         be, label, basis = _resolve_target(backend, basis_gates, coupling_map)
         if be is not None and n > be.num_qubits:
@@ -505,6 +528,9 @@ def depth_sweep(target: MPS | MPO, layers: Sequence[int] = (1, 2, 3, 4), backend
         raise QtnnError(f"layers must be a non-empty sequence of depths >= 1, got {_short(layers)}")
     depths = [check_int("layers", d, minimum=1) for d in layers]
     max_bond = check_int("max_bond", max_bond, minimum=1)
+    if callback is not None and not callable(callback):
+        raise QtnnTypeError(f"callback must be a callable (row dict -> None) or None, got "
+                            f"{_short(callback)}")
     if isinstance(target, MPS):
         kind = "mps"
         n = target.num_sites

@@ -29,6 +29,7 @@ Qiskit is imported inside the functions only.
 from __future__ import annotations
 
 import importlib.util
+import numbers
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -286,7 +287,7 @@ def save_qasm(obj: Staircase | QuantumCircuit, path: str | os.PathLike[str],
     >>> load_qasm(p).num_qubits
     2
     """
-    if isinstance(version, bool) or version not in (2, 3):
+    if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version not in (2, 3):
         raise QtnnError(f"version must be 2 or 3, got {_short(version)}")
     if not isinstance(path, (str, os.PathLike)):
         raise QtnnTypeError(f"path must be a str or os.PathLike, got {_short(path)}")
@@ -340,7 +341,8 @@ def load_qasm(path_or_text: str | os.PathLike[str], version: int | None = None) 
     >>> qc.num_qubits, qc.count_ops()["x"]
     (2, 1)
     """
-    if version is not None and (isinstance(version, bool) or version not in (2, 3)):
+    if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral)
+                                or version not in (2, 3)):
         raise QtnnError(f"version must be 2, 3 or None, got {_short(version)}")
     if isinstance(path_or_text, os.PathLike) or (
             isinstance(path_or_text, str) and "OPENQASM" not in path_or_text.upper()
@@ -348,6 +350,9 @@ def load_qasm(path_or_text: str | os.PathLike[str], version: int | None = None) 
         p = Path(path_or_text)
         try:
             text = p.read_text()
+        except UnicodeDecodeError as exc:
+            raise QtnnError(f"path_or_text {_short(str(path_or_text))} is a file that is not QASM "
+                            f"text (not UTF-8: {exc.reason})") from exc
         except OSError as exc:
             raise QtnnError(f"path_or_text {_short(str(path_or_text))} is not QASM text (no "
                             f"'OPENQASM' header or ';') and cannot be read as a file: "

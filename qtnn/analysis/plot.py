@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from qtnn.errors import QtnnError
+from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.io import atomic_open
 
 __all__ = ["plot_depth_sweep", "save_figure"]
@@ -53,9 +53,17 @@ def plot_depth_sweep(result: dict[str, Any], path: str | os.PathLike[str] | None
     """
     from matplotlib.figure import Figure
 
+    if not isinstance(result, dict):
+        raise QtnnTypeError(f"result must be the dict that depth_sweep returns, got "
+                            f"{type(result).__name__}")
     rows: Sequence[dict[str, Any]] = result.get("rows") or []
     if not rows:
         raise QtnnError("result has no rows to plot (run depth_sweep with at least one depth)")
+    need = {"layers", "two_qubit_gates", "success_probability"}
+    need |= {"fidelity"} if result.get("kind") == "mps" else {"error", "truncation_error"}
+    if not isinstance(rows, (list, tuple)) or not all(isinstance(r, dict) and need <= set(r) for r in rows):
+        raise QtnnError(f"result['rows'] must be depth_sweep rows, each a dict with keys "
+                        f"{sorted(need)}; got {str(rows)[:80]}")
     d = [r["layers"] for r in rows]
     mps = result.get("kind") == "mps"
     fig = Figure(figsize=(13, 3.8))

@@ -179,6 +179,8 @@ class _FactorizedConv2d(nn.Module):
         # zero padding that is symmetric per axis can be done inside the convs
         self._inline_pad = self.padding_mode == "zeros" and left == right and top == bottom
         factory = {"dtype": dtype, "device": device}
+        check_alloc(f"{type(self).__name__} with {self.in_channels} in and {self.out_channels} out channels",
+                    self.in_channels + self.out_channels, hint="use fewer channels")
         if bias:
             self.bias = nn.Parameter(torch.empty(self.out_channels, **factory))
         else:
@@ -205,6 +207,14 @@ class _FactorizedConv2d(nn.Module):
         if x.shape[1] != self.in_channels:
             raise QtnnError(
                 f"input must have {self.in_channels} channels (dim -3), got shape {tuple(x.shape)}")
+        left, right, top, bottom = self._pads
+        reach = (self.dilation[0] * (self.kernel_size[0] - 1) + 1,
+                 self.dilation[1] * (self.kernel_size[1] - 1) + 1)
+        padded = (x.shape[2] + top + bottom, x.shape[3] + left + right)
+        if padded[0] < reach[0] or padded[1] < reach[1]:
+            raise QtnnError(f"input of spatial size {tuple(x.shape[2:])} (padded {padded}) is smaller than "
+                            f"the kernel's reach {reach} (kernel_size={self.kernel_size}, "
+                            f"dilation={self.dilation}); got shape {tuple(x.shape)}")
         return x, batched
 
     def _pad(self, h: torch.Tensor) -> torch.Tensor:

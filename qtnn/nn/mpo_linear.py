@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import check_bond, check_cutoff, check_int
+from qtnn._validate import as_float_array, check_alloc, check_bond, check_bool, check_cutoff, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.mpo import MPO, _site_dims, apply_cores
 
@@ -52,6 +52,11 @@ def bond_caps(out_dims: Sequence[int], in_dims: Sequence[int]) -> list[int]:
     """Largest useful bond at each internal bond of an MPO with these site dims."""
     p = [o * i for o, i in zip(out_dims, in_dims, strict=True)]
     return [min(math.prod(p[:k]), math.prod(p[k:])) for k in range(1, len(p))]
+
+
+def _check_dtype(dtype: Any) -> None:
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise QtnnTypeError(f"dtype must be a real floating torch.dtype or None, got {dtype!r:.80}")
 
 
 class MPOLinear(nn.Module):
@@ -108,10 +113,16 @@ class MPOLinear(nn.Module):
         bond = check_bond("bond_dim", bond_dim)
         if bond is None:
             raise QtnnError("bond_dim must be a positive integer, got None")
+        check_bool("bias", bias)
+        _check_dtype(dtype)
         if out_dims is None and in_dims is None:
             out_dims = in_dims = default_num_cores(self.in_features, self.out_features)
         od, idm = _site_dims(self.out_features, self.in_features, out_dims, in_dims)
         bonds = [1] + [min(bond, c) for c in bond_caps(od, idm)] + [1]
+        itemsize = torch.empty((), dtype=dtype or torch.get_default_dtype()).element_size()
+        check_alloc(f"the cores of an MPOLinear({self.in_features}, {self.out_features}, bond_dim={bond})",
+                    sum(bonds[k] * od[k] * idm[k] * bonds[k + 1] for k in range(len(od)))
+                    + self.out_features, itemsize, hint="use a smaller bond_dim or fewer features")
         factory = {"dtype": dtype, "device": device}
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(bonds[k], od[k], idm[k], bonds[k + 1], **factory))
@@ -163,6 +174,10 @@ class MPOLinear(nn.Module):
             raise QtnnTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise QtnnError(f"x must have shape (..., {self.in_features}), got {tuple(x.shape)}")
+        dtype = self.cores[0].dtype
+        if x.dtype != dtype and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
+            raise QtnnTypeError(f"x must have the layer's dtype {dtype}, got {x.dtype} (convert it with "
+                                f"x.to({dtype}) or the layer with .to({x.dtype}))")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``y = W x + b`` over the last axis of ``x``."""
@@ -216,6 +231,7 @@ class MPOLinear(nn.Module):
             raise QtnnTypeError(f"mpo must be a qtnn.tn.MPO, got {type(mpo).__name__}")
         if np.iscomplexobj(mpo.cores[0]) or any(np.iscomplexobj(c) for c in mpo.cores):
             raise QtnnTypeError("mpo must be real to become an MPOLinear layer")
+        _check_dtype(dtype)
         dtype = dtype or torch.get_default_dtype()
         self = cls.__new__(cls)
         nn.Module.__init__(self)
@@ -225,9 +241,13 @@ class MPOLinear(nn.Module):
         if bias is None:
             self.bias = None
         else:
+            if not isinstance(bias, torch.Tensor):
+                bias = as_float_array("bias", bias, allow_complex=False)
             b = torch.as_tensor(bias, dtype=dtype, device=device).detach().clone()
             if b.shape != (self.out_features,):
                 raise QtnnError(f"bias must have shape ({self.out_features},), got {tuple(b.shape)}")
+            if not bool(torch.isfinite(b).all()):
+                raise QtnnError("bias must be finite, got NaN or inf")
             self.bias = nn.Parameter(b)
         return self
 

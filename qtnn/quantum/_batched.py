@@ -24,10 +24,22 @@ The transpiled circuits of the last batch are kept in ``last_compiled``.
 The device counts what it submitted: ``jobs_submitted`` and
 ``circuits_submitted`` (running totals), and, while a :class:`pennylane.Tracker`
 is active, the tracker key ``"jobs"``.
+
+Every job -- the Sampler jobs, the local Aer runs, the Estimator jobs, and the
+runs of the ``qiskit.aer`` device of :func:`fast_aer_device` -- goes through
+:mod:`qtnn.quantum._retry`: a timeout per try, retries with exponential
+back-off for transient failures and malformed results, and a
+:class:`~qtnn.errors.QtnnBackendError` naming the backend, the number of tries
+and the last failure after the last try.  The options ``job_tries`` (default
+3), ``job_backoff`` (seconds, default 1, doubled per retry) and ``job_timeout``
+(seconds; default 10 minutes on local simulators, 4 hours on IBM hardware;
+``None``: no timeout) of :func:`qtnn.quantum.device` set them; the device keeps
+them as ``retry_policy`` and counts failed tries in ``job_failures``.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,6 +50,16 @@ from pennylane_qiskit.qiskit_device import custom_simulator_tracking
 from pennylane_qiskit.remote import RemoteDevice
 from qiskit.compiler import transpile
 from qiskit_ibm_runtime import SamplerV2
+
+from qtnn.quantum._retry import (
+    DEFAULT_TIMEOUT_LOCAL,
+    DEFAULT_TIMEOUT_REMOTE,
+    MalformedResult,
+    RetryPolicy,
+    call_with_retry,
+    check_counts,
+    run_job,
+)
 
 __all__ = ["BatchedRemoteDevice", "fast_aer_device"]
 
@@ -54,11 +76,33 @@ class BatchedRemoteDevice(RemoteDevice):
     short_name = "qiskit.remote"
 
     def __init__(self, wires: Any, backend: Any, shots: int | None = None, **kwargs: Any) -> None:
+        timeout = kwargs.pop("job_timeout", _UNSET)
+        policy = RetryPolicy.pop_from(kwargs, default_timeout=None)
         super().__init__(wires, backend=backend, shots=shots, **kwargs)
+        if timeout is _UNSET:
+            timeout = DEFAULT_TIMEOUT_LOCAL if self._is_local_aer() else DEFAULT_TIMEOUT_REMOTE
+        #: Tries, back-off and timeout of every job (options ``job_tries``, ``job_backoff``,
+        #: ``job_timeout``; see :mod:`qtnn.quantum._retry`).
+        self.retry_policy = RetryPolicy(policy.tries, policy.backoff, timeout)
         self.jobs_submitted = 0
         self.circuits_submitted = 0
+        #: Failed tries (each retried, or reported after the last one).
+        self.job_failures = 0
         #: The transpiled sampler circuits of the last ``execute`` (for error budgets and reports).
         self.last_compiled: list = []
+
+    @property
+    def backend_label(self) -> str:
+        """The backend's name, for messages."""
+        name = getattr(self.backend, "name", None)
+        return str(name() if callable(name) else name or type(self.backend).__name__)
+
+    def _failed(self, exc: BaseException) -> None:
+        self.job_failures += 1
+
+    def _run_job(self, submit: Any, validate: Any, what: str) -> Any:
+        return run_job(submit, self.retry_policy, backend=self.backend_label, what=what,
+                       validate=validate, on_failure=self._failed)
 
     def _count(self, jobs: int, circuits: int) -> None:
         self.jobs_submitted += jobs
@@ -100,11 +144,16 @@ class BatchedRemoteDevice(RemoteDevice):
                 for pos in chunk:
                     shots = circuits[sampled[pos]].shots.total_shots
                     pubs.append((compiled[pos], None, shots if shots else None))
-                job_result = sampler.run(pubs).result()
+
+                def read(job_result: Any, chunk: list = chunk, pubs: list = pubs) -> list:
+                    return _sampler_counts(job_result, [compiled[p] for p in chunk],
+                                           [pub[2] for pub in pubs])
+
+                counts = self._run_job(partial(sampler.run, pubs), read, "sampler job")
                 self._count(1, len(pubs))
-                for pos, pub_result in zip(chunk, job_result, strict=True):
+                for pos, pos_counts in zip(chunk, counts, strict=True):
                     circ = circuits[sampled[pos]]
-                    self._current_job = getattr(pub_result.data, compiled[pos].cregs[0].name)
+                    self._current_job = _Counts(pos_counts)
                     self._samples = self.generate_samples(0)
                     res = [mp.process_samples(self._samples, wire_order=self.wires)
                            for mp in circ.measurements]
@@ -114,7 +163,9 @@ class BatchedRemoteDevice(RemoteDevice):
     def _finish(self, circuits: list, results: list) -> list:
         for i, circ in enumerate(circuits):
             if results[i] is None:
-                results[i] = self._execute_estimator(circ, self._session)
+                results[i] = call_with_retry(partial(self._execute_estimator, circ, self._session),
+                                             self.retry_policy, backend=self.backend_label,
+                                             what="estimator job", on_failure=self._failed)
                 self._count(1, 1)
         return results
 
@@ -157,16 +208,85 @@ class BatchedRemoteDevice(RemoteDevice):
             shots = circuits[i].shots.total_shots or self._kwargs.get("default_shots", 1024)
             groups.setdefault(int(shots), []).append(pos)
         for shots, positions in groups.items():
-            result = self.backend.run([compiled[p] for p in positions], shots=shots,
-                                      **noise_opts).result()
+            batch = [compiled[p] for p in positions]
+
+            def read(result: Any, batch: list = batch, shots: int = shots) -> list:
+                return _aer_counts(result, batch, shots)
+
+            counts = self._run_job(partial(self.backend.run, batch, shots=shots, **noise_opts), read,
+                                   "Aer job")
             self._count(1, len(positions))
             for idx, pos in enumerate(positions):
                 circ = circuits[sampled[pos]]
-                self._current_job = _Counts(result.get_counts(idx))
+                self._current_job = _Counts(counts[idx])
                 self._samples = self.generate_samples(0)
                 res = [mp.process_samples(self._samples, wire_order=self.wires)
                        for mp in circ.measurements]
                 results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+
+
+_UNSET: Any = object()
+
+
+def _sampler_counts(job_result: Any, compiled: list, shots: list) -> list[dict[str, int]]:
+    """Counts of every PUB of a Sampler job, checked (:class:`MalformedResult` otherwise)."""
+    try:
+        pubs = list(job_result)
+    except TypeError:
+        raise MalformedResult(f"the sampler result is not a list of PUB results: "
+                              f"{type(job_result).__name__}") from None
+    if len(pubs) != len(compiled):
+        raise MalformedResult(f"the sampler result has {len(pubs)} PUB results for {len(compiled)} "
+                              "circuits")
+    out = []
+    for k, (pub, qc, n_shots) in enumerate(zip(pubs, compiled, shots, strict=True)):
+        name = qc.cregs[0].name
+        bits = getattr(getattr(pub, "data", None), name, None)
+        if bits is None or not callable(getattr(bits, "get_counts", None)):
+            raise MalformedResult(f"PUB result {k} holds no bit array {name!r}")
+        out.append(check_counts(bits.get_counts(), shots=n_shots, num_bits=qc.num_clbits,
+                                where=f"PUB result {k}"))
+    return out
+
+
+def _aer_counts(result: Any, compiled: list, shots: int) -> list[dict[str, int]]:
+    """Counts of every circuit of an Aer ``Result``, checked (:class:`MalformedResult` otherwise)."""
+    if not getattr(result, "success", False):
+        status = getattr(result, "status", None)
+        raise MalformedResult(f"the Aer result reports a failure (status {status!r})")
+    out = []
+    for k, qc in enumerate(compiled):
+        try:
+            counts = result.get_counts(k)
+        except Exception as exc:  # QiskitError: no counts for this experiment
+            raise MalformedResult(f"circuit {k} has no counts: {exc}") from None
+        out.append(check_counts(counts, shots=shots, num_bits=qc.num_clbits, where=f"circuit {k}"))
+    return out
+
+
+class _DoneJob:
+    """A finished job: ``result()`` returns the result that the retry loop already fetched."""
+
+    def __init__(self, result: Any, job: Any) -> None:
+        self._result = result
+        self._job = job
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self._result
+
+    def __getattr__(self, name: str) -> Any:  # job_id(), status() ... of the real job
+        return getattr(self._job, name)
+
+
+def _check_aer_result(result: Any, n_circuits: int) -> Any:
+    """An Aer ``Result`` that reports success for ``n_circuits`` experiments, else MalformedResult."""
+    if not getattr(result, "success", False):
+        status = getattr(result, "status", None)
+        raise MalformedResult(f"the Aer result reports a failure (status {status!r})")
+    n = len(getattr(result, "results", []) or [])
+    if n != n_circuits:
+        raise MalformedResult(f"the Aer result holds {n} experiments for {n_circuits} circuits")
+    return result
 
 
 class _Counts:
@@ -214,13 +334,19 @@ def fast_aer_device(wires: int, shots: int | None, **kwargs: Any) -> Any:
     dict (the parent's is shared by all Aer devices, so creating a sampling device
     turned off the state readout of an exact one) and that ``GlobalPhase`` becomes explicit phase
     gates (the parent's circuit-level phase is erased by the reset inside the
-    ``Initialize`` of a ``StatePrep``).  Returns the device wrapped as PennyLane does for
-    ``qml.device("qiskit.aer", ...)``.
+    ``Initialize`` of a ``StatePrep``).  Every run goes through :mod:`qtnn.quantum._retry`
+    (options ``job_tries``, ``job_backoff``, ``job_timeout``; default timeout
+    :data:`~qtnn.quantum._retry.DEFAULT_TIMEOUT_LOCAL`).  Returns the device wrapped as
+    PennyLane does for ``qml.device("qiskit.aer", ...)``.
     """
+    import contextlib
+
     import pennylane as qml
     from pennylane_qiskit.aer import AerDevice
     from pennylane_qiskit.qiskit_device_legacy import _negate
     from qiskit import QuantumCircuit
+
+    policy = RetryPolicy.pop_from(kwargs, default_timeout=DEFAULT_TIMEOUT_LOCAL)
 
     class FastAerDevice(AerDevice):
         """``qiskit.aer`` with one circuit per tape and a cached transpiler target."""
@@ -261,6 +387,50 @@ def fast_aer_device(wires: int, shots: int | None, **kwargs: Any) -> Any:
                     par = [len(self._reg)]
                 qc.append(mapped(*par), qargs=qregs)
             return [qc]
+
+        #: Tries, back-off and timeout of every Aer run (see :mod:`qtnn.quantum._retry`).
+        retry_policy = policy
+        #: Failed tries (each retried, or reported after the last one).
+        job_failures = 0
+
+        @contextlib.contextmanager
+        def _retrying_runs(self) -> Any:
+            """While active, ``self.backend.run`` submits with retries and a timeout."""
+            backend = self._backend
+            own = backend.__dict__.get("run")  # a run already patched onto the instance (tests)
+            submit_run = own if own is not None else partial(type(backend).run, backend)
+
+            def run(circuits: Any, *args: Any, **kw: Any) -> _DoneJob:
+                n = len(circuits) if isinstance(circuits, (list, tuple)) else 1
+                box: dict[str, Any] = {}
+
+                def submit() -> Any:
+                    box["job"] = submit_run(circuits, *args, **kw)
+                    return box["job"]
+
+                def failed(exc: BaseException) -> None:
+                    self.job_failures += 1
+
+                result = run_job(submit, self.retry_policy, backend=self.backend_name, what="Aer job",
+                                 validate=lambda r: _check_aer_result(r, n), on_failure=failed)
+                return _DoneJob(result, box.get("job"))
+
+            backend.run = run
+            try:
+                yield
+            finally:
+                if own is not None:
+                    backend.run = own
+                else:
+                    del backend.run
+
+        def batch_execute(self, circuits: Any, timeout: Any = None) -> Any:
+            with self._retrying_runs():
+                return super().batch_execute(circuits, timeout)
+
+        def execute(self, circuit: Any, **kwargs: Any) -> Any:
+            with self._retrying_runs():
+                return super().execute(circuit, **kwargs)
 
         def compile(self) -> Any:
             if self.compile_backend is not None and self.compile_backend is not self.backend:

@@ -97,7 +97,7 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_choice, check_int, is_torch
+from qtnn._validate import check_choice, check_int, check_real, is_torch
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.quantum.devices import QDevice
 
@@ -503,7 +503,8 @@ class StaircaseQNode:
         import torch
 
         seed = check_int("seed", seed, minimum=0)
-        arr = np.random.default_rng(seed).normal(scale=float(scale), size=self.weight_shape)
+        scale = check_real("scale", scale, minimum=0.0)
+        arr = np.random.default_rng(seed).normal(scale=scale, size=self.weight_shape)
         return torch.tensor(arr, dtype=torch.float64, requires_grad=True)
 
     def __call__(self, x: Any, weights: Any, dets: Any = None) -> Any:

@@ -35,7 +35,8 @@ from pennylane.decomposition import add_decomps, adjoint_resource_rep, register_
 from pennylane.operation import Operation
 from pennylane.wires import Wires
 
-from qtnn.errors import QtnnError
+from qtnn._validate import check_int
+from qtnn.errors import QtnnError, QtnnTypeError
 
 __all__ = ["StaircaseTemplate"]
 
@@ -129,6 +130,8 @@ class StaircaseTemplate(Operation):
                 np.asarray(math.unwrap(weights))
             if np.iscomplexobj(vals):
                 raise QtnnError(f"weights must be real angles, got dtype {vals.dtype}")
+            if not (np.issubdtype(vals.dtype, np.number) or vals.dtype == np.bool_):
+                raise QtnnTypeError(f"weights must hold real angles, got dtype {vals.dtype}")
             if not np.all(np.isfinite(vals)):
                 raise QtnnError(f"weights must be finite, got NaN or inf in an array of shape {shape}")
         self._hyperparameters = {"dets": _check_dets(dets, shape[-3], n - 1)}
@@ -155,7 +158,7 @@ class StaircaseTemplate(Operation):
         >>> StaircaseTemplate.shape(4, 2)
         (2, 3, 6)
         """
-        return (int(layers), int(n_wires) - 1, 6)
+        return (check_int("layers", layers, minimum=1), check_int("n_wires", n_wires, minimum=2) - 1, 6)
 
     @staticmethod
     def compute_decomposition(weights: Any, wires: Any, dets: tuple) -> list:

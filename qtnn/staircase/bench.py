@@ -13,7 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from qtnn._validate import check_choice, check_int
+from qtnn._validate import check_alloc, check_choice, check_int, pow2
 from qtnn.errors import QtnnError
 from qtnn.staircase.encode import METHODS, encode_mps
 from qtnn.staircase.targets import heisenberg_ground_state, ising_ground_state
@@ -137,6 +137,18 @@ def disentangle_benchmark(qubits: Sequence[int] = (4, 5, 6), layers: Sequence[in
 
     from qtnn.staircase.disentangling import disentangle
 
+    def ints(name: str, values: Any, minimum: int) -> list[int]:
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+            raise QtnnError(f"{name} must be a non-empty sequence of integers >= {minimum}, got {values!r}")
+        return [check_int(f"{name}[]", v, minimum=minimum) for v in values]
+
+    qubits = ints("qubits", qubits, 1)
+    layers = ints("layers", layers, 0)
+    bonds = ints("bonds", bonds, 1)
+    seed = check_int("seed", seed, minimum=0)
+    for n in qubits:
+        check_alloc(f"a Gaussian 2^{n} x 2^{n} matrix (qubits={n})", pow2(2 * n), 8,
+                    hint="use fewer qubits per side")
     cases = [(n, d, b) for n in qubits for d in layers for b in bonds]
     rows = []
     t0 = time.perf_counter()

@@ -27,13 +27,24 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_cutoff, check_int, is_torch
+from qtnn._validate import (
+    as_float_array,
+    check_alloc,
+    check_bond,
+    check_bool,
+    check_cutoff,
+    check_int,
+    check_path,
+    check_seed,
+    is_torch,
+    pow2,
+)
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.staircase import _mpsops
 from qtnn.tn.linalg import qr_pos
-from qtnn.tn.mps import MPS
+from qtnn.tn.mps import CORE_OVERHEAD, MPS
 
-__all__ = ["Staircase", "apply_gates", "gates_from_params", "num_gate_params"]
+__all__ = ["Staircase", "apply_gates", "gates_from_params", "num_gate_params", "MAX_LAYERS"]
 
 #: Largest ``n_qubits`` for which :meth:`Staircase.to_matrix` builds the matrix.
 MAX_MATRIX_QUBITS = 12
@@ -44,9 +55,22 @@ UNITARY_ATOL = 1e-10
 _FORMAT = "qtnn.staircase/1"
 
 
+#: Most layers the iterative algorithms (:func:`~qtnn.staircase.encode_mps`,
+#: :func:`~qtnn.staircase.disentangle`) accept: their cost grows like ``layers**2``, and
+#: bounded depth is the point of a staircase (about a minute at 200 layers on 4 qubits).
+MAX_LAYERS = 1000
+
+#: Widest gate accepted: a ``k``-qubit gate is a ``2**k x 2**k`` matrix (``k = 16``: 32 GiB).
+MAX_GATE_QUBITS = 16
+
+
+#: Most qubits a staircase may have (a bound far past any device; it keeps array shapes finite).
+MAX_QUBITS = 2**32
+
+
 def _check_nk(n_qubits: Any, k: Any) -> tuple[int, int]:
-    n = check_int("n_qubits", n_qubits, minimum=1)
-    k = check_int("k", k, minimum=1)
+    n = check_int("n_qubits", n_qubits, minimum=1, maximum=MAX_QUBITS)
+    k = check_int("k", k, minimum=1, maximum=MAX_GATE_QUBITS)
     if k > n:
         raise QtnnError(f"k must be <= n_qubits={n} (a gate cannot act on more qubits than the "
                         f"circuit has), got k={k}")
@@ -65,7 +89,8 @@ def num_gate_params(k: int, complex: bool = False) -> int:
     >>> num_gate_params(2), num_gate_params(2, complex=True)
     (6, 16)
     """
-    k = check_int("k", k, minimum=1)
+    k = check_int("k", k, minimum=1, maximum=MAX_GATE_QUBITS)
+    check_bool("complex", complex)
     m = 2**k
     return m * m if complex else m * (m - 1) // 2
 
@@ -78,6 +103,19 @@ def _check_gate_array_shape(gates: Any, n: int, k: int) -> tuple[int, ...]:
         raise QtnnError(f"gates must have shape (layers, n_qubits-k+1, 2**k, 2**k) = "
                         f"(D, {g}, {m}, {m}) for n_qubits={n}, k={k}; got {shape}")
     return shape
+
+
+def _numeric_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a finite numeric numpy array (empty allowed), or a :class:`QtnnError`."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise QtnnTypeError(f"{name} must be array-like, got {type(value).__name__}: {exc}") from None
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+        raise QtnnTypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
+    if not np.all(np.isfinite(arr)):
+        raise QtnnError(f"{name} must be finite, got NaN or inf in an array of shape {arr.shape}")
+    return arr
 
 
 # ------------------------------------------------------------------ dense path
@@ -101,7 +139,9 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     -------
     Same type as the torch operand if either is a torch tensor (autograd flows
     through ``x`` and ``gates``), else a numpy array; dtype is the promotion of
-    both dtypes, shape ``x.shape``.  The ``2**n x 2**n`` matrix is never formed:
+    both dtypes, shape ``x.shape``.  Numpy input must be finite (NaN or inf is a
+    :class:`~qtnn.QtnnError`); torch tensors are not scanned (this is the
+    training path) and follow torch: NaN in, NaN out.  The ``2**n x 2**n`` matrix is never formed:
     each gate is a ``(2**k, 2**k)`` matmul on ``x`` reshaped to
     ``(batch, 2**j, 2**k, 2**(n-j-k))``.
 
@@ -121,11 +161,12 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     array([0.707107, 0.      , 0.      , 0.707107])
     """
     n, k = _check_nk(n_qubits, k)
-    if not hasattr(gates, "shape") or not hasattr(gates, "ndim"):
-        gates = as_float_array("gates", gates)
+    descending = check_bool("descending", descending)
+    if not is_torch(gates):
+        gates = _numeric_array("gates", gates)
     _check_gate_array_shape(gates, n, k)
-    if not hasattr(x, "shape"):
-        x = as_float_array("x", x)
+    if not is_torch(x):
+        x = _numeric_array("x", x)
     dim = 2**n
     if len(x.shape) < 1 or int(x.shape[-1]) != dim:
         raise QtnnError(f"x must have shape (..., 2**n_qubits) = (..., {dim}); got {tuple(x.shape)}")
@@ -150,10 +191,6 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
         x = x.to(dtype)
         gates = gates.to(dtype=dtype, device=x.device)
     else:
-        x = np.asarray(x)
-        gates = np.asarray(gates)
-        if not np.issubdtype(x.dtype, np.number):
-            raise QtnnTypeError(f"x must hold numbers, got dtype {x.dtype}")
         np_dtype = np.result_type(x.dtype, gates.dtype, np.float64)
         check_alloc(f"a dense batch of {batch} states on {n} qubits", 2.0 * batch * dim,
                     np.dtype(np_dtype).itemsize, hint="apply the circuit to an MPS instead")
@@ -214,6 +251,7 @@ def gates_from_params(params: Any, signs: Any = None, *, complex: bool = False) 
     """
     import torch
 
+    complex = check_bool("complex", complex)
     torch_in = is_torch(params)
     if torch_in:
         p = params
@@ -223,8 +261,13 @@ def gates_from_params(params: Any, signs: Any = None, *, complex: bool = False) 
             raise QtnnTypeError(f"params must be real, got dtype {p.dtype}")
         if not p.is_floating_point():
             p = p.to(torch.float64)
+        if not bool(torch.isfinite(p).all()):
+            raise QtnnError(f"params must be finite, got NaN or inf in a tensor of shape {tuple(p.shape)}")
     else:
-        p = torch.as_tensor(as_float_array("params", params, allow_complex=False))
+        arr = as_float_array("params", params, allow_complex=False)
+        if arr.ndim < 1:
+            raise QtnnError(f"params must have at least one axis, got shape {arr.shape}")
+        p = torch.as_tensor(arr)
     m = _infer_m(int(p.shape[-1]), complex)
     lead = tuple(p.shape[:-1])
     iu = np.triu_indices(m, 1)
@@ -360,6 +403,9 @@ class Staircase:
             raise QtnnTypeError(f"descending must be a bool, got {descending!r}")
         m = 2**k
         g_count = n - k + 1
+        check_alloc(f"the gates of a staircase of {d} layers of {k}-qubit gates on {n} qubits",
+                    2.0 * d * g_count * m * m, 16 if complex else 8,
+                    hint="use fewer layers, qubits or a smaller k")
         if gates is None:
             arr = np.broadcast_to(np.eye(m), (d, g_count, m, m)).copy()
         else:
@@ -417,9 +463,14 @@ class Staircase:
         """
         n, k = _check_nk(n_qubits, k)
         d = check_int("layers", layers, minimum=0)
+        seed = check_seed("seed", seed)
+        complex = check_bool("complex", complex)
         rng = np.random.default_rng(seed)
         m = 2**k
         g_count = n - k + 1
+        check_alloc(f"the gates of a staircase of {d} layers of {k}-qubit gates on {n} qubits",
+                    3.0 * d * g_count * m * m, 16 if complex else 8,
+                    hint="use fewer layers, qubits or a smaller k")
         out = np.empty((d, g_count, m, m), dtype=np.complex128 if complex else np.float64)
         for li in range(d):
             for j in range(g_count):
@@ -583,9 +634,9 @@ class Staircase:
         >>> np.round(Staircase(2, 1).state(), 12)
         array([1., 0., 0., 0.])
         """
+        check_alloc(f"a dense state on {self.n_qubits} qubits", 2.0 * pow2(self.n_qubits),
+                    self.gates.itemsize, hint="use state_mps()")
         dim = 2**self.n_qubits
-        check_alloc(f"a dense state on {self.n_qubits} qubits", 2.0 * dim, self.gates.itemsize,
-                    hint="use state_mps()")
         x = np.zeros(dim, dtype=self.gates.dtype)
         x[0] = 1.0
         return self.apply(x)
@@ -598,6 +649,8 @@ class Staircase:
         >>> Staircase.random(8, 2, seed=0).state_mps().max_bond
         4
         """
+        check_alloc(f"an MPS on {self.n_qubits} qubits", self.n_qubits * (4.0 + CORE_OVERHEAD),
+                    hint="use fewer qubits")
         return self.apply(MPS.product_state([0] * self.n_qubits), max_bond=max_bond, cutoff=cutoff)
 
     def inverse(self) -> Staircase:
@@ -689,7 +742,7 @@ class Staircase:
         ...     bool((Staircase.load(os.path.join(d, "c.npz")).gates == c.gates).all())
         True
         """
-        path = os.fspath(path)
+        path = check_path("path", path)
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise QtnnError(f"path must be in an existing directory, got {path!r}")
@@ -724,7 +777,7 @@ class Staircase:
         ...     Staircase.load(os.path.join(d, "c.npz"))
         Staircase(n_qubits=4, layers=1, k=3, complex=False)
         """
-        path = os.fspath(path)
+        path = check_path("path", path)
         keys = {"format", "n_qubits", "layers", "k", "complex", "descending", "gates"}
         try:
             with np.load(path, allow_pickle=False) as data:

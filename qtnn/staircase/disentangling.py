@@ -114,7 +114,7 @@ from qtnn.staircase._dis_network import (
 )
 from qtnn.staircase._dis_opt import lbfgs_refine
 from qtnn.staircase._mpsops import single_threaded_blas as _single_threaded_blas
-from qtnn.staircase.circuit import Staircase
+from qtnn.staircase.circuit import MAX_LAYERS, Staircase
 from qtnn.tn.linalg import polar_unitary
 from qtnn.tn.mpo import MPO
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
@@ -477,7 +477,7 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
         its top-left block and is zero elsewhere.  Real or complex.
     out_layers, in_layers : int
         Layers ``D_out`` of ``U`` (output qubits) and ``D_in`` of ``V`` (input
-        qubits), ``>= 0``.  A side with fewer than ``k`` qubits must have 0
+        qubits), ``0 <= D <= MAX_LAYERS`` (1000).  A side with fewer than ``k`` qubits must have 0
         layers (its empty circuit is then built with ``k = n``).
     max_bond : int
         Largest bond of ``M`` (``>= 1``).
@@ -532,8 +532,8 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     True
     """
     mpo, params_before = _as_mpo(W)
-    d_out = check_int("out_layers", out_layers, minimum=0)
-    d_in = check_int("in_layers", in_layers, minimum=0)
+    d_out = check_int("out_layers", out_layers, minimum=0, maximum=MAX_LAYERS)
+    d_in = check_int("in_layers", in_layers, minimum=0, maximum=MAX_LAYERS)
     max_bond = check_int("max_bond", max_bond, minimum=1)
     sweeps = check_int("sweeps", sweeps, minimum=0)
     k = check_int("k", k, minimum=1)

@@ -64,7 +64,7 @@ import numpy as np
 from qtnn._validate import check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.staircase import _mpsops as ops
-from qtnn.staircase.circuit import Staircase
+from qtnn.staircase.circuit import MAX_LAYERS, Staircase
 from qtnn.tn.linalg import polar_unitary, qr_pos
 from qtnn.tn.mps import MPS
 
@@ -368,7 +368,8 @@ def encode_mps(mps: MPS, layers: int, method: str = "iterative", sweeps: int = 1
     mps : MPS
         Target state on qubits (all physical dims 2); normalised internally.
     layers : int
-        Circuit depth ``D >= 0`` in staircase layers.
+        Circuit depth ``D >= 0`` in staircase layers, at most
+        :data:`~qtnn.staircase.circuit.MAX_LAYERS` (1000).
     method : {"iterative", "ran", "sweep"}
         See the module documentation.
     sweeps : int
@@ -413,7 +414,7 @@ def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, 
             complex: Any) -> tuple[Staircase, EncodeReport]:
     t0 = time.perf_counter()
     k = check_int("k", k, minimum=1)
-    d_layers = check_int("layers", layers, minimum=0)
+    d_layers = check_int("layers", layers, minimum=0, maximum=MAX_LAYERS)
     method = check_choice("method", method, METHODS)
     sweeps = check_int("sweeps", sweeps, minimum=0)
     seed = check_int("seed", seed, minimum=0)

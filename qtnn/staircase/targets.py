@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_alloc, check_bond, check_choice, check_int
+from qtnn._validate import check_alloc, check_bond, check_choice, check_int, pow2
 from qtnn.errors import QtnnError
 from qtnn.staircase import _mpsops as ops
 from qtnn.tn.linalg import svd_fixed, truncation_rank
-from qtnn.tn.mps import MPS
+from qtnn.tn.mps import CORE_OVERHEAD, MPS, capped_power
 
 __all__ = ["heisenberg_ground_state", "ising_ground_state"]
 
@@ -53,9 +53,9 @@ def _heisenberg_dense(n: int) -> np.ndarray:
     import scipy.sparse
 
     ones = n // 2  # number of |1>: S_z = 0 (even n) or +1/2 (odd n)
-    dim = 2**n
-    check_alloc(f"the Heisenberg ground state on {n} qubits", 3.0 * dim, 8,
+    check_alloc(f"the Heisenberg ground state on {n} qubits", 3.0 * pow2(n), 8,
                 hint="use method='dmrg'")
+    dim = 2**n
     full = np.arange(dim, dtype=np.int64)
     pop = np.zeros(dim, dtype=np.int64)
     for i in range(n):
@@ -85,9 +85,9 @@ def _heisenberg_dense(n: int) -> np.ndarray:
 def _ising_dense(n: int, h: float) -> np.ndarray:
     import scipy.sparse
 
-    dim = 2**n
-    check_alloc(f"the Ising ground state on {n} qubits", 2.0 * dim * (n + 2), 8,
+    check_alloc(f"the Ising ground state on {n} qubits", 2.0 * pow2(n) * (n + 2), 8,
                 hint="use method='dmrg'")
+    dim = 2**n
     idx = np.arange(dim, dtype=np.int64)
     bits = _bits(n, idx)
     z = 1 - 2 * bits
@@ -164,6 +164,11 @@ def _dmrg(model: str, n: int, h: float, max_bond: int | None, seed: int) -> MPS:
     import scipy.sparse.linalg as sla
 
     bond = 64 if max_bond is None else max_bond
+    chi = capped_power(2, n // 2, bond)
+    # the MPS and its left and right environments (MPO bond <= 5)
+    check_alloc(f"DMRG for the {model} ground state on {n} qubits at bond {chi}",
+                n * (12 * chi * chi + CORE_OVERHEAD), 8,
+                hint="use a smaller n or max_bond")
     mpo = _mpo(model, n, h)
     psi = MPS.random(n, min(bond, 8), seed=seed)
     a = ops.canonicalize(psi.cores, 0)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -88,8 +89,8 @@ def mpo_apply_expression(x_shape: Sequence[int], core_shapes: Sequence[Sequence[
     >>> expr(np.ones((3, 2, 2)), np.ones((1, 2, 2, 4)), np.ones((4, 2, 2, 1))).shape
     (3, 2, 2)
     """
-    return _expression(tuple(int(s) for s in x_shape),
-                       tuple(tuple(int(s) for s in c) for c in core_shapes))
+    shapes = _check_core_shapes(core_shapes)
+    return _expression(_check_x_shape(x_shape, shapes), shapes)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,45 @@ class MPOApplyPlan:
     right_first: bool
     flops: float
     score: float = 0.0
+
+
+def _check_core_shapes(core_shapes: Any) -> tuple[tuple[int, ...], ...]:
+    """Validate MPO core shapes ``(left, out, in, right)``: positive ints, end bonds 1, bonds matching."""
+    from qtnn._validate import _short
+    from qtnn.errors import QtnnError
+
+    if isinstance(core_shapes, (str, bytes)) or not isinstance(core_shapes, Sequence) or not core_shapes:
+        raise QtnnError(f"core_shapes must be a non-empty sequence of (left, out, in, right) shapes, "
+                        f"got {_short(core_shapes)}")
+    shapes = []
+    for k, c in enumerate(core_shapes):
+        if (isinstance(c, (str, bytes)) or not isinstance(c, Sequence) or len(c) != 4
+                or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in c)):
+            raise QtnnError(f"core_shapes[{k}] must be 4 positive integers (left, out, in, right), "
+                            f"got {_short(c)}")
+        shapes.append(tuple(int(d) for d in c))
+    if shapes[0][0] != 1 or shapes[-1][3] != 1:
+        raise QtnnError(f"core_shapes must have end bonds 1, got left bond {shapes[0][0]} and right bond "
+                        f"{shapes[-1][3]}")
+    for k in range(len(shapes) - 1):
+        if shapes[k][3] != shapes[k + 1][0]:
+            raise QtnnError(f"core_shapes[{k}] has right bond {shapes[k][3]} but core_shapes[{k + 1}] "
+                            f"has left bond {shapes[k + 1][0]}")
+    return tuple(shapes)
+
+
+def _check_x_shape(x_shape: Any, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
+    """Validate ``x_shape == (batch, i_0, ..., i_{L-1})`` against the cores' input dims."""
+    from qtnn._validate import _short
+    from qtnn.errors import QtnnError
+
+    want = tuple(c[2] for c in shapes)
+    if (isinstance(x_shape, (str, bytes)) or not isinstance(x_shape, Sequence)
+            or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in x_shape)
+            or len(x_shape) != 1 + len(shapes) or x_shape[0] < 0 or tuple(x_shape[1:]) != want):
+        raise QtnnError(f"x_shape must be (batch, *in_dims) = (batch, {', '.join(map(str, want))}) with "
+                        f"batch >= 0, got {_short(x_shape)}")
+    return tuple(int(d) for d in x_shape)
 
 
 def _merge_cost(shapes: Sequence[tuple[int, ...]]) -> float:
@@ -170,7 +210,9 @@ def plan_mpo_apply(batch: int, core_shapes: Sequence[Sequence[int]]) -> MPOApply
     >>> plan_mpo_apply(256, [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)])
     MPOApplyPlan(strategy='split', split=1, right_first=True, flops=2148532224.0, score=...)
     """
-    return _plan(int(batch), tuple(tuple(int(s) for s in c) for c in core_shapes))
+    from qtnn._validate import check_int
+
+    return _plan(check_int("batch", batch, minimum=0), _check_core_shapes(core_shapes))
 
 
 def mpo_apply_cost(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]]) -> dict[str, Any]:
@@ -186,8 +228,8 @@ def mpo_apply_cost(x_shape: Sequence[int], core_shapes: Sequence[Sequence[int]])
     >>> cost["strategy"], cost["dense"]
     ('dense', 262144.0)
     """
-    shapes = [tuple(int(s) for s in c) for c in core_shapes]
-    batch = int(x_shape[0])
+    shapes = _check_core_shapes(core_shapes)
+    batch = _check_x_shape(x_shape, shapes)[0]
     plan = plan_mpo_apply(batch, shapes)
     n_in = math.prod(c[2] for c in shapes)
     n_out = math.prod(c[1] for c in shapes)

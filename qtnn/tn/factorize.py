@@ -14,9 +14,17 @@ from __future__ import annotations
 
 import math
 
-from qtnn._validate import check_int
+from qtnn._validate import check_int, check_real
+from qtnn.errors import QtnnError
 
-__all__ = ["qubit_dims", "balanced_dims", "prime_factors"]
+__all__ = ["qubit_dims", "balanced_dims", "prime_factors", "MAX_SIZE"]
+
+#: Largest size :func:`balanced_dims` factors (``2**40`` entries, 8 TiB as float64: beyond any
+#: dense vector that fits in memory; trial division stays fast below it).
+MAX_SIZE = 2**40
+
+#: Most candidate sizes :func:`balanced_dims` tries before giving up.
+_MAX_CANDIDATES = 100_000
 
 
 def prime_factors(n: int) -> list[int]:
@@ -69,13 +77,20 @@ def balanced_dims(n: int, num_cores: int, max_ratio: float = 2.0) -> tuple[int, 
     >>> balanced_dims(100, 2), balanced_dims(64, 3)
     ((10, 10), (4, 4, 4))
     """
-    n = check_int("size", n, minimum=1)
+    n = check_int("size", n, minimum=1, maximum=MAX_SIZE)
     num_cores = check_int("num_cores", num_cores, minimum=1)
+    max_ratio = check_real("max_ratio", max_ratio, minimum=1.0)
     if num_cores == 1:
         return (n,)
+    if n > 1 and num_cores > MAX_SIZE.bit_length() - 1:  # 2**num_cores > MAX_SIZE, without forming it
+        raise QtnnError(f"num_cores={num_cores} sites of dimension >= 2 need at least 2**{num_cores} "
+                        f"entries, more than the {MAX_SIZE} (2**40) balanced_dims handles; use fewer "
+                        "cores")
     m = n
-    while True:
+    for _ in range(_MAX_CANDIDATES):
         dims = _split(m, num_cores)
         if dims is not None and (m == 1 or (min(dims) > 1 and max(dims) <= max_ratio * min(dims))):
             return dims
         m += 1
+    raise QtnnError(f"no split of a size between {n} and {m - 1} into num_cores={num_cores} dims within "
+                    f"max_ratio={max_ratio:g} was found; use fewer cores or a larger max_ratio")

@@ -9,11 +9,21 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_cutoff, check_int, is_torch
-from qtnn.errors import QtnnError
+from qtnn._validate import (
+    as_float_array,
+    check_alloc,
+    check_bond,
+    check_bool,
+    check_cutoff,
+    check_dims,
+    check_int,
+    check_seed,
+    is_torch,
+)
+from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
 from qtnn.tn.factorize import qubit_dims
-from qtnn.tn.mps import MPS, resolve_dims
+from qtnn.tn.mps import CORE_OVERHEAD, MPS, resolve_dims
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
 __all__ = ["MPO"]
@@ -139,6 +149,9 @@ class MPO(TensorTrain):
         cutoff = check_cutoff("cutoff", cutoff)
         od, idm = _site_dims(w.shape[0], w.shape[1], out_dims, in_dims)
         n = len(od)
+        check_alloc(f"the padded {math.prod(od)} x {math.prod(idm)} matrix of out_dims={od}, "
+                    f"in_dims={idm}", math.prod(od) * math.prod(idm), w.dtype.itemsize,
+                    hint="choose dims whose products are close to the shape of W")
         full = np.zeros((math.prod(od), math.prod(idm)), dtype=w.dtype)
         full[: w.shape[0], : w.shape[1]] = w
         t = full.reshape(od + idm)
@@ -151,6 +164,9 @@ class MPO(TensorTrain):
     @classmethod
     def identity(cls, dims: Sequence[int]) -> MPO:
         """The identity on sites of the given dims (bond 1)."""
+        dims = check_dims("dims", dims)
+        check_alloc(f"an identity MPO on dims {dims!r:.60}", sum(d * d + CORE_OVERHEAD for d in dims),
+                    hint="use fewer or smaller sites")
         return cls([np.eye(d).reshape(1, d, d, 1) for d in dims], check=False)
 
     @classmethod
@@ -163,14 +179,25 @@ class MPO(TensorTrain):
         >>> MPO.random((2, 2, 2), (2, 2, 2), 8, seed=0).bond_dims
         [4, 4]
         """
+        out_dims = check_dims("out_dims", out_dims)
+        in_dims = check_dims("in_dims", in_dims)
         if len(out_dims) != len(in_dims):
             raise QtnnError(f"out_dims {tuple(out_dims)} and in_dims {tuple(in_dims)} "
                             "must have the same length")
         bond = check_int("bond", bond, minimum=1)
-        rng = np.random.default_rng(seed)
+        seed = check_seed("seed", seed)
+        check_bool("normalize", normalize)
         p = [o * i for o, i in zip(out_dims, in_dims, strict=True)]
         n = len(p)
-        bonds = [1] + [min(bond, math.prod(p[:k]), math.prod(p[k:])) for k in range(1, n)] + [1]
+        left, right = [1] * (n + 1), [1] * (n + 1)  # min(bond, prod(p[:k])) and min(bond, prod(p[k:]))
+        for k in range(1, n + 1):
+            left[k] = min(bond, left[k - 1] * p[k - 1])
+            right[n - k] = min(bond, right[n - k + 1] * p[n - k])
+        bonds = [1] + [min(left[k], right[k]) for k in range(1, n)] + [1]
+        check_alloc(f"a random MPO of {n} sites, bond {bond}",
+                    sum(bonds[k] * p[k] * bonds[k + 1] + CORE_OVERHEAD for k in range(n)),
+                    hint="use a smaller bond or fewer/smaller sites")
+        rng = np.random.default_rng(seed)
         cores = [rng.normal(size=(bonds[k], out_dims[k], in_dims[k], bonds[k + 1])) for k in range(n)]
         mpo = cls(cores)
         if normalize:
@@ -212,13 +239,25 @@ class MPO(TensorTrain):
 
             if x.ndim < 1 or x.shape[-1] != self.in_features:
                 raise QtnnError(f"x must have shape (..., {self.in_features}), got {tuple(x.shape)}")
+            if not (x.is_floating_point() or x.is_complex()):
+                raise QtnnTypeError(f"x must be a floating or complex tensor (the cores take its dtype), "
+                                    f"got dtype {x.dtype}")
+            if not bool(torch.isfinite(x).all()):
+                raise QtnnError(f"x must be finite, got NaN or inf in a tensor of shape {tuple(x.shape)}")
+            if np.iscomplexobj(self.dtype.type(0)) and not x.is_complex():
+                x = x.to(torch.complex128 if x.dtype == torch.float64 else torch.complex64)
             cores = [torch.as_tensor(c, dtype=x.dtype, device=x.device) for c in self.cores]
             return apply_cores(x, cores, self.shape)
-        arr = np.asarray(x)
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError) as exc:  # ragged nested lists
+            raise QtnnTypeError(f"x must be array-like, got {type(x).__name__}: {exc}") from None
         if arr.ndim < 1 or arr.shape[-1] != self.in_features:
             raise QtnnError(f"x must have shape (..., {self.in_features}), got {arr.shape}")
-        if not np.issubdtype(arr.dtype, np.number):
-            raise QtnnError(f"x must hold numbers, got dtype {arr.dtype}")
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+            raise QtnnTypeError(f"x must hold numbers, got dtype {arr.dtype}")
+        if not np.all(np.isfinite(arr)):
+            raise QtnnError(f"x must be finite, got NaN or inf in an array of shape {arr.shape}")
         return apply_cores(arr, self.cores, self.shape)
 
     def transpose(self) -> MPO:

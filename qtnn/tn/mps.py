@@ -9,12 +9,42 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_cutoff, check_dims, check_int
-from qtnn.errors import QtnnError
+from qtnn._validate import (
+    as_float_array,
+    check_alloc,
+    check_bond,
+    check_bool,
+    check_cutoff,
+    check_dims,
+    check_int,
+    check_seed,
+)
+from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.factorize import balanced_dims, qubit_dims
+from qtnn.tn.linalg import qr_pos
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
-__all__ = ["MPS", "resolve_dims"]
+__all__ = ["MPS", "resolve_dims", "capped_power"]
+
+
+#: Memory (in float64 entries) counted per core on top of its entries: the Python and
+#: numpy object overhead of one small array, so that millions of tiny cores are refused too.
+CORE_OVERHEAD = 16
+
+
+def capped_power(base: int, exponent: int, cap: int) -> int:
+    """``min(cap, base**exponent)`` without forming huge integers.
+
+    Examples
+    --------
+    >>> capped_power(2, 10**9, 64), capped_power(2, 3, 64)
+    (64, 8)
+    """
+    if base <= 1 or exponent <= 0:
+        return min(cap, 1)
+    if exponent * math.log2(base) >= math.log2(cap) + 1:
+        return cap
+    return min(cap, base**exponent)
 
 
 def resolve_dims(name: str, size: int, dims: Any) -> tuple[int, ...]:
@@ -22,7 +52,11 @@ def resolve_dims(name: str, size: int, dims: Any) -> tuple[int, ...]:
     if dims is None:
         return qubit_dims(size)
     if isinstance(dims, numbers.Integral) and not isinstance(dims, bool):
-        return balanced_dims(size, check_int(name, dims, minimum=1))
+        cores = check_int(name, dims, minimum=1)
+        try:
+            return balanced_dims(size, cores)
+        except QtnnError as exc:
+            raise QtnnError(f"{name}={cores} (a number of sites) does not fit size {size}: {exc}") from None
     dims = check_dims(name, dims)
     if math.prod(dims) < size:
         raise QtnnError(f"{name}={dims} has product {math.prod(dims)}, smaller than the size {size} "
@@ -102,6 +136,8 @@ class MPS(TensorTrain):
         max_bond = check_bond("max_bond", max_bond)
         cutoff = check_cutoff("cutoff", cutoff)
         d = resolve_dims("dims", vec.size, dims)
+        check_alloc(f"the padded vector of dims={d}", math.prod(d), vec.dtype.itemsize,
+                    hint="choose dims whose product is close to the size of psi")
         full = np.zeros(math.prod(d), dtype=vec.dtype)
         full[: vec.size] = vec
         cores, _ = tt_svd(full, d, max_bond, cutoff)
@@ -116,6 +152,9 @@ class MPS(TensorTrain):
         >>> MPS.product_state([1, 0]).to_dense()
         array([0., 0., 1., 0.])
         """
+        if isinstance(bits, (str, bytes)) or not isinstance(bits, Sequence):
+            raise QtnnTypeError(f"bits must be a sequence of integers such as [0, 1, 1], got "
+                                f"{type(bits).__name__} {bits!r:.80}")
         bits = [check_int(f"bits[{k}]", b, minimum=0) for k, b in enumerate(bits)]
         if not bits:
             raise QtnnError("bits must not be empty")
@@ -144,8 +183,15 @@ class MPS(TensorTrain):
         n = check_int("n", n, minimum=1)
         bond = check_int("bond", bond, minimum=1)
         phys = check_int("phys", phys, minimum=1)
+        seed = check_seed("seed", seed)
+        check_bool("complex", complex)
+        check_bool("normalize", normalize)
+        widest = capped_power(phys, n // 2, bond)
+        check_alloc(f"a random MPS of {n} sites, bond {bond}",
+                    n * (phys * widest * widest * (2 if complex else 1) + CORE_OVERHEAD),
+                    hint="use a smaller n or bond")
+        bonds = [1] + [capped_power(phys, min(k, n - k), bond) for k in range(1, n)] + [1]
         rng = np.random.default_rng(seed)
-        bonds = [1] + [min(bond, phys ** min(k, n - k)) for k in range(1, n)] + [1]
         cores = []
         for k in range(n):
             shape = (bonds[k], phys, bonds[k + 1])
@@ -194,10 +240,30 @@ class MPS(TensorTrain):
     def normalize(self) -> MPS:
         """Scale to unit norm in place (returns ``self``)."""
         nrm = self.norm()
-        if nrm == 0:
+        if 0 < nrm < math.inf and 2.0**-900 < nrm < 2.0**900:
+            k = self.center if self.center is not None else self.num_sites - 1
+            self.cores[k] = self.cores[k] / nrm
+            return self
+        # The norm over- or underflows a float (long trains): sweep QR from the left, rescaling
+        # every R to unit norm (a positive factor, so the direction is kept), and normalise the
+        # last core, which then holds the whole norm.
+        n = self.num_sites
+        for k in range(n - 1):
+            a = self._flat(k)
+            l_, p, r = a.shape
+            q, rr = qr_pos(a.reshape(l_ * p, r))
+            scale = float(np.abs(rr).max())
+            if scale == 0:
+                raise QtnnError("cannot normalise an MPS whose norm is 0")
+            self._set_flat(k, q.reshape(l_, p, -1), self._phys(k))
+            nxt = self._flat(k + 1)
+            self._set_flat(k + 1, np.tensordot(rr / scale, nxt, axes=(1, 0)), self._phys(k + 1))
+        last = self.cores[-1] / float(np.abs(self.cores[-1]).max(initial=0.0) or 1.0)
+        scale = float(np.linalg.norm(last))
+        if scale == 0:
             raise QtnnError("cannot normalise an MPS whose norm is 0")
-        k = self.center if self.center is not None else self.num_sites - 1
-        self.cores[k] = self.cores[k] / nrm
+        self.cores[-1] = last / scale
+        self.center = n - 1
         return self
 
     def __eq__(self, other: object) -> bool:  # structural equality, used in tests

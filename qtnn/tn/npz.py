@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from qtnn._validate import check_path
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.io import atomic_open
 from qtnn.tn.mpo import MPO
@@ -38,8 +39,7 @@ def save_tt(tt: MPS | MPO, path: str | os.PathLike[str]) -> None:
     """
     if not isinstance(tt, (MPS, MPO)):
         raise QtnnTypeError(f"tt must be a qtnn.tn.MPS or MPO, got {type(tt).__name__}")
-    if not isinstance(path, (str, os.PathLike)):
-        raise QtnnTypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    path = check_path("path", path)
     kind = "mps" if isinstance(tt, MPS) else "mpo"
     # Any: numpy's stub would otherwise match these keywords against savez(allow_pickle: bool)
     fields: dict[str, Any] = {f"core_{i}": np.asarray(c) for i, c in enumerate(tt.cores)}
@@ -75,7 +75,7 @@ def load_tt(path: str | os.PathLike[str], kind: str | None = None) -> MPS | MPO:
     """
     if kind not in (None, "mps", "mpo"):
         raise QtnnError(f"kind must be 'mps', 'mpo' or None, got {kind!r}")
-    name = os.fspath(path)
+    name = check_path("path", path)
     try:
         with np.load(name, allow_pickle=False) as data:
             if not hasattr(data, "files"):

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_bond, check_cutoff, check_int
+from qtnn._validate import as_float_array, check_bond, check_cutoff, check_dims, check_int, check_real
 from qtnn.errors import QtnnError
 from qtnn.tn.linalg import entropy, qr_pos, svd_fixed, truncation_rank
 
@@ -63,10 +63,10 @@ def tt_svd(tensor: np.ndarray, dims: Sequence[int], max_bond: int | None = None,
     >>> disc
     [0.0, 0.0]
     """
-    dims = tuple(int(d) for d in dims)
+    dims = check_dims("dims", dims)
     max_bond = check_bond("max_bond", max_bond)
     cutoff = check_cutoff("cutoff", cutoff)
-    a = np.asarray(tensor).reshape(-1)
+    a = as_float_array("tensor", tensor).reshape(-1)
     if a.size != math.prod(dims):
         raise QtnnError(f"tensor has {a.size} entries but dims {dims} need {math.prod(dims)}")
     total = cutoff * float(np.linalg.norm(a))
@@ -89,6 +89,16 @@ def tt_svd(tensor: np.ndarray, dims: Sequence[int], max_bond: int | None = None,
         left = r
     cores.append(rest.reshape(left, dims[-1], 1))
     return cores, discarded
+
+
+def _scaled(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(a * 2**-e, e)`` with the largest entry of the result in ``[0.5, 1)`` when ``a`` is far
+    from 1 in magnitude (``e = 0`` otherwise); exact, as scaling by a power of two is."""
+    big = float(np.abs(a).max()) if a.size else 0.0
+    if big == 0 or 2.0**-256 < big < 2.0**256:
+        return a, 0
+    e = math.frexp(big)[1]
+    return (a * 2.0**-e if abs(e) < 1000 else a * 2.0 ** (-e // 2) * 2.0 ** (-e + e // 2)), e
 
 
 class TensorTrain:
@@ -260,10 +270,19 @@ class TensorTrain:
     def norm(self) -> float:
         """Frobenius norm (2-norm of the represented vector / matrix)."""
         env = np.ones((1, 1))
-        for k in range(self.num_sites):
+        exp2 = 0  # env is kept scaled by 2**-exp2 (exact: powers of two), so long trains
+        for k in range(self.num_sites):  # neither overflow nor underflow
             a = self._flat(k)
-            env = np.einsum("ab,apc,bpd->cd", env, a.conj(), a, optimize=True)
-        return float(math.sqrt(max(env.real.item(), 0.0)))
+            a, e = _scaled(a)
+            env, f = _scaled(np.einsum("ab,apc,bpd->cd", env, a.conj(), a, optimize=True))
+            exp2 += 2 * e + f
+        val = max(env.real.item(), 0.0)
+        if exp2 % 2:
+            val, exp2 = 2.0 * val, exp2 - 1
+        try:
+            return float(math.ldexp(math.sqrt(val), exp2 // 2))
+        except OverflowError:
+            return math.inf
 
     def truncate(self, max_bond: int | None = None, cutoff: float = 0.0) -> float:
         """Compress the bonds in place; return the relative error.
@@ -344,6 +363,9 @@ class TensorTrain:
         >>> np.round(bell.entropies(), 12)
         array([1.])
         """
+        base = check_real("base", base, minimum=0.0, strict_min=True)
+        if base == 1.0:
+            raise QtnnError("base must be a real number > 0 other than 1 (log base), got 1.0")
         out = []
         for s in self.schmidt_values():
             w = s**2

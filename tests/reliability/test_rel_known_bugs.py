@@ -1,0 +1,311 @@
+"""Bad input that still escapes as the wrong exception, a hang or a silent answer, in files other
+sessions are editing (``qtnn/train.py``, ``qtnn/cli.py``, ``qtnn/bench.py``,
+``qtnn/quantum/devices.py``, ``qtnn/nn/quantum_layers.py``, ``qtnn/staircase/magic.py``,
+``qtnn/compress.py``).
+
+Each test states the behaviour the rest of the library has (a QtnnError naming the argument,
+up front) and is marked ``xfail(strict=True)``: it fails today, and the day the bug is fixed it
+passes, the strict mark turns that into a failure, and the mark can be removed.  Checks that
+would hang run in a forked child that is killed after a few seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from qtnn import QtnnError
+
+
+def _in_child(fn, seconds: float = 4.0) -> str:
+    """Run ``fn`` in a forked child: ``"QtnnError"``, ``"no error"``, ``"<OtherError>"`` or ``"hang"``."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(r)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+        signal.setitimer(signal.ITIMER_REAL, seconds)   # the default action kills a hung child
+        try:
+            fn()
+            out = "no error"
+        except QtnnError:
+            out = "QtnnError"
+        except BaseException as exc:
+            out = type(exc).__name__
+        os.write(w, out.encode())
+        os._exit(0)
+    os.close(w)
+    t0 = time.monotonic()
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() - t0 > seconds + 10:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            status = -1
+            break
+        time.sleep(0.02)
+    out = os.read(r, 200).decode()
+    os.close(r)
+    return out or "hang"
+
+
+def xfail(reason: str):
+    return pytest.mark.xfail(strict=True, reason=reason)
+
+
+# ------------------------------------------------------------------ qtnn/quantum/devices.py
+@xfail("devices.py: device() passes unknown options to PennyLane, which raises a TypeError "
+       "('unexpected keyword argument'), not a QtnnError naming the option")
+def test_device_unknown_option():
+    from qtnn.quantum import device
+
+    with pytest.raises(QtnnError, match="bogus"):
+        device("default.qubit", wires=2, bogus=1)
+
+
+@xfail("devices.py: device() computes 2**wires as an integer before its size check, so "
+       "wires=10**12 hangs instead of a QtnnSizeError (use qtnn._validate.pow2(wires))")
+def test_device_absurd_wires_is_refused_fast():
+    from qtnn.quantum import device
+
+    assert _in_child(lambda: device("default.qubit", wires=10**12)) == "QtnnError"
+
+
+@xfail("devices.py: with batch_jobs=False the job_tries/job_backoff/job_timeout options go to the "
+       "Sampler's options and fail at the first run (pydantic ValidationError); refuse them (or honour "
+       "them) when the device is created")
+def test_plain_remote_device_refuses_retry_options():
+    from qtnn.quantum import device
+
+    with pytest.raises(QtnnError, match="job_tries"):
+        device("fake:manila", wires=2, shots=10, batch_jobs=False, job_tries=2)
+
+
+# ------------------------------------------------------------------------- qtnn/train.py
+@xfail("train.py: HybridConfig.check accepts lr=inf (training then produces NaN and fails much later "
+       "with 'x must be finite'); use check_real('lr', lr, minimum=0, strict_min=True)")
+def test_config_lr_inf():
+    from qtnn.train import HybridConfig
+
+    with pytest.raises(QtnnError, match="lr"):
+        HybridConfig(lr=math.inf).check()
+
+
+@xfail("train.py: HybridConfig.check with lr='x' raises TypeError ('>' not supported), not a QtnnError")
+def test_config_lr_not_a_number():
+    from qtnn.train import HybridConfig
+
+    with pytest.raises(QtnnError, match="lr"):
+        HybridConfig(lr="x").check()
+
+
+@xfail("train.py: HybridConfig.check accepts seed=-1 (and seed='x'); torch.Generator.manual_seed and "
+       "scikit-learn then fail deep inside (or wrap the seed silently)")
+def test_config_seed():
+    from qtnn.train import HybridConfig
+
+    with pytest.raises(QtnnError, match="seed"):
+        HybridConfig(seed=-1).check()
+
+
+@xfail("train.py: HybridClassifier(HybridConfig(layers=10**9)) tries to allocate 240 GB and fails "
+       "with torch's RuntimeError instead of a QtnnSizeError up front")
+def test_classifier_absurd_layers():
+    from qtnn.train import HybridClassifier, HybridConfig
+
+    with pytest.raises(QtnnError, match="layers"):
+        HybridClassifier(HybridConfig(layers=10**9))
+
+
+def _tiny():
+    from qtnn.train import HybridClassifier, HybridConfig
+
+    model = HybridClassifier(HybridConfig(layers=1, bond_dim=2))
+    x = torch.rand(8, 64, dtype=torch.float64)
+    y = torch.randint(0, 10, (8,))
+    return model, x, y
+
+
+@xfail("train.py: train_model(batch_size=0) fails with 'range() arg 3 must not be zero' (ValueError), "
+       "not a QtnnError naming batch_size")
+def test_train_model_batch_size_zero():
+    from qtnn.train import train_model
+
+    model, x, y = _tiny()
+    with pytest.raises(QtnnError, match="batch_size"):
+        train_model(model, (x, y), epochs=1, batch_size=0, lr=0.1, seed=0, progress=False)
+
+
+@xfail("train.py: train_model with labels outside [0, n_classes) fails with torch's IndexError "
+       "('Target 105 is out of bounds') from inside cross_entropy")
+def test_train_model_labels_out_of_range():
+    from qtnn.train import train_model
+
+    model, x, y = _tiny()
+    with pytest.raises(QtnnError, match="labels|y"):
+        train_model(model, (x, y + 100), epochs=1, batch_size=4, lr=0.1, seed=0, progress=False)
+
+
+@xfail("train.py: train_model(state={...}) with a state that lacks 'optimizer'/'generator'/'epoch' "
+       "raises KeyError('optimizer'); a resume state should be checked and refused by name")
+def test_train_model_malformed_state():
+    from qtnn.train import train_model
+
+    model, x, y = _tiny()
+    with pytest.raises(QtnnError, match="state"):
+        train_model(model, (x, y), epochs=1, batch_size=4, lr=0.1, seed=0, progress=False, state={"epoch": 1})
+
+
+@xfail("train.py: evaluate() on an empty test set divides by zero (ZeroDivisionError)")
+def test_evaluate_empty():
+    from qtnn.train import evaluate
+
+    model, x, y = _tiny()
+    with pytest.raises(QtnnError, match="x|empty"):
+        evaluate(model, x[:0], y[:0])
+
+
+@xfail("train.py: load_hybrid on a valid checkpoint whose model does not match its config raises "
+       "torch's RuntimeError from load_state_dict ('Missing key(s)'), not a QtnnError naming the file")
+def test_load_hybrid_mismatched_model(tmp_path):
+    from qtnn.checkpoint import save_checkpoint
+    from qtnn.train import load_hybrid
+
+    p = tmp_path / "h.pt"
+    save_checkpoint(p, {"config": {}, "model": {"x": torch.ones(2)}})
+    with pytest.raises(QtnnError, match="h.pt"):
+        load_hybrid(str(p))
+
+
+@xfail("train.py: run_train checks the --fake device name only after the whole training; an unknown "
+       "model should be refused before any work")
+def test_run_train_checks_fake_name_first(monkeypatch):
+    import qtnn.train as train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before the bad fake= name was refused")
+
+    monkeypatch.setattr(train, "train_model", no_training)
+    with pytest.raises(QtnnError, match="nowhere"):
+        train.run_train(train.HybridConfig(epochs=1, layers=1), fake="fake:nowhere", progress=False)
+
+
+# --------------------------------------------------------------------------- qtnn/cli.py
+@xfail("cli.py: `qtnn train --qubits -1` computes hidden=2**-1=0.5 and reports 'hidden must be an "
+       "integer, got 0.5' instead of naming --qubits")
+def test_cli_negative_qubits(capsys):
+    from qtnn.cli import main
+
+    assert main(["train", "--qubits", "-1"]) == 2
+    assert "qubits" in capsys.readouterr().err
+
+
+@xfail("cli.py: `qtnn depth --png /etc/passwd/x.png` dies with a FileExistsError traceback from "
+       "os.makedirs (write the PNG with qtnn.analysis.plot.save_figure / atomic_open, or catch OSError)")
+def test_cli_unwritable_png(tmp_path, capsys):
+    from qtnn.cli import main
+
+    code = main(["depth", "--n", "3", "--layers", "1", "--no-dense", "--backend", "fake:manila",
+                 "--json", str(tmp_path / "d.json"), "--png", "/etc/passwd/x.png"])
+    assert code == 2 and "png" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- qtnn/bench.py
+@xfail("bench.py: bench_mpo_linear(device='foo') fails with torch's RuntimeError (and device='cuda:7' "
+       "without CUDA with an AssertionError) instead of a QtnnError naming device")
+def test_bench_bad_device():
+    from qtnn.bench import bench_mpo_linear
+
+    with pytest.raises(QtnnError, match="device"):
+        bench_mpo_linear(sizes=(8,), bonds=(2,), batch=2, repeats=1, device="foo")
+
+
+@xfail("bench.py: bench_mpo_linear(sizes=(10**9,)) allocates the dense layer first and fails with "
+       "torch's out-of-memory RuntimeError instead of a QtnnSizeError up front")
+def test_bench_absurd_size():
+    from qtnn.bench import bench_mpo_linear
+
+    with pytest.raises(QtnnError, match="size|would need"):
+        bench_mpo_linear(sizes=(10**9,), bonds=(2,), batch=2, repeats=1)
+
+
+# --------------------------------------------------------------- qtnn/nn/quantum_layers.py
+@xfail("quantum_layers.py: QuantumHead(eps=nan) (or eps < 0) is accepted and every output is NaN "
+       "(log(p + eps)); check eps is a finite real > 0")
+def test_quantum_head_eps():
+    from qtnn.nn import QuantumHead
+
+    with pytest.raises(QtnnError, match="eps"):
+        QuantumHead(8, 3, 1, 4, eps=float("nan"))
+
+
+@xfail("quantum_layers.py: QuantumStaircase(readout_wires=5) raises TypeError ('int' object is not "
+       "iterable), not a QtnnError naming readout_wires")
+def test_quantum_staircase_readout_wires_not_a_sequence():
+    from qtnn.nn import QuantumStaircase
+
+    with pytest.raises(QtnnError, match="readout_wires"):
+        QuantumStaircase(3, 1, readout_wires=5)
+
+
+@xfail("quantum_layers.py: QuantumStaircase(dtype=torch.int64) fails with NotImplementedError from "
+       "torch's init; check dtype like MPOLinear does")
+def test_quantum_staircase_int_dtype():
+    from qtnn.nn import QuantumStaircase
+
+    with pytest.raises(QtnnError, match="dtype"):
+        QuantumStaircase(3, 1, dtype=torch.int64)
+
+
+@xfail("quantum_layers.py: DisentangledLinear(2**40, 2**40, ...) allocates 4 TB of bias/cores and "
+       "fails with torch's RuntimeError instead of a QtnnSizeError up front")
+def test_disentangled_linear_absurd_size():
+    from qtnn.nn import DisentangledLinear
+
+    with pytest.raises(QtnnError):
+        DisentangledLinear(2**40, 2**40, 1, 1, 2)
+
+
+@xfail("quantum_layers.py: set_backend('pennylane', 0) accepts any object as the device; it should "
+       "be a QDevice or a device name")
+def test_set_backend_device_type():
+    from qtnn.nn import QuantumStaircase
+
+    with pytest.raises(QtnnError, match="device"):
+        QuantumStaircase(3, 1).set_backend("pennylane", 0)
+
+
+@xfail("quantum_layers.py: QuantumStaircase(n_qubits=10**12) computes 2**n_qubits as an integer and "
+       "hangs; refuse absurd n_qubits (the state would not fit) before forming 2**n")
+def test_quantum_staircase_absurd_qubits_is_refused_fast():
+    from qtnn.nn import QuantumStaircase
+
+    assert _in_child(lambda: QuantumStaircase(10**12, 1)) == "QtnnError"
+
+
+# ------------------------------------------------------------------ qtnn/staircase/magic.py
+@xfail("magic.py: magic_angles(gates, atol=nan) skips the orthogonality check (dev > nan is False) "
+       "and returns NaN angles for a non-orthogonal matrix; check atol is a finite real >= 0")
+def test_magic_angles_nan_atol():
+    from qtnn.staircase.magic import magic_angles
+
+    with pytest.raises(QtnnError, match="atol|orthogonal"):
+        magic_angles(np.ones((4, 4)), atol=float("nan"))
+
+
+# ---------------------------------------------------------------------- qtnn/compress.py
+@xfail("compress.py: compress(progress='yes') accepts a non-bool progress flag")
+def test_compress_progress_flag():
+    import qtnn.compress as compress_mod
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    with pytest.raises(QtnnError, match="progress"):
+        compress_mod.compress(mlp, "0", progress="yes")
