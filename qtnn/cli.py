@@ -415,6 +415,18 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.compress import run_cli
+
+    return run_cli(args)
+
+
+def _handler(command: str) -> Any:
+    """The function that runs ``command`` (argparse has already rejected unknown ones)."""
+    return {"compress-demo": _cmd_demo, "train": _cmd_train, "bench": _cmd_bench,
+            "depth": _cmd_depth, "circuits": _cmd_circuits, "compress": _cmd_compress}[command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``qtnn`` console script; returns the exit code.
 
@@ -432,22 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=".*Setting shots on device is deprecated.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="stevedore.*")
     try:
-        if args.command == "compress-demo":
-            result = _cmd_demo(args)
-        elif args.command == "train":
-            result = _cmd_train(args)
-        elif args.command == "bench":
-            result = _cmd_bench(args)
-        elif args.command == "depth":
-            result = _cmd_depth(args)
-        elif args.command == "circuits":
-            result = _cmd_circuits(args)
-        elif args.command == "compress":
-            from qtnn.compress import run_cli
-
-            result = run_cli(args)
-        else:  # pragma: no cover - argparse rejects unknown commands
-            parser.error(f"unknown command {args.command!r}")
+        result = _handler(args.command)(args)
         if getattr(args, "json", None):
             from qtnn.io import write_json
 

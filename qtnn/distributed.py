@@ -219,21 +219,15 @@ def ddp_train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, bat
                         "qtnn.distributed.train_ddp); got none")
     epochs = check_int("epochs", epochs, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
+    from qtnn.train import _training_state
+
     rank, world = dist.get_rank(), dist.get_world_size()
     dev = next(model.parameters()).device
     ddp = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
                                   find_unused_parameters=find_unused_parameters,
                                   **_no_buffer_sync())
     xtr, ytr = data[0], data[1]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    start = 0
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        losses = list(state["losses"])
-        start = int(state["epoch"])
+    opt, gen, losses, start = _training_state(model, lr, seed, state)
     bar = tqdm(range(start, epochs), desc=f"{desc} [{world} ranks]",
                disable=not progress or rank != 0, leave=False)
     new_state: dict[str, Any] = {"epoch": start, "optimizer": opt.state_dict(),

@@ -110,6 +110,22 @@ def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor
     return [perm[i: i + batch_size] for i in range(0, n, batch_size)]
 
 
+def _training_state(model: nn.Module, lr: float, seed: int, state: dict[str, Any] | None
+                    ) -> tuple[torch.optim.Optimizer, torch.Generator, list[float], int]:
+    """Adam, the shuffling generator, the loss history and the first epoch, resumed from
+    ``state`` (a checkpoint's training state) when given."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    losses: list[float] = []
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        losses = list(state["losses"])
+        start = int(state["epoch"])
+    return opt, gen, losses, start
+
+
 def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_size: int, lr: float,
                 seed: int, progress: bool = True, desc: str = "train",
                 state: dict[str, Any] | None = None,
@@ -134,15 +150,7 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
     from tqdm.auto import tqdm
 
     xtr, ytr = data[0], data[1]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    losses: list[float] = []
-    start = 0
-    if state is not None:
-        opt.load_state_dict(state["optimizer"])
-        gen.set_state(state["generator"])
-        losses = list(state["losses"])
-        start = int(state["epoch"])
+    opt, gen, losses, start = _training_state(model, lr, seed, state)
     dev = _model_device(model)
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
     for done, epoch in enumerate(bar, start=1):
