@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from qtnn._validate import check_choice, check_int
+from qtnn._validate import check_alloc, check_choice, check_int, check_real, pow2
 from qtnn.errors import QtnnError
 
 if TYPE_CHECKING:
@@ -59,12 +59,15 @@ class HybridConfig:
                      "batch_size"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("layers", self.layers, minimum=0)
+        check_int("seed", self.seed, minimum=0)
         check_choice("head", self.head, ("quantum", "disentangled"))
-        if self.hidden > 2**self.n_qubits:
-            raise QtnnError(f"hidden={self.hidden} does not fit the 2**n_qubits={2**self.n_qubits} "
+        if self.hidden > pow2(self.n_qubits):
+            raise QtnnError(f"hidden={self.hidden} does not fit the 2**n_qubits={pow2(self.n_qubits):g} "
                             "amplitudes of the head")
-        if not self.lr > 0:
-            raise QtnnError(f"lr must be positive, got {self.lr}")
+        check_real("lr", self.lr, minimum=0, strict_min=True)
+        check_alloc(f"the head's gate angles (layers={self.layers}, n_qubits={self.n_qubits})",
+                    self.layers * max(self.n_qubits - 1, 0) * 6,
+                    hint="use fewer layers or qubits")
         return self
 
 
@@ -119,6 +122,10 @@ def _training_state(model: nn.Module, lr: float, seed: int, state: dict[str, Any
     losses: list[float] = []
     start = 0
     if state is not None:
+        missing = {"optimizer", "generator", "losses", "epoch"} - set(state)
+        if missing:
+            raise QtnnError(f"state must be a training state from a checkpoint with keys epoch, "
+                            f"generator, losses and optimizer; missing {sorted(missing)}")
         opt.load_state_dict(state["optimizer"])
         gen.set_state(state["generator"])
         losses = list(state["losses"])
@@ -149,6 +156,8 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
     """
     from tqdm.auto import tqdm
 
+    epochs = check_int("epochs", epochs, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
     xtr, ytr = data[0], data[1]
     opt, gen, losses, start = _training_state(model, lr, seed, state)
     dev = _model_device(model)
@@ -158,7 +167,12 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
         total, count = 0.0, 0
         for idx in _batches(len(xtr), batch_size, gen):
             opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xtr[idx].to(dev)), ytr[idx].to(dev))
+            logits = model(xtr[idx].to(dev))
+            labels = ytr[idx].to(dev)
+            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
+                raise QtnnError(f"labels (data[1]) must be class indices in [0, {logits.shape[-1]}), "
+                                f"got values from {int(labels.min())} to {int(labels.max())}")
+            loss = nn.functional.cross_entropy(logits, labels)
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
@@ -186,6 +200,8 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     >>> evaluate(model, torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
     0.5
     """
+    if len(x) == 0:
+        raise QtnnError("x is empty: evaluate needs at least one sample")
     model.eval()
     dev = _model_device(model)
     correct = 0
@@ -279,7 +295,11 @@ def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
     except TypeError as exc:
         raise QtnnError(f"checkpoint {path!r} has an unknown config: {exc}") from None
     model = HybridClassifier(config)
-    model.load_state_dict(ck["model"])
+    try:
+        model.load_state_dict(ck["model"])
+    except RuntimeError as exc:
+        raise QtnnError(f"checkpoint {path!r}: its weights do not match its config: "
+                        f"{str(exc).splitlines()[0]}") from None
     return model, ck
 
 
@@ -321,6 +341,10 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
         _, resumed = load_hybrid(resume)
         config = HybridConfig(**resumed["config"])
     config = (config or HybridConfig()).check()
+    if fake and fake.startswith("fake:"):
+        from qtnn._ibm import fake_backend
+
+        fake_backend(fake[5:], argument=f"fake={fake!r}")     # refuse a bad name before training
     t0 = time.perf_counter()
     xtr, ytr, xte, yte = load_digits_split(config.seed)
     fig: dict[str, Any] = {"config": asdict(config), "accuracy": {}, "seconds": {}, "jobs": {}}
