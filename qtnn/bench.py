@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from qtnn._validate import check_alloc, check_int
+from qtnn.errors import QtnnError
+
 __all__ = ["bench_mpo_linear", "bench_hybrid", "time_interleaved"]
 
 
@@ -62,6 +65,17 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
     from qtnn.tn.contract import mpo_apply_cost
 
     dt = getattr(torch, dtype)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise QtnnError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}: "
+                        f"{exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise QtnnError(f"device={device!r} needs CUDA, which this torch build or machine lacks")
+    sizes = [check_int("sizes[...]", n, minimum=1) for n in sizes]
+    for n in sizes:
+        check_alloc(f"the dense {n} x {n} baseline layer (size={n})", n * n,
+                    hint="benchmark smaller sizes")
     rows = []
     cases = [(n, b) for n in sizes for b in bonds]
     gen = torch.Generator().manual_seed(0)

@@ -262,7 +262,10 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
             print(f"dense {dense['n_qubits']}-qubit unitary: ~{dense['two_qubit_gates']} CX "
                   f"(Qiskit's formula for all-to-all synthesis, not a measurement)")
     png = args.png or os.path.join("runs", "depth", f"{label}.png")
-    os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    except OSError as exc:
+        raise QtnnError(f"--png {png!r}: cannot create its folder ({exc.strerror or exc})") from None
     plot_depth_sweep(res, png)
     print(f"wrote {png}")
     res["png"] = png
@@ -304,6 +307,8 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     from qtnn.train import HybridConfig, run_train
 
+    if args.qubits < 1:
+        raise QtnnError(f"--qubits must be a positive integer, got {args.qubits}")
     cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, bond_dim=args.bond,
                        n_qubits=args.qubits, layers=args.layers, head=args.head, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed)

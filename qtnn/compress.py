@@ -51,7 +51,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qtnn._validate import check_bond, check_choice, check_cutoff, check_int
+from qtnn._validate import check_bond, check_bool, check_choice, check_cutoff, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 
 __all__ = ["compress", "LayerReport", "summarize", "linear_names", "stdlib_sentences",
@@ -398,6 +398,7 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     if not isinstance(model, nn.Module):
         raise QtnnTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     method = check_choice("method", method, _METHODS)
+    progress = check_bool("progress", progress)
     max_bond = check_bond("max_bond", max_bond)
     if method == "disentangle":
         if max_bond is None:

@@ -190,9 +190,9 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
     Examples
     --------
     >>> import tempfile
-    >>> m = build_catalogue(tempfile.mkdtemp(), progress=False)  # doctest: +SKIP
-    >>> len(m["circuits"])                                        # doctest: +SKIP
-    11
+    >>> m = build_catalogue(tempfile.mkdtemp(), progress=False)
+    >>> len(m["circuits"]), m["circuits"][0]["file"]
+    (11, 'heisenberg_n8_D1.qasm')
     """
     out = Path(check_path("out_dir", out_dir))
     try:

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import check_bond, check_choice, check_int
+from qtnn._validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.nn.mpo_linear import _check_dtype
 
 __all__ = ["StaircaseGates", "QuantumStaircase", "DisentangledLinear", "QuantumHead",
            "FUSE_QUBITS", "circuit_matrix"]
@@ -349,10 +350,14 @@ class _QuantumModule(nn.Module):
             if device is None:
                 raise QtnnError("backend='pennylane' needs a device (a qtnn.quantum.device(...) or a "
                                 "device name), got None")
-            if isinstance(device, str):
-                from qtnn.quantum import device as make_device
+            from qtnn.quantum import QDevice
+            from qtnn.quantum import device as make_device
 
+            if isinstance(device, str):
                 device = make_device(device, wires=self._max_wires())
+            elif not isinstance(device, QDevice):
+                raise QtnnTypeError(f"device must be a qtnn.quantum.device(...) or a device name, "
+                                    f"got {type(device).__name__} {device!r:.60}")
         self.backend = backend
         self.qdevice = device
         self._qnodes = {}
@@ -427,6 +432,12 @@ class QuantumStaircase(_QuantumModule):
         if check_int("k", k, minimum=2) != 2:
             raise QtnnError(f"k must be 2 for trainable staircases (magic-basis gates), got {k}")
         self.n_qubits = check_int("n_qubits", n_qubits, minimum=2)
+        check_alloc(f"a state vector of n_qubits={self.n_qubits}", pow2(self.n_qubits),
+                    hint="use fewer qubits")
+        _check_dtype(dtype)
+        if isinstance(readout_wires, (int, str)):
+            raise QtnnTypeError(f"readout_wires must be a sequence of wire indices or None, got "
+                                f"{readout_wires!r}")
         self.in_features = 2**self.n_qubits if in_features is None else check_int(
             "in_features", in_features, minimum=1, maximum=2**self.n_qubits)
         self.encoding = check_choice("encoding", encoding, ("amplitude", "staircase"))
@@ -516,7 +527,7 @@ class QuantumHead(_QuantumModule):
         if n_read > n_qubits:
             raise QtnnError(f"n_classes={n_classes} needs {n_read} readout qubits, more than "
                             f"n_qubits={n_qubits}")
-        self.eps = float(eps)
+        self.eps = check_real("eps", eps, minimum=0, strict_min=True)
         self.body = QuantumStaircase(n_qubits, layers, in_features=in_features, readout="probs",
                                      readout_wires=tuple(range(n_read)), dtype=dtype)
         self.in_features = self.body.in_features
@@ -565,6 +576,10 @@ class DisentangledLinear(_QuantumModule):
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
+        check_alloc(f"the padded input and output of in_features={self.in_features}, "
+                    f"out_features={self.out_features}", self.in_features + self.out_features,
+                    hint="use smaller features")
+        _check_dtype(dtype)
         self.max_bond = check_bond("max_bond", max_bond)
         if self.max_bond is None:
             raise QtnnError("max_bond must be a positive integer, got None")

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qtnn._ibm import fake_backend, fake_backend_names, ibm_backend
-from qtnn._validate import check_alloc, check_int
+from qtnn._validate import check_alloc, check_int, pow2
 from qtnn.errors import QtnnError
 
 __all__ = ["QDevice", "device", "device_names", "fake_backend_names", "gpu_backends",
@@ -210,7 +210,6 @@ def runtime_batch(dev: QDevice, max_time: int | str | None = None) -> Iterator[A
 def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: bool,
             options: dict[str, Any]) -> Any:
     """A ``qiskit.remote`` device on ``backend``: batched (one job per batch) or plain."""
-    import pennylane as qml
 
     if not isinstance(batch_jobs, (bool,)):
         raise QtnnError(f"batch_jobs must be a bool, got {batch_jobs!r}")
@@ -221,7 +220,25 @@ def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: 
         from qtnn.quantum._batched import BatchedRemoteDevice
 
         return BatchedRemoteDevice(wires=wires, backend=backend, shots=shots, **options)
-    return qml.device("qiskit.remote", wires=wires, backend=backend, shots=shots, **options)
+    retry = sorted(k for k in options if k in _RETRY_OPTIONS)
+    if retry:
+        raise QtnnError(f"the options {retry} (retries and timeouts) need batch_jobs=True; "
+                        f"pennylane-qiskit's plain qiskit.remote device has no such options")
+    return _pl_device("qiskit.remote", wires=wires, backend=backend, shots=shots, **options)
+
+
+#: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for failing jobs.
+_RETRY_OPTIONS = ("job_tries", "job_backoff", "job_timeout")
+
+
+def _pl_device(name: str, **kwargs: Any) -> Any:
+    """``qml.device(name, **kwargs)``; an option the plugin does not take is a QtnnError."""
+    import pennylane as qml
+
+    try:
+        return qml.device(name, **kwargs)
+    except TypeError as exc:
+        raise QtnnError(f"device {name!r} does not accept these options: {exc}") from None
 
 
 def device(name: str, wires: int, shots: int | None = None, seed: int | None = None,
@@ -249,7 +266,11 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         it counts ``jobs_submitted``).  ``False``: pennylane-qiskit's plain
         ``qiskit.remote`` device (one job per circuit).
     **options
-        Passed to :func:`pennylane.device`.  For ``qiskit.aer`` and ``fake:``,
+        Passed to :func:`pennylane.device` (an option the device does not take is a
+        :class:`~qtnn.errors.QtnnError`).  ``fake:`` / ``ibm:`` with
+        ``batch_jobs=True`` also take ``job_tries`` (default 3), ``job_backoff``
+        (seconds, doubled after each failure) and ``job_timeout`` (seconds per job;
+        ``None``: no limit); see :mod:`qtnn.quantum._retry`.  For ``qiskit.aer`` and ``fake:``,
         ``device="GPU"`` selects Aer's GPU method (a :class:`~qtnn.errors.QtnnError`
         if this Aer has none).
 
@@ -271,10 +292,10 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         seed = check_int("seed", seed, minimum=0)
 
     if name in ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer"):
-        check_alloc(f"a {wires}-qubit state vector", 2**wires, 16,
+        check_alloc(f"a {wires}-qubit state vector", pow2(wires), 16,
                     hint="use fewer qubits or the MPS path of qtnn.staircase")
     if name == "default.qubit":
-        pl = qml.device(name, wires=wires, shots=shots, seed=seed, **options)
+        pl = _pl_device(name, wires=wires, shots=shots, seed=seed, **options)
     elif name == "lightning.gpu" and not _lightning_gpu_installed():
         raise QtnnError("device 'lightning.gpu' needs PennyLane Lightning's GPU build "
                         "(pip install pennylane-lightning-gpu; an NVIDIA GPU with CUDA), which is not "

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, is_torch
+from qtnn._validate import as_float_array, check_real, is_torch
 from qtnn.errors import QtnnError
 
 __all__ = ["MAGIC", "REFLECTION", "magic_gates", "magic_angles", "su2_from_euler", "euler_from_su2"]
@@ -256,6 +256,7 @@ def magic_angles(gates: Any, atol: float = 1e-8) -> tuple[np.ndarray, np.ndarray
     >>> bool(np.abs(magic_gates(ang, det) - g).max() < 1e-12), float(det) == round(np.linalg.det(g))
     (True, True)
     """
+    atol = check_real("atol", atol, minimum=0)
     g = as_float_array("gates", gates, allow_complex=False)
     if g.ndim < 2 or g.shape[-2:] != (4, 4):
         raise QtnnError(f"gates must have shape (..., 4, 4), got {g.shape}")
