@@ -317,7 +317,8 @@ def _rel_error(approx: Any, w: Any) -> float:
 def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | None = None,
              cutoff: float | None = None, layers: Any = None, sweeps: int = 20, restarts: int = 2,
              refine: int = 100, tol: float = 1e-3, seed: int = 0, out_dims: Any = None,
-             in_dims: Any = None, progress: bool = True) -> tuple[Any, list[LayerReport]]:
+             in_dims: Any = None, workers: int | None = 1,
+             progress: bool = True) -> tuple[Any, list[LayerReport]]:
     """Replace linear layers of a model by MPO or disentangled (circuit + MPO) layers.
 
     After Aizpurua et al., "Hacking the quantum LLM: tensor network
@@ -357,6 +358,12 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     out_dims, in_dims : optional
         ``"mpo"`` only: site dims as in :meth:`qtnn.tn.MPO.from_dense`; default
         qubits (every dim 2, zero-padded to powers of two).
+    workers : int or None
+        Processes that decompose layers at the same time (default 1: in this
+        process; ``None``: one per usable CPU).  Workers are spawned (one BLAS
+        thread each) and receive only the weights; the result is the same bit
+        for bit as with ``workers=1``.  Worth it for several large layers
+        (starting a worker costs about two seconds).
     progress : bool
         Show a tqdm progress bar across layers.
 
@@ -393,7 +400,6 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     from tqdm.auto import tqdm
 
     from qtnn.nn import DisentangledLinear, MPOLinear
-    from qtnn.tn import MPO
 
     if not isinstance(model, nn.Module):
         raise QtnnTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -417,59 +423,45 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
         raise QtnnError(f"tol must be a real number >= 0, got {tol!r}")
 
+    n_workers = _workers_arg(workers)
+
     chosen = _resolve_targets(model, targets)
     # deep-copy once, then map every chosen module to its copy
     memo: dict[int, Any] = {}
     new_model = copy.deepcopy(model, memo)
-    reports: list[LayerReport] = []
-    bar = tqdm(chosen, desc=f"compress ({method})", unit="layer", disable=not progress)
-    for name, old in bar:
-        bar.set_postfix_str(name, refresh=False)
-        t0 = time.perf_counter()
-        copied = memo[id(old)]
+    sources = []
+    jobs = []
+    for name, old in chosen:
         src = old.to_linear() if isinstance(old, MPOLinear) else old
         w = src.weight.detach().to("cpu", torch.float64).numpy()
         if not np.all(np.isfinite(w)):
             raise QtnnError(f"the weight of {name!r} must be finite, got NaN or inf")
+        sources.append(src)
+        jobs.append({"w": w, "method": method, "max_bond": max_bond, "cutoff": cut,
+                     "out_dims": out_dims, "in_dims": in_dims, "layers": (d_out, d_in),
+                     "opts": {"sweeps": sweeps, "restarts": restarts, "refine": refine,
+                              "tol": float(tol), "seed": seed}})
+
+    bar = tqdm(total=len(jobs), desc=f"compress ({method})", unit="layer", disable=not progress)
+    payloads = _run_jobs(jobs, [name for name, _ in chosen], n_workers, bar)
+    bar.close()
+
+    reports: list[LayerReport] = []
+    for (name, old), src, job, pay in zip(chosen, sources, jobs, payloads, strict=True):
+        t0 = time.perf_counter()
+        copied = memo[id(old)]
         bias = None if src.bias is None else src.bias.detach()
         dtype, device = src.weight.dtype, src.weight.device
-        out_f, in_f = w.shape
-        n_out, n_in = _qubits(out_f), _qubits(in_f)
+        out_f, in_f = job["w"].shape
         with torch.no_grad():
             if method == "mpo":
-                mpo = MPO.from_dense(w, out_dims=out_dims, in_dims=in_dims)
-                if max_bond is not None or cut > 0:
-                    mpo.truncate(max_bond=max_bond, cutoff=cut)
-                new: nn.Module = MPOLinear.from_mpo(mpo, bias, dtype=dtype, device=device)
-                err = _rel_error(mpo.to_dense(), w)
-                if out_dims is None and in_dims is None:
-                    trunc = err
-                else:
-                    plain = MPO.from_dense(w)
-                    plain.truncate(max_bond=max_bond, cutoff=cut)
-                    trunc = _rel_error(plain.to_dense(), w)
-                bonds = [int(c.shape[-1]) for c in mpo.cores[:-1]]
-                circ = {"layers_out": 0, "layers_in": 0, "two_qubit_gates": 0, "depth_out": 0,
-                        "depth_in": 0}
+                new: nn.Module = MPOLinear.from_mpo(pay["mpo"], bias, dtype=dtype, device=device)
             else:
-                lo = d_out if n_out >= 2 else 0
-                li = d_in if n_in >= 2 else 0
-                opts = {"sweeps": sweeps, "restarts": restarts, "refine": refine, "tol": float(tol),
-                        "seed": seed}
-                if n_out >= 2 and n_in >= 2:
-                    new = DisentangledLinear.from_linear(src, lo, li, max_bond, **opts)
-                else:
-                    new = _disentangled_one_qubit_side(src, w, lo, li, max_bond, opts)
+                lo, li = pay["layers"]
+                new = DisentangledLinear(in_f, out_f, lo, li, max_bond, bias=bias is not None,
+                                         dtype=dtype)
+                new._load(pay["result"], bias)
                 new = new.to(device)
-                res = new.report
-                err = _rel_error(res.to_dense(), w)
-                plain = MPO.from_dense(w)
-                plain.truncate(max_bond=max_bond)
-                trunc = _rel_error(plain.to_dense(), w)
-                bonds = [int(c.shape[-1]) for c in res.M.cores[:-1]]
-                circ = {"layers_out": res.U.layers, "layers_in": res.V.layers,
-                        "two_qubit_gates": res.U.num_gates + res.V.num_gates,
-                        "depth_out": res.U.depth, "depth_in": res.V.depth}
         slots = _slots(new_model, copied)
         if copied is new_model:  # the model itself is the target (name "")
             new_model = new
@@ -480,45 +472,111 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
             aliases = [full for _, _, full in slots]
         reports.append(LayerReport(
             name=name, method=method, in_features=in_f, out_features=out_f, max_bond=max_bond,
-            cutoff=cut, bond_dims=bonds,
+            cutoff=cut, bond_dims=pay["bonds"],
             params_before=sum(p.numel() for p in old.parameters()),
             params_after=sum(p.numel() for p in new.parameters()),
-            weight_error=float(err), truncation_error=float(trunc), qubits_out=n_out, qubits_in=n_in,
-            seconds=time.perf_counter() - t0, aliases=aliases, **circ))
-    bar.close()
+            weight_error=pay["weight_error"], truncation_error=pay["truncation_error"],
+            qubits_out=_qubits(out_f), qubits_in=_qubits(in_f),
+            seconds=pay["seconds"] + time.perf_counter() - t0, aliases=aliases, **pay["circuit"]))
     return new_model, reports
 
 
-def _disentangled_one_qubit_side(src: Any, w: Any, lo: int, li: int, max_bond: int,
-                                 opts: dict[str, Any]) -> Any:
-    """``DisentangledLinear.from_linear`` for a layer with 1 or 2 features on one side.
+def _workers_arg(workers: Any) -> int:
+    """The number of worker processes (``None``: one per usable CPU)."""
+    if workers is None:
+        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                   else (os.cpu_count() or 1))
+    return check_int("workers", workers, minimum=1)
 
-    :func:`qtnn.staircase.disentangle` returns an empty 1-qubit staircase with
-    ``k = 1`` for such a side, which ``StaircaseGates.load_staircase`` refuses
-    (it wants ``k = 2``); an empty circuit has nothing to load, so the sides
-    with layers are loaded here and the rest is what ``from_linear`` does.
+
+def _decompose(job: dict[str, Any]) -> dict[str, Any]:
+    """The numerical work of :func:`compress` for one weight (pure numpy, picklable in and out).
+
+    Runs in the calling process or in a worker process; the payload holds
+    the MPO (``"mpo"``) or the :class:`~qtnn.staircase.DisentangleResult`
+    (``"disentangle"``), the weight and truncation errors, the bonds, the
+    circuit sizes and the seconds taken.
     """
-    import torch
-    from torch import nn
-
-    from qtnn.nn import DisentangledLinear
     from qtnn.staircase import disentangle
+    from qtnn.tn import MPO
 
-    res = disentangle(w, lo, li, max_bond, **opts)
-    dtype = src.weight.dtype
-    layer = DisentangledLinear(src.in_features, src.out_features, lo, li, max_bond,
-                               bias=src.bias is not None, dtype=dtype)
-    if lo:
-        layer.U.load_staircase(res.U)
-    if li:
-        layer.V.load_staircase(res.V)
-    layer.cores = nn.ParameterList(nn.Parameter(torch.as_tensor(c, dtype=dtype).clone())
-                                   for c in res.M.cores)
-    if src.bias is not None:
-        with torch.no_grad():
-            layer.bias.copy_(src.bias.detach().to(dtype))
-    layer.report = res
-    return layer
+    t0 = time.perf_counter()
+    w, max_bond, cut = job["w"], job["max_bond"], job["cutoff"]
+    pay: dict[str, Any] = {}
+    if job["method"] == "mpo":
+        mpo = MPO.from_dense(w, out_dims=job["out_dims"], in_dims=job["in_dims"])
+        if max_bond is not None or cut > 0:
+            mpo.truncate(max_bond=max_bond, cutoff=cut)
+        err = _rel_error(mpo.to_dense(), w)
+        if job["out_dims"] is None and job["in_dims"] is None:
+            trunc = err
+        else:
+            plain = MPO.from_dense(w)
+            plain.truncate(max_bond=max_bond, cutoff=cut)
+            trunc = _rel_error(plain.to_dense(), w)
+        pay["mpo"] = mpo
+        pay["bonds"] = [int(c.shape[-1]) for c in mpo.cores[:-1]]
+        pay["circuit"] = {"layers_out": 0, "layers_in": 0, "two_qubit_gates": 0,
+                          "depth_out": 0, "depth_in": 0}
+    else:
+        d_out, d_in = job["layers"]
+        # a side with fewer than two qubits has no room for a 2-qubit gate
+        lo = d_out if _qubits(w.shape[0]) >= 2 else 0
+        li = d_in if _qubits(w.shape[1]) >= 2 else 0
+        res = disentangle(w, lo, li, max_bond, **job["opts"])
+        err = _rel_error(res.to_dense(), w)
+        plain = MPO.from_dense(w)
+        plain.truncate(max_bond=max_bond)
+        trunc = _rel_error(plain.to_dense(), w)
+        pay["result"] = res
+        pay["layers"] = (lo, li)
+        pay["bonds"] = [int(c.shape[-1]) for c in res.M.cores[:-1]]
+        pay["circuit"] = {"layers_out": res.U.layers, "layers_in": res.V.layers,
+                          "two_qubit_gates": res.U.num_gates + res.V.num_gates,
+                          "depth_out": res.U.depth, "depth_in": res.V.depth}
+    pay["weight_error"] = float(err)
+    pay["truncation_error"] = float(trunc)
+    pay["seconds"] = time.perf_counter() - t0
+    return pay
+
+
+def _worker_init() -> None:
+    """Worker processes use one BLAS / OpenMP thread each (the workers are the parallelism)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)
+
+
+def _run_jobs(jobs: list[dict[str, Any]], names: list[str], workers: int, bar: Any) -> list[dict[str, Any]]:
+    """:func:`_decompose` every job, in order; in ``workers`` spawned processes when > 1.
+
+    The work of a layer depends only on its weight and the options (seeded
+    starts, no shared state), so the payloads are the same bit for bit
+    whichever process computes them.
+    """
+    workers = min(workers, len(jobs))
+    if workers <= 1:
+        out = []
+        for name, job in zip(names, jobs, strict=True):
+            bar.set_postfix_str(name, refresh=False)
+            out.append(_decompose(job))
+            bar.update()
+        return out
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    # spawn, not fork: a forked child of a process with live torch / BLAS thread
+    # pools can deadlock
+    ctx = multiprocessing.get_context("spawn")
+    results: list[dict[str, Any] | None] = [None] * len(jobs)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
+        futures = {pool.submit(_decompose, job): i for i, job in enumerate(jobs)}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            results[i] = fut.result()
+            bar.set_postfix_str(names[i], refresh=False)
+            bar.update()
+    return [r for r in results if r is not None]
 
 
 # --------------------------------------------------------- corpus and MiniLM
@@ -888,6 +946,8 @@ def add_parser(subparsers: Any) -> None:
     c.add_argument("--restarts", type=int, default=2, help="random starts besides the identity (default 2)")
     c.add_argument("--refine", type=int, default=100, help="L-BFGS iterations per start (default 100)")
     c.add_argument("--seed", type=int, default=0, help="seed of the random starts (default 0)")
+    c.add_argument("--workers", type=int, default=1,
+                   help="processes decomposing layers at the same time (default 1; 0: one per CPU)")
     c.add_argument("--sentences", type=int, default=256,
                    help="minilm: standard-library sentences used to compare embeddings (default 256)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -1007,7 +1067,9 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     targets = _expand_targets(args.targets, model)
     new, reports = compress(model, targets, args.method, max_bond=args.bond, cutoff=args.cutoff,
                             layers=args.layers, sweeps=args.sweeps, restarts=args.restarts,
-                            refine=args.refine, seed=args.seed, progress=not args.no_progress)
+                            refine=args.refine, seed=args.seed,
+                            workers=None if args.workers == 0 else args.workers,
+                            progress=not args.no_progress)
     rows = [r.as_dict() for r in reports]
     print(format_table(rows, [("name", "layer", "s"), ("out_features", "out", "d"),
                               ("in_features", "in", "d"), ("params_before", "params", "d"),

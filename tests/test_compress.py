@@ -223,6 +223,54 @@ def test_float32_models_keep_their_dtype_and_qtnn_compress_is_callable():
     assert callable(module) and module.compress is compress
 
 
+def _same_bits(a, b):
+    """Two compressed models and their reports agree bit for bit (timings aside)."""
+    (ma, ra), (mb, rb) = a, b
+    sa, sb = ma.state_dict(), mb.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        assert sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]), k
+    for x, y in zip(ra, rb, strict=True):
+        dx, dy = x.as_dict(), y.as_dict()
+        dx.pop("seconds"), dy.pop("seconds")
+        assert dx == dy
+
+
+@pytest.mark.parametrize("method, opts", [
+    ("mpo", {"max_bond": 2}),
+    ("disentangle", {"max_bond": 1, "layers": (1, 2), "sweeps": 3, "restarts": 1, "refine": 10}),
+])
+def test_parallel_compression_equals_serial_bit_for_bit(method, opts):
+    # four layers of different shapes, one with a 2-feature side (a 1-qubit register)
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Linear(12, 20), nn.Tanh(), nn.Linear(20, 16), nn.ReLU(),
+                          nn.Linear(16, 7), nn.ReLU(), nn.Linear(7, 2)).double()
+    targets = ["0", "2", "4", "6"]
+    serial = compress(model, targets, method, workers=1, progress=False, **opts)
+    parallel = compress(model, targets, method, workers=2, progress=False, **opts)
+    _same_bits(serial, parallel)
+    x = x_in()
+    assert torch.equal(serial[0](x), parallel[0](x))
+    # more workers than layers, and one per CPU, change nothing either
+    _same_bits(serial, compress(model, targets, method, workers=None, progress=False, **opts))
+
+
+def test_workers_argument_is_checked():
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(QtnnError, match="workers"):
+            compress(mlp(), "0", workers=bad, progress=False)
+
+
+def test_disentangled_linear_from_linear_with_a_one_qubit_side():
+    torch.manual_seed(4)
+    lin = nn.Linear(16, 2).double()
+    layer = DisentangledLinear.from_linear(lin, 0, 2, 1, sweeps=2, restarts=0, refine=5)
+    assert layer.n_out == 1 and layer.U.layers == 0
+    w = dense_weight(layer, 16)
+    res = layer.report
+    np.testing.assert_allclose(w, res.to_dense(), rtol=0, atol=1e-12)
+
+
 def test_stdlib_corpus_and_agreement():
     s = stdlib_sentences(50)
     assert len(s) == len(set(s)) == 50 and s == stdlib_sentences(50)
@@ -283,6 +331,14 @@ def test_cli_compresses_a_hybrid_checkpoint_and_round_trips(tmp_path, capsys, hy
     assert res2["targets"] == []  # the hybrid has no nn.Linear left (features is a DisentangledLinear)
     res3 = run_cli(p.parse_args(["compress", str(path), "--list"]))
     assert res3["targets"] == ["features"]
+    # --workers: worker processes give the same figures
+    res4 = run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--method",
+                                 "disentangle", "--bond", "2", "--layers", "1,2", "--sweeps", "2",
+                                 "--restarts", "0", "--refine", "3", "--no-progress",
+                                 "--workers", "2"]))
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in res4["layers"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in res["layers"]]
+    assert res4["quality"] == res["quality"]
 
 
 def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):

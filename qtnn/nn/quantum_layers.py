@@ -298,6 +298,8 @@ class StaircaseGates(nn.Module):
         """Set the angles and dets from a real 2-qubit :class:`~qtnn.staircase.Staircase`."""
         from qtnn.staircase.magic import magic_angles
 
+        if staircase.n_qubits == self.n_qubits and staircase.layers == self.layers == 0:
+            return  # nothing to load; an empty staircase on 1 qubit has k = 1
         if staircase.n_qubits != self.n_qubits or staircase.layers != self.layers or staircase.k != 2:
             raise QtnnError(f"staircase has n_qubits={staircase.n_qubits}, layers={staircase.layers}, "
                             f"k={staircase.k}; expected {self.n_qubits}, {self.layers}, 2")
@@ -305,8 +307,6 @@ class StaircaseGates(nn.Module):
             raise QtnnError("staircase must use the ascending gate order")
         if staircase.is_complex:
             raise QtnnTypeError("only real (orthogonal) staircases can be loaded into StaircaseGates")
-        if self.layers == 0:
-            return
         ang, dets = magic_angles(staircase.gates)
         with torch.no_grad():
             self.angles.copy_(torch.as_tensor(ang, dtype=self.angles.dtype))
