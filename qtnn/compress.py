@@ -360,10 +360,13 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         qubits (every dim 2, zero-padded to powers of two).
     workers : int or None
         Processes that decompose layers at the same time (default 1: in this
-        process; ``None``: one per usable CPU).  Workers are spawned (one BLAS
-        thread each) and receive only the weights; the result is the same bit
-        for bit as with ``workers=1``.  Worth it for several large layers
-        (starting a worker costs about two seconds).
+        process; ``None``: one per usable CPU).  Workers are spawned and
+        receive only the weights; every decomposition runs with one BLAS
+        thread (in workers and in this process alike), so the result is the
+        same bit for bit for any ``workers``.  Worth it for several large
+        layers (starting a worker costs about two seconds).  Spawned workers
+        re-import the main script: call it under
+        ``if __name__ == "__main__":``.
     progress : bool
         Show a tqdm progress bar across layers.
 
@@ -497,6 +500,16 @@ def _decompose(job: dict[str, Any]) -> dict[str, Any]:
     (``"disentangle"``), the weight and truncation errors, the bonds, the
     circuit sizes and the seconds taken.
     """
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread here and in the workers: LAPACK's results can change in the last bits
+    # with the thread count (seen on 384 x 384 weights), and the result must not depend on
+    # ``workers``
+    with threadpool_limits(limits=1):
+        return _decompose_now(job)
+
+
+def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
     from qtnn.staircase import disentangle
     from qtnn.tn import MPO
 
@@ -564,18 +577,27 @@ def _run_jobs(jobs: list[dict[str, Any]], names: list[str], workers: int, bar: A
         return out
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     # spawn, not fork: a forked child of a process with live torch / BLAS thread
     # pools can deadlock
     ctx = multiprocessing.get_context("spawn")
     results: list[dict[str, Any] | None] = [None] * len(jobs)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-        futures = {pool.submit(_decompose, job): i for i, job in enumerate(jobs)}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            results[i] = fut.result()
-            bar.set_postfix_str(names[i], refresh=False)
-            bar.update()
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                 initializer=_worker_init) as pool:
+            futures = {pool.submit(_decompose, job): i for i, job in enumerate(jobs)}
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                bar.set_postfix_str(names[i], refresh=False)
+                bar.update()
+    except BrokenProcessPool as exc:
+        raise QtnnError(
+            f"workers={workers}: a worker process died before finishing ({exc}). Spawned workers "
+            "re-import the main script: a script that calls compress(..., workers>1) must run "
+            "it under `if __name__ == \"__main__\":`; otherwise the worker ran out of memory or "
+            "was killed. workers=1 computes the same result in this process.") from exc
     return [r for r in results if r is not None]
 
 

@@ -255,6 +255,36 @@ def test_parallel_compression_equals_serial_bit_for_bit(method, opts):
     _same_bits(serial, compress(model, targets, method, workers=None, progress=False, **opts))
 
 
+def test_parallel_equals_serial_where_blas_threads_change_the_bits():
+    # multithreaded LAPACK gives other last bits than one thread on a 384 x 384 SVD
+    # (measured); compress pins one BLAS thread everywhere so workers do not matter
+    torch.manual_seed(6)
+    model = nn.Sequential(nn.Linear(384, 384), nn.Linear(384, 96)).double()
+    serial = compress(model, ["0", "1"], workers=1, progress=False)
+    parallel = compress(model, ["0", "1"], workers=2, progress=False)
+    _same_bits(serial, parallel)
+
+
+def test_a_broken_worker_pool_is_a_clear_error(monkeypatch):
+    import concurrent.futures
+
+    import qtnn.compress as qc
+
+    class Broken:
+        def __init__(self, *a, **k):
+            pass
+
+        def __enter__(self):
+            raise concurrent.futures.process.BrokenProcessPool("boom")
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Broken)
+    with pytest.raises(QtnnError, match=r"workers=2: .*__main__"):
+        qc.compress(mlp(), ["0", "2"], workers=2, progress=False)
+
+
 def test_workers_argument_is_checked():
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(QtnnError, match="workers"):
