@@ -102,6 +102,7 @@ def _staircase_kernel() -> Any:
         return _KERNEL
     from torch.autograd.function import once_differentiable
 
+    from qtnn.staircase._mpsops import single_threaded_blas
     from qtnn.staircase.magic import magic_gates_fast as magic_gates
 
     class StaircaseReference(torch.autograd.Function):
@@ -119,11 +120,12 @@ def _staircase_kernel() -> Any:
                 gates, shifted = magic_gates(a, dets), None
             s = x.detach().cpu().numpy().astype(np.float64, copy=False)
             b = s.shape[0]
-            ops = _fused_ops(gates, n, fuse=b * 2**n >= FUSE_MIN_ENTRIES)
             states = []
-            for j, f, _ in ops:
-                states.append(s)
-                s = _apply_block(f, s, b * 2**j)
+            with single_threaded_blas():  # small GEMMs: threads would fight torch's
+                ops = _fused_ops(gates, n, fuse=b * 2**n >= FUSE_MIN_ENTRIES)
+                for j, f, _ in ops:
+                    states.append(s)
+                    s = _apply_block(f, s, b * 2**j)
             ctx.save_for_backward(angles)
             ctx.stash = (shifted, gates, ops, states, x.dtype, x.device)
             return torch.from_numpy(s).to(dtype=x.dtype, device=x.device)
@@ -135,17 +137,18 @@ def _staircase_kernel() -> Any:
             g = gy.detach().cpu().numpy().astype(np.float64, copy=False)
             b = g.shape[0]
             d_gates = np.zeros_like(gates)
-            for (j, f, members), s_in in zip(reversed(ops), reversed(states), strict=False):
-                d_f = _outer_block(g, s_in, b * 2**j, f.shape[0])
-                if len(members) == 1:
-                    d_gates[members[0]] = d_f
-                else:  # f = p q, p = I2 (x) G2, q = G1 (x) I2: split dL/df between the gates
-                    (l1, j1), (l2, j2), p, q = members
-                    d_p = d_f @ q.T
-                    d_q = p.T @ d_f
-                    d_gates[l2, j2] = np.einsum("iaib->ab", d_p.reshape(2, 4, 2, 4))
-                    d_gates[l1, j1] = np.einsum("aibi->ab", d_q.reshape(4, 2, 4, 2))
-                g = _apply_block(f.T, g, b * 2**j)
+            with single_threaded_blas():
+                for (j, f, members), s_in in zip(reversed(ops), reversed(states), strict=False):
+                    d_f = _outer_block(g, s_in, b * 2**j, f.shape[0])
+                    if len(members) == 1:
+                        d_gates[members[0]] = d_f
+                    else:  # f = p q, p = I2 (x) G2, q = G1 (x) I2: split dL/df between the gates
+                        (l1, j1), (l2, j2), p, q = members
+                        d_p = d_f @ q.T
+                        d_q = p.T @ d_f
+                        d_gates[l2, j2] = np.einsum("iaib->ab", d_p.reshape(2, 4, 2, 4))
+                        d_gates[l1, j1] = np.einsum("aibi->ab", d_q.reshape(4, 2, 4, 2))
+                    g = _apply_block(f.T, g, b * 2**j)
             d_angles = 0.5 * np.einsum("lgab,lgkab->lgk", d_gates, shifted)
             gx = torch.from_numpy(g).to(dtype=dtype, device=dev) if ctx.needs_input_grad[0] else None
             ga = (torch.from_numpy(d_angles).to(dtype=ctx.saved_tensors[0].dtype,
@@ -160,8 +163,10 @@ def _staircase_kernel() -> Any:
 _KERNEL: Any = None
 
 #: Fuse neighbouring gates into 3-qubit blocks once the batch of states has this
-#: many entries (measured: 2x faster at n=10, batch 64; slower for tiny states).
-FUSE_MIN_ENTRIES = 16384
+#: many entries.  Measured (2-core CPU, forward+backward, 2 layers): fused is 1.6x
+#: faster at n=10 and 1.2x at n=8 (batch 64), 1.4-1.7x at batch 512, and equal at
+#: n=4, now that narrow blocks run as one GEMM: always fuse.
+FUSE_MIN_ENTRIES = 0
 
 #: Row 0: the angles; rows 1-6: each angle shifted by pi (dG/d(alpha_k) = G(alpha + pi e_k) / 2).
 _SHIFTS = np.vstack([np.zeros(6), np.pi * np.eye(6)])
@@ -176,37 +181,57 @@ def _fused_ops(gates: np.ndarray, n: int, fuse: bool = True) -> list[tuple[int, 
     passes over the state is what matters at larger ``n``, where each pass is
     memory-bound (``fuse=False`` keeps single gates, cheaper for small states).
     """
-    eye = np.eye(2)
+    d, g = gates.shape[:2]
+    if not fuse or g < 2:
+        return [(j, gates[layer, j], ((layer, j),)) for layer in range(d) for j in range(g)]
+    # every pair (2i, 2i+1) of every layer at once: q = G_2i (x) I2, p = I2 (x) G_2i+1
+    m = g // 2
+    q = np.einsum("...ab,cd->...acbd", gates[:, 0:2 * m:2], _EYE2).reshape(d, m, 8, 8)
+    p = np.einsum("cd,...ab->...cadb", _EYE2, gates[:, 1:2 * m:2]).reshape(d, m, 8, 8)
+    f = p @ q
     ops: list[tuple[int, np.ndarray, tuple]] = []
-    for layer in range(gates.shape[0]):
-        j = 0
-        while j < n - 1:
-            if fuse and j + 1 < n - 1:
-                p, q = np.kron(eye, gates[layer, j + 1]), np.kron(gates[layer, j], eye)
-                ops.append((j, p @ q, ((layer, j), (layer, j + 1), p, q)))
-                j += 2
-            else:
-                ops.append((j, gates[layer, j], ((layer, j),)))
-                j += 1
+    for layer in range(d):
+        ops += [(2 * i, f[layer, i], ((layer, 2 * i), (layer, 2 * i + 1), p[layer, i], q[layer, i]))
+                for i in range(m)]
+        if g % 2:  # an odd number of gates: the last one alone
+            ops.append((g - 1, gates[layer, g - 1], ((layer, g - 1),)))
     return ops
+
+
+_EYE2 = np.eye(2)
+
+
+#: A block whose trailing axis (``m x rest``) is at most this wide is applied as one
+#: GEMM with ``kron(block, I_rest)``: more flops, but one well-shaped product
+#: instead of ``lead`` tiny ones (measured 3-7x faster for ``rest`` = 2, 4).
+_KRON_WIDTH = 16
+
+
+def _kron_rest(block: np.ndarray, rest: int) -> np.ndarray:
+    """``K`` with ``x.reshape(-1, m * rest) @ K`` = ``block`` on axis 1 of ``x`` as ``(lead, m, rest)``."""
+    m = block.shape[0]
+    return np.einsum("ab,rs->bras", block, np.eye(rest)).reshape(m * rest, m * rest)
 
 
 def _apply_block(block: np.ndarray, s: np.ndarray, lead: int) -> np.ndarray:
     """``block`` (``m x m``) on axis 1 of ``s`` viewed as ``(lead, m, rest)``; returns ``(batch, -1)``."""
     b = s.shape[0]
     m = block.shape[0]
-    x = s.reshape(lead, m, -1)
-    if x.shape[2] == 1:  # the block ends on the last qubit: one GEMM
-        return (x.reshape(lead, m) @ block.T).reshape(b, -1)
-    return np.matmul(block, x).reshape(b, -1)
+    rest = s.size // (lead * m)
+    if rest == 1:  # the block ends on the last qubit: one GEMM
+        return (s.reshape(lead, m) @ np.ascontiguousarray(block.T)).reshape(b, -1)
+    if m * rest <= _KRON_WIDTH:
+        return (s.reshape(-1, m * rest) @ _kron_rest(block, rest)).reshape(b, -1)
+    return np.matmul(block, s.reshape(lead, m, rest)).reshape(b, -1)
 
 
 def _outer_block(g: np.ndarray, s: np.ndarray, lead: int, m: int) -> np.ndarray:
     """``sum_{l,r} g[l, a, r] s[l, b, r]`` for both viewed as ``(lead, m, rest)``.
 
     The fastest formulation depends on the shape (measured, 2-core CPU): one
-    GEMM when ``rest == 1``; transposed copies and one GEMM for small arrays
-    or short rows; batched products summed over ``lead`` for long rows;
+    GEMM when ``rest == 1``; one GEMM over rows of ``m * rest`` and the trace
+    over ``rest`` when that is narrow; transposed copies and one GEMM for small
+    arrays or short rows; batched products summed over ``lead`` for long rows;
     ``tensordot`` otherwise.
     """
     g3 = g.reshape(lead, m, -1)
@@ -214,6 +239,9 @@ def _outer_block(g: np.ndarray, s: np.ndarray, lead: int, m: int) -> np.ndarray:
     rest = g3.shape[2]
     if rest == 1:
         return g3.reshape(lead, m).T @ s3.reshape(lead, m)
+    if m * rest <= _KRON_WIDTH:
+        full = g.reshape(-1, m * rest).T @ s.reshape(-1, m * rest)
+        return np.einsum("arbr->ab", full.reshape(m, rest, m, rest))
     if g3.size <= 16384 or 4 <= rest <= 8:
         return g3.transpose(1, 0, 2).reshape(m, -1) @ s3.transpose(1, 0, 2).reshape(m, -1).T
     if rest >= 16:

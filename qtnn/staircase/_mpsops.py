@@ -43,15 +43,22 @@ def single_threaded_blas() -> Iterator[None]:
     threading them gains little and, when the cores are shared with other
     work, costs up to an order of magnitude (measured: QR of 256 x 256 took
     35 ms with two OpenBLAS threads on a busy 2-core machine, 5 ms with one).
-    Without ``threadpoolctl`` this does nothing.
+    The same holds for the reference kernel of the quantum layers, whose small
+    GEMMs otherwise wake OpenBLAS threads that then compete with torch's
+    (measured 10x slower at 10 qubits).  The controller is built once per
+    process (``threadpool_limits`` rescans the loaded libraries on every call,
+    about 0.25 ms); entering the block costs about 8 us.
     """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - optional
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
         yield
-        return
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+
+
+_BLAS_CONTROLLER: Any = None
 
 
 # ---------------------------------------------------------------- basics
