@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,17 @@ from typing import IO, Any
 __all__ = ["atomic_open", "write_json"]
 
 _MODES = ("w", "wb", "wt")
+
+
+def _umask() -> int:
+    """The process umask: from ``/proc`` on Linux (thread-safe), else set and restored at once."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -51,6 +63,10 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
         os.unlink(tmp)
         raise QtnnError(f"path {os.fspath(path)!r} is a directory, not a file")
     try:
+        # mkstemp makes the file 0600; give it the permissions a plain open() would
+        # (or those of the file it replaces)
+        with contextlib.suppress(OSError):
+            os.chmod(fd, stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()

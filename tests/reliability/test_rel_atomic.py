@@ -248,3 +248,21 @@ def test_failed_catalogue_build_leaves_the_catalogue_intact(tmp_path, monkeypatc
     assert [r["file"] for r in manifest["circuits"]] == ["heisenberg_n8_D1.qasm"]
     assert (out / "heisenberg_n8_D1.qasm").read_text().startswith("OPENQASM 3.0;")
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "heisenberg_n8_D1.qasm", "manifest.json"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    import stat
+
+    from qtnn.io import write_json
+
+    def mode(p):
+        return stat.S_IMODE(os.stat(p).st_mode)
+
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    new = tmp_path / "new.json"
+    write_json(new, {"a": 1})  # a new file: 0666 & ~umask, like open(), not mkstemp's 0600
+    assert mode(new) == mode(plain)
+    os.chmod(new, 0o640)
+    write_json(new, {"a": 2})  # a replaced file keeps its permissions
+    assert mode(new) == 0o640 and json.loads(new.read_text()) == {"a": 2}
