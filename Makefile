@@ -24,7 +24,7 @@ test: lint
 
 ## static checks: ruff (style, imports, likely bugs) and mypy (types)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check qtnn
+	$(VENV)/bin/ruff check qtnn tests examples
 	$(VENV)/bin/mypy qtnn
 
 ## open the educational notebooks in JupyterLab (installs it into .venv on first use)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'on a line':>9}")
     for r in res["staircase"]:
         print(f"{r['n']:>3} {r['layers']:>2} {r['backend']:<16} {r['fidelity']:>9.6f} "
-              f"{r['two_qubit_gates']:>5} {r['depth']:>6} {r['swaps']:>5} {str(r['on_line']):>9}")
+              f"{r['two_qubit_gates']:>5} {r['depth']:>6} {r['swaps']:>5} {r['on_line']!s:>9}")
     print("dense unitary:")
     for r in res["dense"]:
         extra = (f"depth {r['depth']}, {r['swaps']} SWAPs" if r["kind"] == "measured"

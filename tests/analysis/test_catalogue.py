@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("qiskit_qasm3_import")
 
-from qtnn import QtnnError  # noqa: E402
-from qtnn.analysis import catalogue  # noqa: E402
-from qtnn.analysis.export import load_qasm  # noqa: E402
+from qtnn import QtnnError
+from qtnn.analysis import catalogue
+from qtnn.analysis.export import load_qasm
 
 ROOT = Path(__file__).resolve().parents[2]
 CIRCUITS = ROOT / "circuits"

@@ -9,15 +9,14 @@ import pytest
 
 pytest.importorskip("qiskit_ibm_runtime")
 
-from qiskit import QuantumCircuit  # noqa: E402
-from qiskit.synthesis import qs_decomposition  # noqa: E402
+from qiskit import QuantumCircuit
+from qiskit.synthesis import qs_decomposition
 
-from qtnn import QtnnError  # noqa: E402
-from qtnn._ibm import fake_backend  # noqa: E402
-from qtnn.analysis import (dense_baseline, depth_report, depth_sweep, plot_depth_sweep,  # noqa: E402
-                           qsd_cx_count)
-from qtnn.staircase import Staircase, encode_mps, heisenberg_ground_state  # noqa: E402
-from qtnn.tn import MPO  # noqa: E402
+from qtnn import QtnnError
+from qtnn._ibm import fake_backend
+from qtnn.analysis import dense_baseline, depth_report, depth_sweep, plot_depth_sweep, qsd_cx_count
+from qtnn.staircase import Staircase, encode_mps, heisenberg_ground_state
+from qtnn.tn import MPO
 
 
 def _proper(c: Staircase) -> Staircase:

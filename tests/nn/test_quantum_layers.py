@@ -10,8 +10,6 @@ from qtnn.nn import DisentangledLinear, QuantumHead, QuantumStaircase
 from qtnn.nn.quantum_layers import StaircaseGates, circuit_matrix
 from qtnn.staircase import Staircase, disentangle
 
-
-
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 

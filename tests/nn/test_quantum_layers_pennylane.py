@@ -8,7 +8,6 @@ from qtnn import QtnnError
 from qtnn.nn import DisentangledLinear, QuantumHead, QuantumStaircase
 from qtnn.quantum import device
 
-
 pytestmark = pytest.mark.usefixtures("float64_default")
 
 

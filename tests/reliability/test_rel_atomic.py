@@ -68,7 +68,7 @@ def test_kill_in_the_middle_of_a_checkpoint_write_keeps_the_previous_one(tmp_pat
     back = load_checkpoint(path)                  # the previous checkpoint, whole
     assert back["epoch"] == 1 and torch.equal(back["w"], torch.full((1000,), 1.0))
     (partial,) = [p for p in tmp_path.iterdir() if p.name.startswith(".ck.pt.") and p.suffix == ".tmp"]
-    assert 0 < partial.stat().st_size                 # the half-written temporary file ...
+    assert partial.stat().st_size > 0                 # the half-written temporary file ...
     with pytest.raises(QtnnError, match="not a readable qtnn checkpoint"):
         load_checkpoint(partial)                      # ... is never mistaken for a checkpoint
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from _harness import (
-    ABSURD,
     HUGE,
     NAN_INF,
     NOT_ARRAY,

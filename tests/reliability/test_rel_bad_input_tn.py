@@ -16,9 +16,9 @@ from _harness import (
     Case,
     negative,
     non_positive,
+    path_names,
     unknown,
     with_nonfinite,
-    path_names,
     wrong_shape,
 )
 from hypothesis import given, settings

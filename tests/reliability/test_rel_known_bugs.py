@@ -39,13 +39,12 @@ def _in_child(fn, seconds: float = 4.0) -> str:
     os.close(w)
     t0 = time.monotonic()
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
+        done, _ = os.waitpid(pid, os.WNOHANG)
         if done:
             break
         if time.monotonic() - t0 > seconds + 10:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-            status = -1
             break
         time.sleep(0.02)
     out = os.read(r, 200).decode()
