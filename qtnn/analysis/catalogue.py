@@ -331,20 +331,30 @@ def _differences(old: dict[str, Any], new: dict[str, Any], old_dir: Path, new_di
         for k in sorted(set(a) | set(b)):
             if not _same_value(a.get(k), b.get(k)):
                 problems.append(f"{f}: field {k!r} committed {a.get(k)!r}, generated {b.get(k)!r}")
+        # A disentangled layer is the optimum of a non-convex fit: round-off in its input
+        # (the trained weight, itself compared to NUMBER_TOL) moves its angles and residual
+        # by ~1e-7..1e-5 with the same fidelity.  Its circuit and residual are compared by
+        # structure, its quality by the manifest figures above; verify_catalogue checks
+        # that the committed files reach those figures.
+        optimised = n_rows[f].get("kind") == "disentangled_layer"
         for name in [f] + [n_rows[f][k] for k in ("gates_file", "weight_file", "residual_file")
                            if k in n_rows[f]]:
             po, pn = old_dir / name, new_dir / name
             if not po.exists():
                 problems.append(f"{name}: missing from {old_dir}")
                 continue
+            by_structure = optimised and name != n_rows[f].get("weight_file")
             if name.endswith(".qasm"):
-                if not _same_text(po.read_text(), pn.read_text()):
+                a_text, b_text = po.read_text(), pn.read_text()
+                same = (_NUM.sub("#", a_text) == _NUM.sub("#", b_text) if by_structure
+                        else _same_text(a_text, b_text))
+                if not same:
                     problems.append(f"{name}: the committed circuit differs from the generated one")
             else:
                 with np.load(po, allow_pickle=False) as da, np.load(pn, allow_pickle=False) as db:
                     if set(da.files) != set(db.files) or any(
-                            da[k].shape != db[k].shape
-                            or (da[k].dtype.kind in "fc"
+                            da[k].shape != db[k].shape or da[k].dtype != db[k].dtype
+                            or (not by_structure and da[k].dtype.kind in "fc"
                                 and not np.allclose(da[k], db[k], rtol=0, atol=NUMBER_TOL))
                             or (da[k].dtype.kind not in "fc" and not np.array_equal(da[k], db[k]))
                             for k in da.files):
@@ -372,8 +382,10 @@ def check_catalogue(directory: str | os.PathLike[str] = "circuits", *, progress:
     Raises
     ------
     QtnnError
-        Listing every difference (numbers may differ by :data:`NUMBER_TOL`),
-        and saying how to rebuild.
+        Listing every difference (numbers may differ by :data:`NUMBER_TOL`;
+        the circuits and residual of a disentangled layer, the optimum of a
+        non-convex fit, are compared by their gates, shapes and manifest
+        figures), and saying how to rebuild.
 
     Examples
     --------

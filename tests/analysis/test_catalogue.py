@@ -97,3 +97,47 @@ def test_small_numeric_noise_is_tolerated():
     assert catalogue._same_text(a, "rz(0.123456790) q[0];\ncx q[0], q[1];")
     assert not catalogue._same_text(a, "rz(0.1235) q[0];\ncx q[0], q[1];")
     assert not catalogue._same_text(a, "ry(0.123456789) q[0];\ncx q[0], q[1];")
+
+
+def test_the_disentangled_layer_is_compared_by_structure_and_figures(tmp_path):
+    # its angles are the optimum of a non-convex fit and move with round-off in the trained
+    # weight; the catalogue check must not fail a machine for that, but must catch changes
+    # of the circuit's gates, the residual's shapes, the weight itself or the figures
+    import re
+
+    copy = tmp_path / "c"
+    shutil.copytree(CIRCUITS, copy)
+    p = copy / "digits_features_U.qasm"
+    text = p.read_text()
+    nudged = re.sub(r"\d+\.\d{6,}", lambda m: f"{float(m.group()) + 1e-5:.15f}", text)
+    assert nudged != text
+    p.write_text(nudged)
+    with np.load(copy / "digits_features_M.npz", allow_pickle=False) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays["core_2"] = arrays["core_2"] + 1e-6
+    np.savez(copy / "digits_features_M.npz", **arrays)
+    catalogue.compare_catalogues(copy, CIRCUITS)  # same structure, same figures: no error
+
+    p.write_text(nudged.replace("cx q[4], q[5];", "cz q[4], q[5];", 1))
+    with pytest.raises(QtnnError, match="digits_features_U.qasm: the committed circuit differs"):
+        catalogue.compare_catalogues(copy, CIRCUITS)
+    p.write_text(nudged)
+    arrays["core_2"] = arrays["core_2"][..., :1]
+    np.savez(copy / "digits_features_M.npz", **arrays)
+    with pytest.raises(QtnnError, match="digits_features_M.npz: the committed arrays differ"):
+        catalogue.compare_catalogues(copy, CIRCUITS)
+    shutil.copy(CIRCUITS / "digits_features_M.npz", copy / "digits_features_M.npz")
+    with np.load(copy / "digits_features_W.npz", allow_pickle=False) as d:
+        w = {k: d[k] for k in d.files}
+    key = next(k for k, v in w.items() if v.dtype.kind == "f")
+    w[key] = w[key] + 1e-5  # the trained weight itself is compared by numbers
+    np.savez(copy / "digits_features_W.npz", **w)
+    with pytest.raises(QtnnError, match="digits_features_W.npz: the committed arrays differ"):
+        catalogue.compare_catalogues(copy, CIRCUITS)
+    shutil.copy(CIRCUITS / "digits_features_W.npz", copy / "digits_features_W.npz")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    row = next(r for r in manifest["circuits"] if r["file"] == "digits_features_U.qasm")
+    row["fidelity"] += 1e-4
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(QtnnError, match="digits_features_U.qasm: field 'fidelity'"):
+        catalogue.compare_catalogues(copy, CIRCUITS)
