@@ -179,7 +179,7 @@ def _fused_ops(gates: np.ndarray, n: int, fuse: bool = True) -> list[tuple[int, 
     ``f = (I2 (x) G_{j+1}) (G_j (x) I2)``.  Each entry is ``(first qubit,
     block matrix, member gate indices [and the two factors])``; halving the
     passes over the state is what matters at larger ``n``, where each pass is
-    memory-bound (``fuse=False`` keeps single gates, cheaper for small states).
+    memory-bound (``fuse=False`` keeps single gates; see :data:`FUSE_MIN_ENTRIES`).
     """
     d, g = gates.shape[:2]
     if not fuse or g < 2:
