@@ -460,11 +460,9 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
             if method == "mpo":
                 new: nn.Module = MPOLinear.from_mpo(pay["mpo"], bias, dtype=dtype, device=device)
             else:
-                lo, li = pay["layers"]
-                new = DisentangledLinear(in_f, out_f, lo, li, max_bond, bias=bias is not None,
-                                         dtype=dtype)
-                new._load(pay["result"], bias)
-                new = new.to(device)
+                res = pay["result"]
+                new = DisentangledLinear._from_result(res, in_f, out_f, res.U.layers, res.V.layers,
+                                                      max_bond, bias, dtype).to(device)
         slots = _slots(new_model, copied)
         if copied is new_model:  # the model itself is the target (name "")
             new_model = new
@@ -500,12 +498,12 @@ def _decompose(job: dict[str, Any]) -> dict[str, Any]:
     (``"disentangle"``), the weight and truncation errors, the bonds, the
     circuit sizes and the seconds taken.
     """
-    from threadpoolctl import threadpool_limits
+    from qtnn.staircase._mpsops import single_threaded_blas
 
     # one BLAS thread here and in the workers: LAPACK's results can change in the last bits
     # with the thread count (seen on 384 x 384 weights), and the result must not depend on
     # ``workers``
-    with threadpool_limits(limits=1):
+    with single_threaded_blas():
         return _decompose_now(job)
 
 
@@ -542,7 +540,6 @@ def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
         plain.truncate(max_bond=max_bond)
         trunc = _rel_error(plain.to_dense(), w)
         pay["result"] = res
-        pay["layers"] = (lo, li)
         pay["bonds"] = [int(c.shape[-1]) for c in res.M.cores[:-1]]
         pay["circuit"] = {"layers_out": res.U.layers, "layers_in": res.V.layers,
                           "two_qubit_gates": res.U.num_gates + res.V.num_gates,
@@ -551,13 +548,6 @@ def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
     pay["truncation_error"] = float(trunc)
     pay["seconds"] = time.perf_counter() - t0
     return pay
-
-
-def _worker_init() -> None:
-    """Worker processes use one BLAS / OpenMP thread each (the workers are the parallelism)."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=1)
 
 
 def _run_jobs(jobs: list[dict[str, Any]], names: list[str], workers: int, bar: Any) -> list[dict[str, Any]]:
@@ -584,8 +574,7 @@ def _run_jobs(jobs: list[dict[str, Any]], names: list[str], workers: int, bar: A
     ctx = multiprocessing.get_context("spawn")
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                                 initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {pool.submit(_decompose, job): i for i, job in enumerate(jobs)}
             for fut in as_completed(futures):
                 i = futures[fut]

@@ -690,9 +690,7 @@ class DisentangledLinear(_QuantumModule):
         dtype = dtype or torch.get_default_dtype()
         res = disentangle(mpo, out_layers, in_layers, max_bond, **kwargs)
         out_f, in_f = mpo.shape
-        layer = cls(in_f, out_f, out_layers, in_layers, max_bond, bias=bias is not None, dtype=dtype)
-        layer._load(res, bias)
-        return layer
+        return cls._from_result(res, in_f, out_f, out_layers, in_layers, max_bond, bias, dtype)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, out_layers: int, in_layers: int, max_bond: int,
@@ -710,9 +708,18 @@ class DisentangledLinear(_QuantumModule):
         if not np.all(np.isfinite(w)):
             raise QtnnError("linear.weight must be finite, got NaN or inf")
         res = disentangle(w, out_layers, in_layers, max_bond, **kwargs)
-        layer = cls(linear.in_features, linear.out_features, out_layers, in_layers, max_bond,
-                    bias=linear.bias is not None, dtype=linear.weight.dtype)
-        layer._load(res, None if linear.bias is None else linear.bias.detach())
+        return cls._from_result(res, linear.in_features, linear.out_features, out_layers, in_layers,
+                                max_bond, None if linear.bias is None else linear.bias.detach(),
+                                linear.weight.dtype)
+
+    @classmethod
+    def _from_result(cls, res: Any, in_features: int, out_features: int, out_layers: int,
+                     in_layers: int, max_bond: int, bias: Any, dtype: torch.dtype | None
+                     ) -> DisentangledLinear:
+        """A layer holding the result ``res`` of :func:`qtnn.staircase.disentangle` (and ``bias``)."""
+        layer = cls(in_features, out_features, out_layers, in_layers, max_bond,
+                    bias=bias is not None, dtype=dtype)
+        layer._load(res, bias)
         return layer
 
     def _load(self, res: Any, bias: Any) -> None:
