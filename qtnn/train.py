@@ -161,6 +161,9 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
     xtr, ytr = data[0], data[1]
     opt, gen, losses, start = _training_state(model, lr, seed, state)
     dev = _model_device(model)
+    # the label range once, checked against the class count at the first forward pass
+    # (not per batch: each check would be two device syncs on the hot path)
+    y_range = (int(ytr.min()), int(ytr.max())) if len(ytr) else None
     bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
     for done, epoch in enumerate(bar, start=1):
         model.train()
@@ -168,11 +171,13 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
         for idx in _batches(len(xtr), batch_size, gen):
             opt.zero_grad()
             logits = model(xtr[idx].to(dev))
-            labels = ytr[idx].to(dev)
-            if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[-1]):
-                raise QtnnError(f"labels (data[1]) must be class indices in [0, {logits.shape[-1]}), "
-                                f"got values from {int(labels.min())} to {int(labels.max())}")
-            loss = nn.functional.cross_entropy(logits, labels)
+            if y_range is not None:
+                if y_range[0] < 0 or y_range[1] >= logits.shape[-1]:
+                    raise QtnnError(f"labels (data[1]) must be class indices in [0, "
+                                    f"{logits.shape[-1]}), got values from {y_range[0]} to "
+                                    f"{y_range[1]}")
+                y_range = None
+            loss = nn.functional.cross_entropy(logits, ytr[idx].to(dev))
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
