@@ -122,7 +122,7 @@ def _staircase_kernel() -> Any:
             b = s.shape[0]
             states = []
             with single_threaded_blas():  # small GEMMs: threads would fight torch's
-                ops = _fused_ops(gates, n, fuse=b * 2**n >= FUSE_MIN_ENTRIES)
+                ops = _fused_ops(gates, fuse=b * 2**n >= FUSE_MIN_ENTRIES)
                 for j, f, _ in ops:
                     states.append(s)
                     s = _apply_block(f, s, b * 2**j)
@@ -172,7 +172,7 @@ FUSE_MIN_ENTRIES = 0
 _SHIFTS = np.vstack([np.zeros(6), np.pi * np.eye(6)])
 
 
-def _fused_ops(gates: np.ndarray, n: int, fuse: bool = True) -> list[tuple[int, np.ndarray, tuple]]:
+def _fused_ops(gates: np.ndarray, fuse: bool = True) -> list[tuple[int, np.ndarray, tuple]]:
     """The gates of every layer fused in neighbouring pairs into 3-qubit blocks.
 
     Gates ``j`` and ``j+1`` of a layer act in that order on qubits ``j..j+2``:
