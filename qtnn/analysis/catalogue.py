@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -287,14 +288,24 @@ _NUM = re.compile(r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?")
 
 
 def _same_text(a: str, b: str) -> bool:
-    """Equal up to numbers within :data:`NUMBER_TOL` (tokens otherwise identical)."""
+    """Equal QASM up to angles within :data:`NUMBER_TOL` modulo ``2 pi`` (tokens otherwise identical).
+
+    Every decimal number in the exported QASM is a rotation angle.  The
+    magic-basis angles of a gate are defined up to ``(A, B) -> (-A, -B)``
+    (:mod:`qtnn.staircase.magic`), and the choice jumps by ``2 pi`` in two
+    angles when round-off moves the gate across the rule's boundary (seen on
+    the trained head: 1e-9 in the gates, ``-1.3135`` vs ``4.9697`` in one
+    ``rz``).  A ``2 pi`` shift changes a rotation by a sign at most, i.e. the
+    circuit by a global phase of ``-1``.
+    """
     if a == b:
         return True
     if _NUM.sub("#", a) != _NUM.sub("#", b):
         return False
     xa = [float(t) for t in _NUM.findall(a)]
     xb = [float(t) for t in _NUM.findall(b)]
-    return len(xa) == len(xb) and all(abs(p - q) <= NUMBER_TOL for p, q in zip(xa, xb, strict=False))
+    return len(xa) == len(xb) and all(abs(math.remainder(p - q, 2 * math.pi)) <= NUMBER_TOL
+                                      for p, q in zip(xa, xb, strict=True))
 
 
 def _same_value(a: Any, b: Any) -> bool:
@@ -382,7 +393,8 @@ def check_catalogue(directory: str | os.PathLike[str] = "circuits", *, progress:
     Raises
     ------
     QtnnError
-        Listing every difference (numbers may differ by :data:`NUMBER_TOL`;
+        Listing every difference (numbers may differ by :data:`NUMBER_TOL`,
+        QASM angles modulo ``2 pi``;
         the circuits and residual of a disentangled layer, the optimum of a
         non-convex fit, are compared by their gates, shapes and manifest
         figures), and saying how to rebuild.

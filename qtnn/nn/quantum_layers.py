@@ -4,23 +4,24 @@ Each module runs on one of two backends, switchable at any time without
 touching the weights (:meth:`set_backend`):
 
 ``"reference"``
-    the classical contraction path: gates applied to the state vector in
-    torch (for ``n <= FUSE_QUBITS`` the circuit is first fused into its
-    ``2^n x 2^n`` matrix, so a batch costs one matmul), batched and
-    differentiable.  It is the reference every quantum result is tested
-    against and the fast path for training.
+    the classical contraction path: the staircase applied to the batch of
+    state vectors by one compiled kernel each way (:mod:`qtnn.staircase._jit`;
+    gates built from their angles, normalisation and readout included),
+    batched and differentiable.  It is the reference every quantum result is
+    tested against and the fast path for training.
 ``"pennylane"``
     QNodes on a :func:`qtnn.quantum.device` (exact simulators, Aer with or
     without shots, IBM device models, hardware).
 
 Real two-qubit gates are parametrised by their six magic-basis angles and a
 fixed determinant sign (:mod:`qtnn.staircase.magic`), so the same weights
-drive the fused matrix, one ``QubitUnitary`` per gate, or the native
+drive the compiled reference kernel, one ``QubitUnitary`` per gate, or the native
 parameter-shift-friendly decomposition.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -33,10 +34,7 @@ from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.nn.mpo_linear import _check_dtype
 
 __all__ = ["StaircaseGates", "QuantumStaircase", "DisentangledLinear", "QuantumHead",
-           "FUSE_QUBITS", "circuit_matrix"]
-
-#: Up to this many qubits the reference path fuses the circuit into one matrix.
-FUSE_QUBITS = 10
+           "circuit_matrix"]
 
 _BACKENDS = ("reference", "pennylane")
 
@@ -59,102 +57,76 @@ def circuit_matrix(gates: torch.Tensor, n_qubits: int, k: int = 2, *,
     """
     from qtnn.staircase import apply_gates
 
+    check_int("n_qubits", n_qubits, minimum=1)
+    check_alloc(f"the 2^{n_qubits} x 2^{n_qubits} circuit matrix (n_qubits={n_qubits})",
+                pow2(n_qubits) ** 2, hint="use fewer qubits")
     eye = torch.eye(2**n_qubits, dtype=gates.dtype, device=gates.device)
     if inverse:
         return apply_gates(eye, gates.flip(0).transpose(-1, -2), n_qubits, k, descending=True)
     return apply_gates(eye, gates, n_qubits, k)
 
 
-def _run_reference(x: torch.Tensor, gates: torch.Tensor, n: int, k: int, *,
-                   inverse: bool = False) -> torch.Tensor:
-    """``C x`` (or ``C^T x``) for a batch of rows, fused when that is cheaper."""
-    from qtnn.staircase import apply_gates
-
-    rows = x.reshape(-1, x.shape[-1])
-    if gates.shape[0] == 0:
-        return x
-    # fusing costs ~gates * 4^n (building the matrix) against ~gates * batch * 2^n per
-    # gate application, so it pays once the batch is about as large as the state
-    if n <= FUSE_QUBITS and rows.shape[0] >= 2**n:
-        out = rows @ circuit_matrix(gates, n, k, inverse=inverse)
-    elif inverse:
-        out = apply_gates(rows, gates.flip(0).transpose(-1, -2), n, k, descending=True)
-    else:
-        out = apply_gates(rows, gates, n, k)
-    return out.reshape(x.shape)
-
-
 def _staircase_kernel() -> Any:
     """The reference path of a magic-angle staircase as one autograd Function.
 
-    Forward applies the ``(D, n-1)`` gates to the batch in numpy, one
-    broadcast ``4 x 4`` matmul per gate (``x`` reshaped to ``(-1, 4, rest)``,
-    no transposes), keeping the state before every gate.  Backward runs the
-    gates' transposes in reverse, collecting ``dL/dG`` for each gate, and maps
-    them to the angles with the exact shift identity of rotation generators,
-    ``dG/d(alpha_k) = G(alpha + pi e_k) / 2`` (every angle enters through an
-    ``RZ`` or ``RY``).  A few dozen array operations per call instead of
-    hundreds of small autograd nodes: this is what makes the classical path
-    fast at small ``n``.
+    ``apply(x, angles, dets, n, probs, inverse, nonzero)`` runs the
+    ``(D, n-1, 6)``-angle staircase (``dets`` a float64 numpy array of the
+    gates' determinants) on the rows of ``x`` (``(batch, 2^n)``) and returns
+    ``C x`` or, with ``probs``, ``|C x|^2 / ||x||^2``; ``inverse`` runs ``C^T``
+    (gates transposed, last first); ``nonzero`` refuses all-zero rows.  The
+    whole circuit, gates built from the angles included, is one compiled call
+    each way (:mod:`qtnn.staircase._jit`): this is what makes the classical
+    path fast at small ``n``, where a step is dominated by per-call costs.
+    Gradients flow to ``x`` and the angles.
     """
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
     from torch.autograd.function import once_differentiable
 
-    from qtnn.staircase._mpsops import single_threaded_blas
-    from qtnn.staircase.magic import magic_gates_fast as magic_gates
+    from qtnn.staircase import _jit
+
+    def backward(ctx: Any, gy: torch.Tensor) -> Any:
+        xs, a, d, pos, state, r2, mode, inverse, n, dtype, dev = ctx.stash
+        (angles,) = ctx.saved_tensors
+        want_x, want_a = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        d_a, d_x = _jit.staircase_backward(np.ascontiguousarray(_as_numpy(gy)), state, r2, xs, a,
+                                           d, pos, inverse, n, mode, want_a, want_x)
+        ga = gx = None
+        if want_a:
+            d_a = np.ascontiguousarray(d_a[::-1]) if inverse else d_a
+            ga = _from_numpy(d_a.reshape(angles.shape), angles.dtype, angles.device)
+        if want_x:
+            gx = _from_numpy(d_x, dtype, dev)
+        return gx, ga, None, None, None, None, None
+
+    backward_once = once_differentiable(backward)
 
     class StaircaseReference(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, x: torch.Tensor, angles: torch.Tensor, dets: np.ndarray,
-                    n: int) -> torch.Tensor:
-            a = angles.detach().cpu().numpy().astype(np.float64, copy=False)
-            if not np.all(np.isfinite(a)):
+        def forward(ctx: Any, x: torch.Tensor, angles: torch.Tensor, dets: np.ndarray, n: int,
+                    probs: bool, inverse: bool, nonzero: bool) -> torch.Tensor:
+            a = _as_numpy(angles).reshape(-1, 6)
+            d = dets.reshape(-1)
+            pos = _gate_positions(n, a.shape[0] // max(n - 1, 1), inverse)
+            if inverse:
+                a, d = np.ascontiguousarray(a[::-1]), np.ascontiguousarray(d[::-1])
+            xs = np.ascontiguousarray(_as_numpy(x))
+            mode = _jit.MODE_PROBS if probs else _jit.MODE_STATE
+            out, state, r2, status = _jit.staircase_forward(xs, a, d, pos, inverse, n, mode)
+            if status & _jit.BAD_ANGLES:
                 raise QtnnError("the staircase angles must be finite, got NaN or inf")
-            if angles.requires_grad:
-                # the gates and their six shifted copies in one call: (D, G, 7, 4, 4)
-                both = magic_gates(a[..., None, :] + _SHIFTS, dets[..., None])
-                gates, shifted = both[..., 0, :, :], both[..., 1:, :, :]
-            else:
-                gates, shifted = magic_gates(a, dets), None
-            s = x.detach().cpu().numpy().astype(np.float64, copy=False)
-            b = s.shape[0]
-            states = []
-            with single_threaded_blas():  # small GEMMs: threads would fight torch's
-                ops = _fused_ops(gates, fuse=b * 2**n >= FUSE_MIN_ENTRIES)
-                for j, f, _ in ops:
-                    states.append(s)
-                    s = _apply_block(f, s, b * 2**j)
+            if nonzero and status & _jit.ZERO_ROW:
+                raise QtnnError("x must not contain all-zero rows (they cannot be amplitude-encoded)")
             ctx.save_for_backward(angles)
-            ctx.stash = (shifted, gates, ops, states, x.dtype, x.device)
-            return torch.from_numpy(s).to(dtype=x.dtype, device=x.device)
+            ctx.stash = (xs, a, d, pos, state, r2, mode, inverse, n, x.dtype, x.device)
+            return _from_numpy(out, x.dtype, x.device)
 
         @staticmethod
-        @once_differentiable
         def backward(ctx: Any, gy: torch.Tensor) -> Any:
-            shifted, gates, ops, states, dtype, dev = ctx.stash
-            g = gy.detach().cpu().numpy().astype(np.float64, copy=False)
-            b = g.shape[0]
-            d_gates = np.zeros_like(gates)
-            with single_threaded_blas():
-                for (j, f, members), s_in in zip(reversed(ops), reversed(states), strict=False):
-                    d_f = _outer_block(g, s_in, b * 2**j, f.shape[0])
-                    if len(members) == 1:
-                        d_gates[members[0]] = d_f
-                    else:  # f = p q, p = I2 (x) G2, q = G1 (x) I2: split dL/df between the gates
-                        (l1, j1), (l2, j2), p, q = members
-                        d_p = d_f @ q.T
-                        d_q = p.T @ d_f
-                        d_gates[l2, j2] = np.einsum("iaib->ab", d_p.reshape(2, 4, 2, 4))
-                        d_gates[l1, j1] = np.einsum("aibi->ab", d_q.reshape(4, 2, 4, 2))
-                    g = _apply_block(f.T, g, b * 2**j)
-            d_angles = 0.5 * np.einsum("lgab,lgkab->lgk", d_gates, shifted)
-            gx = torch.from_numpy(g).to(dtype=dtype, device=dev) if ctx.needs_input_grad[0] else None
-            ga = (torch.from_numpy(d_angles).to(dtype=ctx.saved_tensors[0].dtype,
-                                                device=ctx.saved_tensors[0].device)
-                  if ctx.needs_input_grad[1] else None)
-            return gx, ga, None, None
+            # once_differentiable (an error if a graph of this backward is ever differentiated)
+            # costs a few microseconds: only needed when the backward runs with grad mode on
+            return backward_once(ctx, gy) if torch.is_grad_enabled() else backward(ctx, gy)
 
     _KERNEL = StaircaseReference
     return _KERNEL
@@ -162,103 +134,50 @@ def _staircase_kernel() -> Any:
 
 _KERNEL: Any = None
 
-#: Fuse neighbouring gates into 3-qubit blocks once the batch of states has this
-#: many entries.  Measured (2-core CPU, forward+backward, 2 layers): fused is 1.6x
-#: faster at n=10 and 1.2x at n=8 (batch 64), 1.4-1.7x at batch 512, and equal at
-#: n=4, now that narrow blocks run as one GEMM: always fuse.
-FUSE_MIN_ENTRIES = 0
 
-#: Row 0: the angles; rows 1-6: each angle shifted by pi (dG/d(alpha_k) = G(alpha + pi e_k) / 2).
-_SHIFTS = np.vstack([np.zeros(6), np.pi * np.eye(6)])
-
-
-def _fused_ops(gates: np.ndarray, fuse: bool = True) -> list[tuple[int, np.ndarray, tuple]]:
-    """The gates of every layer fused in neighbouring pairs into 3-qubit blocks.
-
-    Gates ``j`` and ``j+1`` of a layer act in that order on qubits ``j..j+2``:
-    ``f = (I2 (x) G_{j+1}) (G_j (x) I2)``.  Each entry is ``(first qubit,
-    block matrix, member gate indices [and the two factors])``; halving the
-    passes over the state is what matters at larger ``n``, where each pass is
-    memory-bound (``fuse=False`` keeps single gates; see :data:`FUSE_MIN_ENTRIES`).
-    """
-    d, g = gates.shape[:2]
-    if not fuse or g < 2:
-        return [(j, gates[layer, j], ((layer, j),)) for layer in range(d) for j in range(g)]
-    # every pair (2i, 2i+1) of every layer at once: q = G_2i (x) I2, p = I2 (x) G_2i+1
-    m = g // 2
-    q = np.einsum("...ab,cd->...acbd", gates[:, 0:2 * m:2], _EYE2).reshape(d, m, 8, 8)
-    p = np.einsum("cd,...ab->...cadb", _EYE2, gates[:, 1:2 * m:2]).reshape(d, m, 8, 8)
-    f = p @ q
-    ops: list[tuple[int, np.ndarray, tuple]] = []
-    for layer in range(d):
-        ops += [(2 * i, f[layer, i], ((layer, 2 * i), (layer, 2 * i + 1), p[layer, i], q[layer, i]))
-                for i in range(m)]
-        if g % 2:  # an odd number of gates: the last one alone
-            ops.append((g - 1, gates[layer, g - 1], ((layer, g - 1),)))
-    return ops
+def _as_numpy(t: torch.Tensor) -> np.ndarray:
+    """A float64 numpy view (or copy) of a tensor, on the CPU."""
+    t = t.detach()
+    if t.dtype != torch.float64 or t.device.type != "cpu":
+        t = t.to("cpu", torch.float64)
+    return t.numpy()
 
 
-_EYE2 = np.eye(2)
+def _from_numpy(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A tensor of ``dtype`` on ``device`` from a float64 numpy array (no copy when it can)."""
+    t = torch.from_numpy(a)
+    return t if dtype == torch.float64 and device.type == "cpu" else t.to(dtype=dtype, device=device)
 
 
-#: A block whose trailing axis (``m x rest``) is at most this wide is applied as one
-#: GEMM with ``kron(block, I_rest)``: more flops, but one well-shaped product
-#: instead of ``lead`` tiny ones (measured 3-7x faster for ``rest`` = 2, 4).
-_KRON_WIDTH = 16
+@functools.lru_cache(maxsize=64)
+def _gate_positions(n: int, layers: int, inverse: bool) -> np.ndarray:
+    """First qubit of every gate in the order the gates act (read-only)."""
+    pos = np.tile(np.arange(max(n - 1, 0), dtype=np.int64), layers)
+    pos = np.ascontiguousarray(pos[::-1]) if inverse else pos
+    pos.setflags(write=False)
+    return pos
 
 
-def _kron_rest(block: np.ndarray, rest: int) -> np.ndarray:
-    """``K`` with ``x.reshape(-1, m * rest) @ K`` = ``block`` on axis 1 of ``x`` as ``(lead, m, rest)``."""
-    m = block.shape[0]
-    return np.einsum("ab,rs->bras", block, np.eye(rest)).reshape(m * rest, m * rest)
+def _run_staircase(x: torch.Tensor, gates: StaircaseGates, n: int, *, probs: bool = False,
+                   inverse: bool = False, nonzero: bool = False) -> torch.Tensor:
+    """``C x`` (``C^T x`` with ``inverse``; ``|C x|^2 / ||x||^2`` with ``probs``) for rows ``x``."""
+    if gates.layers == 0 or n < 2:
+        if nonzero and bool((x == 0).all(dim=-1).any()):
+            raise QtnnError("x must not contain all-zero rows (they cannot be amplitude-encoded)")
+        return x**2 / (x**2).sum(dim=-1, keepdim=True) if probs else x
+    return _staircase_kernel().apply(x, gates.angles, gates.dets_numpy(), n, probs, inverse, nonzero)
 
 
-def _apply_block(block: np.ndarray, s: np.ndarray, lead: int) -> np.ndarray:
-    """``block`` (``m x m``) on axis 1 of ``s`` viewed as ``(lead, m, rest)``; returns ``(batch, -1)``."""
-    b = s.shape[0]
-    m = block.shape[0]
-    rest = s.size // (lead * m)
-    if rest == 1:  # the block ends on the last qubit: one GEMM
-        return (s.reshape(lead, m) @ np.ascontiguousarray(block.T)).reshape(b, -1)
-    if m * rest <= _KRON_WIDTH:
-        return (s.reshape(-1, m * rest) @ _kron_rest(block, rest)).reshape(b, -1)
-    return np.matmul(block, s.reshape(lead, m, rest)).reshape(b, -1)
-
-
-def _outer_block(g: np.ndarray, s: np.ndarray, lead: int, m: int) -> np.ndarray:
-    """``sum_{l,r} g[l, a, r] s[l, b, r]`` for both viewed as ``(lead, m, rest)``.
-
-    The fastest formulation depends on the shape (measured, 2-core CPU): one
-    GEMM when ``rest == 1``; one GEMM over rows of ``m * rest`` and the trace
-    over ``rest`` when that is narrow; transposed copies and one GEMM for small
-    arrays or short rows; batched products summed over ``lead`` for long rows;
-    ``tensordot`` otherwise.
-    """
-    g3 = g.reshape(lead, m, -1)
-    s3 = s.reshape(lead, m, -1)
-    rest = g3.shape[2]
-    if rest == 1:
-        return g3.reshape(lead, m).T @ s3.reshape(lead, m)
-    if m * rest <= _KRON_WIDTH:
-        full = g.reshape(-1, m * rest).T @ s.reshape(-1, m * rest)
-        return np.einsum("arbr->ab", full.reshape(m, rest, m, rest))
-    if g3.size <= 16384 or 4 <= rest <= 8:
-        return g3.transpose(1, 0, 2).reshape(m, -1) @ s3.transpose(1, 0, 2).reshape(m, -1).T
-    if rest >= 16:
-        return np.matmul(g3, s3.transpose(0, 2, 1)).sum(axis=0)
-    return np.tensordot(g3, s3, axes=([0, 2], [0, 2]))
-
-
-def _probs_from_state(state: torch.Tensor, n: int, wires: tuple[int, ...]) -> torch.Tensor:
-    """Marginal probabilities of ``wires`` from (normalised) amplitudes, batched."""
-    p = (state.abs() ** 2 if state.is_complex() else state**2).reshape(-1, *([2] * n))
+def _marginal(p: torch.Tensor, n: int, wires: tuple[int, ...]) -> torch.Tensor:
+    """Marginal probabilities of ``wires`` (in that order) from the full distribution, batched."""
+    t = p.reshape(-1, *([2] * n))
     drop = [1 + w for w in range(n) if w not in wires]
     if drop:
-        p = p.sum(dim=drop)
+        t = t.sum(dim=drop)
     order = sorted(wires)
     if list(wires) != order:
-        p = p.permute(0, *[1 + order.index(w) for w in wires])
-    return p.reshape((*state.shape[:-1], 2 ** len(wires)))
+        t = t.permute(0, *[1 + order.index(w) for w in wires])
+    return t.reshape((*p.shape[:-1], 2 ** len(wires)))
 
 
 def _expval_from_probs(p: torch.Tensor, n: int) -> torch.Tensor:
@@ -309,6 +228,7 @@ class StaircaseGates(nn.Module):
             angles.uniform_(0.0, 2 * math.pi)
         self.angles = nn.Parameter(angles)
         self.register_buffer("dets", torch.ones(self.layers, g, dtype=torch.int8, device=device))
+        self._dets_cache: tuple[torch.Tensor, int, np.ndarray] | None = None
 
     @property
     def k(self) -> int:
@@ -321,6 +241,14 @@ class StaircaseGates(nn.Module):
         if self.layers == 0:
             return self.angles.new_zeros(0, max(self.n_qubits - 1, 0), 4, 4)
         return magic_gates(self.angles, self.dets.to(torch.float64).cpu().numpy())
+
+    def dets_numpy(self) -> np.ndarray:
+        """``dets`` as a float64 numpy array (cached until ``dets`` changes; do not modify)."""
+        cache = self._dets_cache
+        if cache is None or cache[0] is not self.dets or cache[1] != self.dets._version:
+            cache = (self.dets, self.dets._version, self.dets.to("cpu", torch.float64).numpy())
+            self._dets_cache = cache
+        return cache[2]
 
     def load_staircase(self, staircase: Any) -> None:
         """Set the angles and dets from a real 2-qubit :class:`~qtnn.staircase.Staircase`."""
@@ -501,6 +429,13 @@ class QuantumStaircase(_QuantumModule):
         x = _check_features(x, self.in_features)
         n = self.n_qubits
         xp = _pad(x, 2**n)
+        if self.backend == "reference" and self.encoding == "amplitude":
+            # one compiled call: normalisation, circuit and readout (C x = |x| C (x / |x|))
+            rows = xp if xp.ndim == 2 else xp.reshape(-1, 2**n)
+            probs = self.readout != "state"
+            y = _run_staircase(rows, self.circuit, n, probs=probs, nonzero=True)
+            y = y if xp.ndim == 2 else y.reshape(xp.shape)
+            return self._readout(y) if probs else y
         norm = xp.norm(dim=-1, keepdim=True)
         if torch.any(norm == 0):
             raise QtnnError("x must not contain all-zero rows (they cannot be amplitude-encoded)")
@@ -513,19 +448,20 @@ class QuantumStaircase(_QuantumModule):
             self.last_encoding_fidelity = getattr(qn, "last_fidelity", None)
             y = y.reshape((*x.shape[:-1], y.shape[-1])).to(x.dtype)
             return y * norm if self.readout == "state" else y
-        if self.encoding == "staircase":
-            xn = self._encode_reference(xn)
-        if self.circuit.layers == 0:
-            state = xn
-        else:
-            rows = xn.reshape(-1, 2**n)
-            dets = self.circuit.dets.cpu().numpy().astype(np.float64)
-            state = _staircase_kernel().apply(rows, self.circuit.angles, dets, n).reshape(xn.shape)
+        xn = self._encode_reference(xn)       # the prepared (approximate) states, normalised
+        state = _run_staircase(xn.reshape(-1, 2**n), self.circuit, n).reshape(xn.shape)
         if self.readout == "state":
             return state * norm
+        return self._readout(state**2)
+
+    def _readout(self, probs: torch.Tensor) -> torch.Tensor:
+        """``"probs"`` of the readout wires or ``"expval"`` from the full distribution."""
+        n = self.n_qubits
         if self.readout == "probs":
-            return _probs_from_state(state, n, self.readout_wires)
-        return _expval_from_probs(_probs_from_state(state, n, tuple(range(n))), n)
+            if self.readout_wires == tuple(range(n)):
+                return probs
+            return _marginal(probs, n, self.readout_wires)
+        return _expval_from_probs(probs, n)
 
 
 class QuantumHead(_QuantumModule):
@@ -660,9 +596,9 @@ class DisentangledLinear(_QuantumModule):
             m = self._apply_m(z)
             y = self._state_qnode("U", m)
         else:
-            z = _run_reference(xp, self.V.gates().to(xp.dtype), self.n_in, 2, inverse=True)
+            z = _run_staircase(xp, self.V, self.n_in, inverse=True)
             m = self._apply_m(z)
-            y = _run_reference(m, self.U.gates().to(m.dtype), self.n_out, 2)
+            y = _run_staircase(m, self.U, self.n_out)
         y = y[:, : self.out_features].reshape((*lead, self.out_features))
         return y + self.bias if self.bias is not None else y
 

@@ -99,6 +99,16 @@ def test_small_numeric_noise_is_tolerated():
     assert not catalogue._same_text(a, "ry(0.123456789) q[0];\ncx q[0], q[1];")
 
 
+def test_angles_are_compared_modulo_two_pi():
+    # the magic-basis angles of a gate jump by 2 pi when round-off crosses the (A, B) -> (-A, -B)
+    # choice; such circuits are the same up to a global phase of -1
+    a = "rz(-1.313503645773555) q[1];\nrz(2.0) q[0];"
+    assert catalogue._same_text(a, "rz(4.969681661406031) q[1];\nrz(2.0) q[0];")
+    assert catalogue._same_text(a, "rz(-7.596688952953141) q[1];\nrz(2.0) q[0];")
+    assert not catalogue._same_text(a, "rz(1.8280890078162383) q[1];\nrz(2.0) q[0];")   # + pi
+    assert not catalogue._same_text(a, "rz(4.9697) q[1];\nrz(2.0) q[0];")
+
+
 def test_the_disentangled_layer_is_compared_by_structure_and_figures(tmp_path):
     # its angles are the optimum of a non-convex fit and move with round-off in the trained
     # weight; the catalogue check must not fail a machine for that, but must catch changes

@@ -29,12 +29,12 @@ def test_circuit_matrix(inverse):
     np.testing.assert_allclose(R.T, ref, rtol=0, atol=1e-12)
 
 
-@pytest.mark.parametrize("fuse", [True, False])
-def test_quantum_staircase_state_equals_staircase_apply(monkeypatch, fuse):
-    monkeypatch.setattr(ql, "FUSE_QUBITS", 10 if fuse else 0)
+@pytest.mark.parametrize("n,batch", [(4, 6), (10, 70)])
+def test_quantum_staircase_state_equals_staircase_apply(n, batch):
+    # n=10: the kernel runs the batch in chunks of 32 rows (the last one partial)
     torch.manual_seed(0)
-    layer = QuantumStaircase(4, 3, in_features=13)
-    x = torch.randn(6, 13)
+    layer = QuantumStaircase(n, 3, in_features=2**n - 3)
+    x = torch.randn(batch, 2**n - 3)
     st = layer.circuit.to_staircase()
     ref = st.apply(np.pad(x.numpy(), ((0, 0), (0, 3))))
     np.testing.assert_allclose(layer(x).detach().numpy(), ref, rtol=0, atol=1e-12)
@@ -71,9 +71,10 @@ def test_gradcheck_reference_path():
     def f(a):
         with torch.no_grad():
             ang.copy_(a.detach())
+        from qtnn.staircase import apply_gates
         from qtnn.staircase.magic import magic_gates
         g = magic_gates(a, layer.circuit.dets.double().numpy())
-        return ql._run_reference(x.detach() / x.detach().norm(dim=-1, keepdim=True), g, 3, 2)
+        return apply_gates(x.detach() / x.detach().norm(dim=-1, keepdim=True), g, 3, 2)
 
     assert torch.autograd.gradcheck(f, (ang.detach().clone().requires_grad_(True),))
 
@@ -134,39 +135,102 @@ def test_bad_input(call, match):
         call()
 
 
-@pytest.mark.parametrize("fuse", [False, True])
-@pytest.mark.parametrize("n,layers", [(2, 1), (3, 2), (4, 1), (5, 3), (6, 2)])
-def test_reference_kernel_gradcheck_angles_and_input(monkeypatch, n, layers, fuse):
-    # the numpy kernel's analytic gradients (shift identity) against finite differences,
-    # with single gates and with gates fused in 3-qubit pairs
-    from qtnn.nn.quantum_layers import _staircase_kernel
+def _autograd_reference(x, angles, dets, n, probs, inverse):
+    """The kernel's result by plain torch autograd: magic gates, then one matmul per gate."""
+    from qtnn.staircase import apply_gates
+    from qtnn.staircase.magic import magic_gates
 
-    monkeypatch.setattr(ql, "FUSE_MIN_ENTRIES", 0 if fuse else 1 << 60)
+    g = magic_gates(angles, dets)
+    if inverse:
+        y = apply_gates(x, g.flip(0).transpose(-1, -2), n, 2, descending=True)
+    else:
+        y = apply_gates(x, g, n, 2)
+    return y**2 / (x**2).sum(dim=-1, keepdim=True) if probs else y
+
+
+@pytest.mark.parametrize("probs", [False, True])
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("n,layers", [(2, 1), (3, 2), (4, 1), (5, 3), (6, 2)])
+def test_reference_kernel_gradcheck_angles_and_input(n, layers, inverse, probs):
+    # the compiled kernel's analytic gradients (undoing each gate, shift identity for the
+    # angles) against finite differences
     torch.manual_seed(n)
     gates = StaircaseGates(n, layers, dtype=torch.float64)
     with torch.no_grad():
         gates.dets[0, 0] = -1  # include a det -1 gate
     x = torch.randn(3, 2**n, requires_grad=True)
     ang = gates.angles.detach().clone().requires_grad_(True)
-    dets = gates.dets.numpy().astype(np.float64)
-    kernel = _staircase_kernel()
-    assert torch.autograd.gradcheck(lambda xx, aa: kernel.apply(xx, aa, dets, n), (x, ang))
+    dets = gates.dets_numpy()
+    kernel = ql._staircase_kernel()
+    assert torch.autograd.gradcheck(
+        lambda xx, aa: kernel.apply(xx, aa, dets, n, probs, inverse, False), (x, ang))
 
 
-@pytest.mark.parametrize("fuse", [False, True])
-def test_reference_kernel_matches_autograd_path(monkeypatch, fuse):
-    from qtnn.nn.quantum_layers import _run_reference, _staircase_kernel
-
-    monkeypatch.setattr(ql, "FUSE_MIN_ENTRIES", 0 if fuse else 1 << 60)
+@pytest.mark.parametrize("probs", [False, True])
+@pytest.mark.parametrize("inverse", [False, True])
+@pytest.mark.parametrize("n,batch", [(7, 5), (10, 70)])
+def test_reference_kernel_matches_autograd_path(n, batch, inverse, probs):
+    # n=10, batch 70: chunks of 32 rows, the last one partial
     torch.manual_seed(9)
-    gates = StaircaseGates(7, 3, dtype=torch.float64)
+    gates = StaircaseGates(n, 3, dtype=torch.float64)
     with torch.no_grad():
         gates.dets[1, 2] = -1
-    x = torch.randn(5, 128)
-    dets = gates.dets.numpy().astype(np.float64)
-    y1 = _staircase_kernel().apply(x, gates.angles, dets, 7)
-    g1 = torch.autograd.grad((y1 * torch.arange(128.0)).sum(), gates.angles)[0]
-    y2 = _run_reference(x, gates.gates(), 7, 2)
-    g2 = torch.autograd.grad((y2 * torch.arange(128.0)).sum(), gates.angles)[0]
+    x = torch.randn(batch, 2**n, requires_grad=True)
+    w = torch.randn(batch, 2**n)
+    dets = gates.dets_numpy()
+    y1 = ql._staircase_kernel().apply(x, gates.angles, dets, n, probs, inverse, False)
+    g1 = torch.autograd.grad((y1 * w).sum(), (gates.angles, x))
+    y2 = _autograd_reference(x, gates.angles, dets, n, probs, inverse)
+    g2 = torch.autograd.grad((y2 * w).sum(), (gates.angles, x))
     torch.testing.assert_close(y1, y2, rtol=0, atol=1e-12)
-    torch.testing.assert_close(g1, g2, rtol=0, atol=1e-10)
+    torch.testing.assert_close(g1[0], g2[0], rtol=0, atol=1e-10 * batch)
+    torch.testing.assert_close(g1[1], g2[1], rtol=0, atol=1e-12)
+
+
+def test_reference_kernel_float32_and_second_backward():
+    # float32 in, float32 out (computed in float64); a retained graph can be differentiated twice
+    torch.manual_seed(3)
+    layer = QuantumStaircase(4, 2, readout="probs", dtype=torch.float32)
+    x = torch.rand(5, 16, dtype=torch.float32)
+    y = layer(x)
+    assert y.dtype == torch.float32
+    ref = _autograd_reference(x.double(), layer.circuit.angles.double(), layer.circuit.dets_numpy(),
+                              4, True, False)
+    torch.testing.assert_close(y.double(), ref, rtol=0, atol=1e-6)
+    loss = (y * torch.arange(16.0)).sum()
+    g1 = torch.autograd.grad(loss, layer.circuit.angles, retain_graph=True)[0]
+    g2 = torch.autograd.grad(loss, layer.circuit.angles)[0]
+    assert g1.dtype == torch.float32
+    torch.testing.assert_close(g1, g2, rtol=0, atol=0)
+
+
+def test_reference_kernel_refuses_double_differentiation():
+    torch.manual_seed(4)
+    layer = QuantumStaircase(3, 1, readout="probs")
+    x = torch.rand(2, 8, dtype=torch.float64)
+    g = torch.autograd.grad(layer(x).pow(2).sum(), layer.circuit.angles, create_graph=True)[0]
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        g.sum().backward()
+
+
+def test_dets_cache_follows_changes():
+    g = StaircaseGates(3, 2, dtype=torch.float64)
+    first = g.dets_numpy()
+    np.testing.assert_array_equal(first, np.ones((2, 2)))
+    with torch.no_grad():
+        g.dets[1, 0] = -1
+    np.testing.assert_array_equal(g.dets_numpy(), [[1, 1], [-1, 1]])
+    g.load_state_dict({"angles": g.angles.detach(), "dets": torch.ones(2, 2, dtype=torch.int8)})
+    np.testing.assert_array_equal(g.dets_numpy(), np.ones((2, 2)))
+    g.dets = torch.full((2, 2), -1, dtype=torch.int8)
+    np.testing.assert_array_equal(g.dets_numpy(), -np.ones((2, 2)))
+
+
+def test_reference_kernel_refuses_bad_angles_and_zero_rows():
+    layer = QuantumStaircase(3, 1, readout="probs", dtype=torch.float64)
+    with pytest.raises(QtnnError, match="all-zero rows"):
+        layer(torch.tensor([[1.0] * 8, [0.0] * 8], dtype=torch.float64))
+    with torch.no_grad():
+        layer.circuit.angles[0, 0, 2] = float("nan")
+    with pytest.raises(QtnnError, match="angles must be finite"):
+        layer(torch.rand(2, 8, dtype=torch.float64))
