@@ -244,9 +244,13 @@ class StaircaseGates(nn.Module):
 
     def dets_numpy(self) -> np.ndarray:
         """``dets`` as a float64 numpy array (cached until ``dets`` changes; do not modify)."""
+        try:
+            version = self.dets._version
+        except RuntimeError:  # an inference-mode tensor keeps no version counter: no cache
+            return self.dets.to("cpu", torch.float64).numpy()
         cache = self._dets_cache
-        if cache is None or cache[0] is not self.dets or cache[1] != self.dets._version:
-            cache = (self.dets, self.dets._version, self.dets.to("cpu", torch.float64).numpy())
+        if cache is None or cache[0] is not self.dets or cache[1] != version:
+            cache = (self.dets, version, self.dets.to("cpu", torch.float64).numpy())
             self._dets_cache = cache
         return cache[2]
 

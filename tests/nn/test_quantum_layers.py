@@ -224,6 +224,9 @@ def test_dets_cache_follows_changes():
     np.testing.assert_array_equal(g.dets_numpy(), np.ones((2, 2)))
     g.dets = torch.full((2, 2), -1, dtype=torch.int8)
     np.testing.assert_array_equal(g.dets_numpy(), -np.ones((2, 2)))
+    with torch.inference_mode():  # built under inference mode: no version counter, no cache
+        layer = QuantumStaircase(3, 1, readout="probs", dtype=torch.float64)
+        assert layer(torch.rand(2, 8, dtype=torch.float64)).shape == (2, 8)
 
 
 def test_reference_kernel_refuses_bad_angles_and_zero_rows():
