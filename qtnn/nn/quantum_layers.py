@@ -88,7 +88,7 @@ def _staircase_kernel() -> Any:
 
     def backward(ctx: Any, gy: torch.Tensor) -> Any:
         xs, a, d, pos, state, r2, mode, inverse, n, dtype, dev = ctx.stash
-        (angles,) = ctx.saved_tensors
+        angles, _ = ctx.saved_tensors   # (raises if either was modified in place since forward)
         want_x, want_a = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         d_a, d_x = _jit.staircase_backward(np.ascontiguousarray(_as_numpy(gy)), state, r2, xs, a,
                                            d, pos, inverse, n, mode, want_a, want_x)
@@ -118,7 +118,7 @@ def _staircase_kernel() -> Any:
                 raise QtnnError("the staircase angles must be finite, got NaN or inf")
             if nonzero and status & _jit.ZERO_ROW:
                 raise QtnnError("x must not contain all-zero rows (they cannot be amplitude-encoded)")
-            ctx.save_for_backward(angles)
+            ctx.save_for_backward(angles, x)  # xs and a may be views of their memory
             ctx.stash = (xs, a, d, pos, state, r2, mode, inverse, n, x.dtype, x.device)
             return _from_numpy(out, x.dtype, x.device)
 

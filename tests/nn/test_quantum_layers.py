@@ -229,6 +229,17 @@ def test_dets_cache_follows_changes():
         assert layer(torch.rand(2, 8, dtype=torch.float64)).shape == (2, 8)
 
 
+def test_reference_kernel_detects_inputs_modified_before_backward():
+    layer = QuantumStaircase(3, 1, readout="probs", dtype=torch.float64)
+    x = torch.rand(2, 8, dtype=torch.float64, requires_grad=True)
+    xx = x * 1.0
+    y = layer(xx).sum()
+    with torch.no_grad():
+        xx.mul_(2.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()
+
+
 def test_reference_kernel_refuses_bad_angles_and_zero_rows():
     layer = QuantumStaircase(3, 1, readout="probs", dtype=torch.float64)
     with pytest.raises(QtnnError, match="all-zero rows"):
