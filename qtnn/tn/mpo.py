@@ -358,7 +358,8 @@ def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int]) -> Any:
         xf = np.asarray(x).reshape(batch, shape[1])
         if n_in != shape[1]:
             xf = np.pad(xf, ((0, 0), (0, n_in - shape[1])))
-    plan = plan_mpo_apply(batch, [tuple(c.shape) for c in cores])
+    plan = plan_mpo_apply(batch, [tuple(c.shape) for c in cores],
+                          device_type=x.device.type if torch_mode else "cpu")
     y = execute_mpo_apply(plan, xf, cores)
     if n_out != shape[0]:
         y = y[:, : shape[0]]

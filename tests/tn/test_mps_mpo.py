@@ -8,7 +8,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qtnn import QtnnError
+from qtnn import QtnnError, QtnnTypeError
 from qtnn.tn import MPO, MPS, balanced_dims, tt_svd
 from qtnn.tn.contract import MPOApplyPlan, execute_mpo_apply, plan_mpo_apply
 
@@ -235,6 +235,39 @@ def test_plan_is_cached_and_cheap():
     assert p.strategy == "split"
     big = [(1, 8, 8, 64), (64, 8, 8, 512), (512, 8, 8, 64), (64, 8, 8, 1)]
     assert plan_mpo_apply(256, big).strategy == "dense"
+
+
+def test_gpu_plans_weigh_thin_products_more():
+    # measured on an H200 (qtnn/tn/contract.py): bond 16 at batch 4096 is faster dense on a GPU,
+    # bond 8 still split; the CPU keeps its own choice, and a GPU plan is still exact anywhere
+    b16 = [(1, 8, 8, 16), (16, 8, 8, 16), (16, 8, 8, 16), (16, 8, 8, 1)]
+    b8 = [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)]
+    assert plan_mpo_apply(4096, b16).strategy == "split"
+    assert plan_mpo_apply(4096, b16, device_type="cuda").strategy == "dense"
+    assert plan_mpo_apply(4096, b8, device_type="cuda").strategy == "split"
+    assert plan_mpo_apply(4096, b16, device_type="cuda") is plan_mpo_apply(4096, b16, device_type="mps")
+    with pytest.raises(QtnnTypeError, match="device_type must be a torch device type"):
+        plan_mpo_apply(4096, b16, device_type=None)
+
+
+def test_apply_uses_the_plan_of_the_tensors_device(monkeypatch):
+    # torch's "meta" device stands in for a GPU: shapes only, no data
+    import qtnn.tn.mpo as mpo_mod
+    from qtnn.nn import MPOLinear
+
+    seen = []
+    real = mpo_mod.plan_mpo_apply
+
+    def spy(batch, shapes, *, device_type="cpu"):
+        seen.append(device_type)
+        return real(batch, shapes, device_type=device_type)
+
+    monkeypatch.setattr(mpo_mod, "plan_mpo_apply", spy)
+    MPO.from_dense(np.eye(16)).apply(np.ones((2, 16)))
+    layer = MPOLinear(64, 64, 4, dtype=torch.float64)
+    layer(torch.ones(2, 64, dtype=torch.float64))
+    assert layer.to("meta")(torch.ones(2, 64, dtype=torch.float64, device="meta")).is_meta
+    assert seen == ["cpu", "cpu", "meta"]
 
 
 def test_apply_leading_shape_and_torch_grad(rng):
