@@ -248,3 +248,33 @@ def test_reference_kernel_refuses_bad_angles_and_zero_rows():
         layer.circuit.angles[0, 0, 2] = float("nan")
     with pytest.raises(QtnnError, match="angles must be finite"):
         layer(torch.rand(2, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("probs", [False, True])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_device_ops_path_equals_the_kernel(monkeypatch, probs, inverse):
+    # large batches on a GPU run as torch ops on the device; forced here on the CPU (the same
+    # code, measured on an H200), against the compiled kernel: values and gradients
+    torch.manual_seed(5)
+    gates = StaircaseGates(5, 2, dtype=torch.float64)
+    with torch.no_grad():
+        gates.dets[1, 3] = -1
+    x = torch.randn(7, 32, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 32, dtype=torch.float64)
+    results = []
+    for forced in (False, True):
+        monkeypatch.setattr(ql, "_device_ops", lambda x, n, forced=forced: forced)
+        y = ql._run_staircase(x, gates, 5, probs=probs, inverse=inverse, nonzero=True)
+        results.append((y, *torch.autograd.grad((y * w).sum(), (gates.angles, x))))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    with pytest.raises(QtnnError, match="all-zero rows"):
+        ql._run_staircase(torch.zeros(2, 32, dtype=torch.float64), gates, 5, probs=True, nonzero=True)
+
+
+def test_device_ops_only_for_large_batches_off_the_cpu():
+    n = 10
+    big = torch.empty(ql.GPU_OPS_MIN_ENTRIES // 2**n, 2**n, device="meta")
+    assert ql._device_ops(big, n)
+    assert not ql._device_ops(big[:-1], n)
+    assert not ql._device_ops(torch.empty(4096, 2**n), n)        # CPU tensors: the host kernel
