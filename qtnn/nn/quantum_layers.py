@@ -6,7 +6,8 @@ touching the weights (:meth:`set_backend`):
 ``"reference"``
     the classical contraction path: the staircase applied to the batch of
     state vectors by one compiled kernel each way (:mod:`qtnn.staircase._jit`;
-    gates built from their angles, normalisation and readout included),
+    gates built from their angles, normalisation and readout included; large
+    batches on a GPU run as torch ops there, :data:`GPU_OPS_MIN_ENTRIES`),
     batched and differentiable.  It is the reference every quantum result is
     tested against and the fast path for training.
 ``"pennylane"``
