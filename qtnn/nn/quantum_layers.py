@@ -56,15 +56,21 @@ def circuit_matrix(gates: torch.Tensor, n_qubits: int, k: int = 2, *,
     >>> bool(torch.allclose(R.T, torch.tensor(c.to_matrix()), atol=1e-12))
     True
     """
-    from qtnn.staircase import apply_gates
-
     check_int("n_qubits", n_qubits, minimum=1)
     check_alloc(f"the 2^{n_qubits} x 2^{n_qubits} circuit matrix (n_qubits={n_qubits})",
                 pow2(n_qubits) ** 2, hint="use fewer qubits")
     eye = torch.eye(2**n_qubits, dtype=gates.dtype, device=gates.device)
+    return _apply_circuit(eye, gates, n_qubits, k, inverse=inverse)
+
+
+def _apply_circuit(x: torch.Tensor, gates: torch.Tensor, n: int, k: int = 2, *,
+                   inverse: bool = False) -> torch.Tensor:
+    """``C x`` for rows ``x`` as torch ops (``C^T x`` with ``inverse``: gates transposed, last first)."""
+    from qtnn.staircase import apply_gates
+
     if inverse:
-        return apply_gates(eye, gates.flip(0).transpose(-1, -2), n_qubits, k, descending=True)
-    return apply_gates(eye, gates, n_qubits, k)
+        return apply_gates(x, gates.flip(0).transpose(-1, -2), n, k, descending=True)
+    return apply_gates(x, gates, n, k)
 
 
 def _staircase_kernel() -> Any:
@@ -186,13 +192,8 @@ def _run_staircase(x: torch.Tensor, gates: StaircaseGates, n: int, *, probs: boo
     if has_gates and not _device_ops(x, n):
         return _staircase_kernel().apply(x, gates.angles, gates.dets_numpy(), n, probs, inverse,
                                          nonzero)
-    y = x
-    if has_gates:
-        from qtnn.staircase import apply_gates
-
-        g = gates.gates().to(x.dtype)              # magic_gates: differentiable in the angles
-        y = (apply_gates(x, g.flip(0).transpose(-1, -2), n, 2, descending=True) if inverse
-             else apply_gates(x, g, n, 2))
+    # torch ops on x's device; magic_gates is differentiable in the angles
+    y = _apply_circuit(x, gates.gates().to(x.dtype), n, inverse=inverse) if has_gates else x
     if not (probs or nonzero):
         return y
     sq = (x * x).sum(dim=-1, keepdim=True)

@@ -43,11 +43,9 @@ def single_threaded_blas() -> Iterator[None]:
     threading them gains little and, when the cores are shared with other
     work, costs up to an order of magnitude (measured: QR of 256 x 256 took
     35 ms with two OpenBLAS threads on a busy 2-core machine, 5 ms with one).
-    The same holds for the reference kernel of the quantum layers, whose small
-    GEMMs otherwise wake OpenBLAS threads that then compete with torch's
-    (measured 10x slower at 10 qubits).  The controller is built once per
-    process (``threadpool_limits`` rescans the loaded libraries on every call,
-    about 0.25 ms); entering the block costs about 8 us.
+    The controller is built once per process (``threadpool_limits`` rescans
+    the loaded libraries on every call, about 0.25 ms); entering the block
+    costs about 8 us.
     """
     global _BLAS_CONTROLLER
     if _BLAS_CONTROLLER is None:

@@ -277,37 +277,3 @@ def magic_angles(gates: Any, atol: float = 1e-8) -> tuple[np.ndarray, np.ndarray
     b = np.einsum("...ij,...ikjl->...kl", a.conj(), t) / 2.0
     angles = np.concatenate([euler_from_su2(a), euler_from_su2(b)], axis=-1)
     return angles, det
-
-
-#: ``vec(M^dagger K M) = _CONJ @ vec(K)`` (row-major vec), so building a batch of
-#: gates is one product instead of two per gate.
-_CONJ: np.ndarray = np.kron(MAGIC.conj().T, MAGIC.T)
-_CONJ.setflags(write=False)
-
-
-def magic_gates_fast(angles: np.ndarray, dets: np.ndarray) -> np.ndarray:
-    """:func:`magic_gates` for float64 numpy input without validation (hot loops only).
-
-    ``angles`` has shape ``(..., 6)`` and ``dets`` broadcasts to ``angles.shape[:-1]``;
-    the result equals :func:`magic_gates` to rounding.  Callers validate.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> a = np.random.default_rng(0).normal(size=(3, 6))
-    >>> bool(np.allclose(magic_gates_fast(a, np.ones(3)), magic_gates(a), rtol=0, atol=1e-14))
-    True
-    """
-    half = 0.5 * angles
-    c, s = np.cos(half[..., 1::3]), np.sin(half[..., 1::3])        # theta_A, theta_B
-    sigma = half[..., 0::3] + half[..., 2::3]                       # (phi + omega) / 2
-    delta = half[..., 0::3] - half[..., 2::3]                       # (phi - omega) / 2
-    alpha = c * np.exp(-1j * sigma)
-    beta = s * np.exp(-1j * delta)
-    # A = [[alpha, -conj(beta)], [beta, conj(alpha)]] for A (index 0) and B (index 1)
-    u = np.stack([alpha, -beta.conj(), beta, alpha.conj()], axis=-1)  # (..., 2, 4)
-    ab = (u[..., 0, :, None] * u[..., 1, None, :]).reshape(*angles.shape[:-1], 2, 2, 2, 2)
-    kron = ab.transpose(*range(ab.ndim - 4), -4, -2, -3, -1).reshape(*angles.shape[:-1], 16)
-    g = (kron @ _CONJ.T).real.reshape(*angles.shape[:-1], 4, 4)
-    g[..., :, 3] *= np.broadcast_to(dets, angles.shape[:-1])[..., None]
-    return g

@@ -167,12 +167,3 @@ def test_magic_angles_refuses_non_orthogonal():
         magic_angles(np.eye(3))
     with pytest.raises(QtnnError, match="must be real"):
         magic_angles(np.eye(4) * 1j)
-
-
-def test_magic_gates_fast_equals_magic_gates():
-    from qtnn.staircase.magic import magic_gates, magic_gates_fast
-
-    rng = np.random.default_rng(7)
-    a = rng.normal(size=(3, 4, 7, 6)) * 4
-    d = rng.choice([-1.0, 1.0], size=(3, 4, 7))
-    np.testing.assert_allclose(magic_gates_fast(a, d), magic_gates(a, d), rtol=0, atol=1e-14)
