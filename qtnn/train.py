@@ -346,6 +346,9 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
         _, resumed = load_hybrid(resume)
         config = HybridConfig(**resumed["config"])
     config = (config or HybridConfig()).check()
+    if fake and not fake.startswith(("fake:", "ibm:")):
+        raise QtnnError(f"fake={fake!r} must be 'fake:<model>' (e.g. 'fake:torino'), 'ibm:<backend>' or "
+                        "None; checked before training")
     if fake and fake.startswith("fake:"):
         from qtnn._ibm import fake_backend
 

@@ -43,7 +43,7 @@ from qtnn._validate import check_alloc, check_int, pow2
 from qtnn.errors import QtnnError
 
 __all__ = ["QDevice", "device", "device_names", "fake_backend_names", "gpu_backends",
-           "runtime_batch"]
+           "remote_option_names", "runtime_batch"]
 
 _PLAIN = ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer")
 
@@ -214,6 +214,7 @@ def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: 
     if not isinstance(batch_jobs, (bool,)):
         raise QtnnError(f"batch_jobs must be a bool, got {batch_jobs!r}")
     options = dict(options)
+    _check_remote_options(options, hardware=not _is_aer(backend))
     if seed is not None:
         options.setdefault("seed_transpiler", seed)
     if batch_jobs:
@@ -225,6 +226,58 @@ def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: 
         raise QtnnError(f"the options {retry} (retries and timeouts) need batch_jobs=True; "
                         f"pennylane-qiskit's plain qiskit.remote device has no such options")
     return _pl_device("qiskit.remote", wires=wires, backend=backend, shots=shots, **options)
+
+
+def _is_aer(backend: Any) -> bool:
+    try:
+        from qiskit_aer import AerSimulator
+    except ImportError:  # pragma: no cover - qiskit-aer is a dependency of the quantum extra
+        return False
+    return isinstance(backend, AerSimulator)
+
+
+def remote_option_names(hardware: bool) -> list[str]:
+    """The options a ``fake:`` (``hardware=False``) or ``ibm:`` device takes, sorted.
+
+    ``fake:`` devices take the retry options and the arguments of
+    :func:`qiskit.compiler.transpile`; ``ibm:`` devices also the Qiskit Runtime
+    ``SamplerV2`` options (``twirling``, ``dynamical_decoupling``, ...), which a
+    local device model would silently ignore.  Anything else is refused by
+    :func:`device` with a :class:`~qtnn.errors.QtnnError` listing these names.
+
+    Examples
+    --------
+    >>> "job_timeout" in remote_option_names(False), "twirling" in remote_option_names(False)
+    (True, False)
+    >>> "twirling" in remote_option_names(True)
+    True
+    """
+    import inspect
+
+    from qiskit.compiler import transpile
+
+    names = set(_RETRY_OPTIONS) | (set(inspect.signature(transpile).parameters)
+                                   - {"circuits", "backend", "target", "callback", "output_name"})
+    if hardware:
+        import dataclasses
+
+        from qiskit_ibm_runtime.options import SamplerOptions
+
+        names |= {f.name for f in dataclasses.fields(SamplerOptions) if not f.name.startswith("_")}
+        names.discard("default_shots")      # qtnn's `shots` sets it
+    return sorted(names)
+
+
+def _check_remote_options(options: dict[str, Any], hardware: bool) -> None:
+    """A QtnnError for an option that a ``fake:`` / ``ibm:`` device would refuse late or ignore."""
+    valid = remote_option_names(hardware)
+    bad = sorted(k for k in options if k not in valid)
+    if bad:
+        kind = "an IBM backend ('ibm:')" if hardware else "a device model ('fake:')"
+        extra = (" (resilience_level is an Estimator option; the Sampler that runs these circuits has "
+                 "none)" if "resilience_level" in bad else "")
+        raise QtnnError(f"unknown option(s) {', '.join(f'{k}={options[k]!r}' for k in bad)} for {kind}"
+                        f"{extra}; valid options: {', '.join(valid)}")
 
 
 #: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for failing jobs.
@@ -267,7 +320,8 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         ``qiskit.remote`` device (one job per circuit).
     **options
         Passed to :func:`pennylane.device` (an option the device does not take is a
-        :class:`~qtnn.errors.QtnnError`).  ``fake:`` / ``ibm:`` with
+        :class:`~qtnn.errors.QtnnError`; for ``fake:`` / ``ibm:`` the valid names are
+        :func:`remote_option_names`, checked here, before any job).  ``fake:`` / ``ibm:`` with
         ``batch_jobs=True`` also take ``job_tries`` (default 3), ``job_backoff``
         (seconds, doubled after each failure) and ``job_timeout`` (seconds per job;
         ``None``: no limit); see :mod:`qtnn.quantum._retry`.  For ``qiskit.aer`` and ``fake:``,

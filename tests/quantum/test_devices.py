@@ -205,3 +205,24 @@ def test_imports_stay_light():
             "print('pennylane' in sys.modules, 'qiskit' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("opts", [{"foo": 1}, {"resilience_level": 1},
+                                  {"twirling": {"enable_gates": True}}, {"dynamical_decoupling": {}}])
+def test_fake_device_refuses_unknown_options_up_front(opts):
+    from qtnn.quantum.devices import remote_option_names
+
+    key = next(iter(opts))
+    with pytest.raises(QtnnError, match=rf"unknown option\(s\) {key}=.*valid options: .*job_timeout"):
+        device("fake:manila", wires=2, shots=10, **opts)
+    assert "twirling" in remote_option_names(True) and "twirling" not in remote_option_names(False)
+    # options the device does take still pass
+    dev = device("fake:manila", wires=2, shots=10, optimization_level=1, job_timeout=5, device="CPU")
+    assert dev.pl.retry_policy.timeout == 5.0
+
+
+def test_train_refuses_a_bad_fake_name_before_training():
+    from qtnn.train import HybridConfig, run_train
+
+    with pytest.raises(QtnnError, match="fake='torino' must be 'fake:<model>'"):
+        run_train(HybridConfig(epochs=1, layers=1), fake="torino", progress=False)
