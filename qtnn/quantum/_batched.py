@@ -83,7 +83,8 @@ class BatchedRemoteDevice(RemoteDevice):
             timeout = DEFAULT_TIMEOUT_LOCAL if self._is_local_aer() else DEFAULT_TIMEOUT_REMOTE
         #: Tries, back-off and timeout of every job (options ``job_tries``, ``job_backoff``,
         #: ``job_timeout``; see :mod:`qtnn.quantum._retry`).
-        self.retry_policy = RetryPolicy(policy.tries, policy.backoff, timeout)
+        self.retry_policy = RetryPolicy(policy.tries, policy.backoff, timeout,
+                                        retry_timeouts=policy.retry_timeouts)
         self.jobs_submitted = 0
         self.circuits_submitted = 0
         #: Failed tries (each retried, or reported after the last one).

@@ -33,6 +33,10 @@ The devices take the settings as options of :func:`qtnn.quantum.device`
     :data:`DEFAULT_TIMEOUT_LOCAL` (10 minutes) for local simulators (Qiskit Aer,
     ``fake:`` devices) and :data:`DEFAULT_TIMEOUT_REMOTE` (4 hours, queue time
     included) for IBM hardware; ``None`` waits for ever.
+``job_retry_timeouts`` (bool, default False)
+    Whether a try that timed out is tried again.  By default it is not: a job
+    too large for the limit would time out again, multiplying the wait, so
+    the first timeout raises :class:`~qtnn.errors.QtnnTimeoutError`.
 
 A timed-out try is abandoned: its job is cancelled where the backend allows
 it, and the thread that waited for it is left to finish on its own (a
@@ -87,7 +91,7 @@ DEFAULT_TIMEOUT_LOCAL = 600.0
 #: Default timeout of one try on IBM hardware (queue time included), in seconds.
 DEFAULT_TIMEOUT_REMOTE = 4 * 3600.0
 #: The device options that configure the retries.
-OPTION_NAMES = ("job_tries", "job_backoff", "job_timeout")
+OPTION_NAMES = ("job_tries", "job_backoff", "job_timeout", "job_retry_timeouts")
 
 #: Failures that no retry can fix: raised at once.
 _PERMANENT: tuple[type[BaseException], ...] = (QtnnError, TypeError, NotImplementedError, ImportError,
@@ -130,6 +134,7 @@ class RetryPolicy:
     backoff: float = DEFAULT_BACKOFF
     timeout: float | None = None
     max_backoff: float = MAX_BACKOFF
+    retry_timeouts: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tries", check_int("job_tries", self.tries, minimum=1, maximum=1000))
@@ -141,6 +146,8 @@ class RetryPolicy:
             if math.isinf(self.timeout):
                 object.__setattr__(self, "timeout", None)
         object.__setattr__(self, "max_backoff", check_real("max_backoff", self.max_backoff, minimum=0.0))
+        if not isinstance(self.retry_timeouts, bool):
+            raise QtnnError(f"job_retry_timeouts must be a bool, got {self.retry_timeouts!r}")
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based)."""
@@ -157,13 +164,15 @@ class RetryPolicy:
         --------
         >>> opts = {"job_tries": 5, "optimization_level": 1}
         >>> RetryPolicy.pop_from(opts, default_timeout=60.0), opts
-        (RetryPolicy(tries=5, backoff=1.0, timeout=60.0, max_backoff=60.0), {'optimization_level': 1})
+        (RetryPolicy(tries=5, backoff=1.0, timeout=60.0, max_backoff=60.0, retry_timeouts=False),
+         {'optimization_level': 1})
         """
         tries = options.pop("job_tries", DEFAULT_TRIES)
         backoff = options.pop("job_backoff", DEFAULT_BACKOFF)
         timeout = options.pop("job_timeout", _UNSET)
+        again = options.pop("job_retry_timeouts", False)
         return cls(tries=tries, backoff=backoff,
-                   timeout=default_timeout if timeout is _UNSET else timeout)
+                   timeout=default_timeout if timeout is _UNSET else timeout, retry_timeouts=again)
 
 
 def _describe(exc: BaseException) -> str:
@@ -213,6 +222,13 @@ def _retry(work: Callable[[dict[str, Any]], T], policy: RetryPolicy, backend: st
         if box.get("timed_out"):
             _cancel(box.get("job"))
             last = TimeoutError(f"no result within {policy.timeout:g} s (try {attempt}; job cancelled)")
+            if not policy.retry_timeouts:
+                # a job too large for the limit would only time out again: give up now
+                if on_failure is not None:
+                    on_failure(last)
+                raise QtnnTimeoutError(f"{what} on backend {backend!r} timed out after {policy.timeout:g} s "
+                                       f"(try {attempt} of {policy.tries}; not retried: pass "
+                                       f"job_retry_timeouts=True to retry timeouts)") from last
         elif "error" in box:
             exc = box["error"]
             if not isinstance(exc, Exception) or (isinstance(exc, _PERMANENT)

@@ -281,7 +281,7 @@ def _check_remote_options(options: dict[str, Any], hardware: bool) -> None:
 
 
 #: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for failing jobs.
-_RETRY_OPTIONS = ("job_tries", "job_backoff", "job_timeout")
+_RETRY_OPTIONS = ("job_tries", "job_backoff", "job_timeout", "job_retry_timeouts")
 
 
 def _pl_device(name: str, **kwargs: Any) -> Any:

@@ -161,7 +161,7 @@ def test_permanent_failure_names_backend_tries_and_last_failure(fake_dev, script
 def test_hang_times_out_cancels_the_job_and_retries(fake_dev, scripted):
     scripted([])
     clean = _bell_probs(fake_dev)
-    script = scripted(["hang"], timeout=0.5)
+    script = scripted(["hang"], timeout=0.5, retry_timeouts=True)
     t0 = time.perf_counter()
     got = _bell_probs(fake_dev)
     assert 0.5 <= time.perf_counter() - t0 < 5.0
@@ -170,7 +170,7 @@ def test_hang_times_out_cancels_the_job_and_retries(fake_dev, scripted):
 
 
 def test_every_try_hangs_is_a_timeout_error(fake_dev, scripted):
-    script = scripted([], default="hang", tries=2, timeout=0.3)
+    script = scripted([], default="hang", tries=2, timeout=0.3, retry_timeouts=True)
     t0 = time.perf_counter()
     with pytest.raises(QtnnTimeoutError, match=r"failed after 2 tries; last failure: TimeoutError: no result "
                                                r"within 0.3 s") as info:
@@ -311,7 +311,7 @@ def test_remote_permanent_failure(remote):
 
 
 def test_remote_hang_then_success(remote):
-    dev, script = remote(["hang"], job_timeout=0.4)
+    dev, script = remote(["hang"], job_timeout=0.4, job_retry_timeouts=True)
     try:
         np.testing.assert_array_equal(_zero_probs(dev), np.tile([1.0, 0.0, 0.0, 0.0], (3, 1)))
         assert script.calls == 2 and script.cancelled == 1
@@ -388,3 +388,11 @@ def test_check_counts():
     for bad in ({}, {"012": 1}, {"01": 1.5}, {1: 1}, [("01", 1)]):
         with pytest.raises(MalformedResult):
             check_counts(bad, shots=None, num_bits=None if bad != {"012": 1} else 3, where="c")
+
+
+def test_timeout_is_not_retried_by_default(fake_dev, scripted):
+    script = scripted([], default="hang", tries=3, timeout=0.3)
+    t0 = time.perf_counter()
+    with pytest.raises(QtnnTimeoutError, match=r"timed out after 0.3 s \(try 1 of 3; not retried"):
+        _bell_probs(fake_dev)
+    assert time.perf_counter() - t0 < 0.3 * 1.2 + 1.0 and script.calls == 1 and script.cancelled == 1
