@@ -82,7 +82,8 @@ class QtnnBackendError(QtnnError, RuntimeError):
 
 
 class QtnnTimeoutError(QtnnBackendError, TimeoutError):
-    """A job on a Qiskit backend gave no result within its timeout on every try.
+    """A job on a Qiskit backend gave no result within its timeout (at the first timeout, or on
+    every try with ``job_retry_timeouts=True``).
 
     Also a :class:`TimeoutError`.
 
@@ -97,6 +98,6 @@ class QtnnTimeoutError(QtnnBackendError, TimeoutError):
     ...     run_job(HungJob, RetryPolicy(tries=1, timeout=0.05), backend="demo")
     ... except QtnnTimeoutError as err:
     ...     print(err)
-    job on backend 'demo' failed after 1 try; last failure: TimeoutError: no result within 0.05 s (try 1; job
-    cancelled)
+    job on backend 'demo' timed out after 0.05 s (try 1 of 1; not retried: pass job_retry_timeouts=True to
+    retry timeouts)
     """
