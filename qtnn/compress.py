@@ -56,7 +56,7 @@ from qtnn.errors import QtnnError, QtnnTypeError
 
 __all__ = ["compress", "LayerReport", "summarize", "linear_names", "stdlib_sentences",
            "load_minilm", "encode_sentences", "embedding_agreement", "save_compressed",
-           "load_compressed", "add_parser", "run_cli", "COMPRESSED_FORMAT"]
+           "load_compressed", "add_parser", "run_cli", "heal", "COMPRESSED_FORMAT"]
 
 #: The ``kind`` stored in compressed-model checkpoints.
 COMPRESSED_FORMAT = "qtnn.compressed/1"
@@ -907,6 +907,29 @@ def _rebuild(ck: dict[str, Any], path: Any) -> Any:
 
 
 # ---------------------------------------------------------------------- CLI
+def heal(*args: Any, **kwargs: Any) -> Any:
+    """Fine-tune only the replaced layers of a compressed model: :func:`qtnn.lm.heal`.
+
+    The same function (see there for the parameters); re-exported here next to
+    :func:`compress`, whose replaced layers it trains.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)).double()
+    >>> small, _ = compress(net, "0", max_bond=1, progress=False)
+    >>> x = torch.randn(32, 8, dtype=torch.float64)
+    >>> r = heal(small, "0", x, original=net, objective="outputs", steps=20, lr=1e-2, progress=False)
+    >>> r.loss_after < r.loss_before
+    True
+    """
+    from qtnn.lm import heal as _heal
+
+    return _heal(*args, **kwargs)
+
+
 def _layers_text(text: str) -> tuple[int, int]:
     try:
         vals = [int(t) for t in text.split(",")]

@@ -10,7 +10,7 @@ import pytest
 #: Modules whose ``__all__`` is the public API.
 PUBLIC_MODULES = [
     "qtnn", "qtnn.errors", "qtnn.io", "qtnn.checkpoint", "qtnn.train", "qtnn.demo", "qtnn.bench",
-    "qtnn.cli", "qtnn.compress", "qtnn.tn", "qtnn.tn.npz", "qtnn.staircase", "qtnn.staircase.magic",
+    "qtnn.cli", "qtnn.compress", "qtnn.lm", "qtnn.tn", "qtnn.tn.npz", "qtnn.staircase", "qtnn.staircase.magic",
     "qtnn.quantum", "qtnn.nn", "qtnn.analysis", "qtnn.analysis.catalogue",
 ]
 
