@@ -32,6 +32,7 @@ from qtnn._validate import (
     check_alloc,
     check_bond,
     check_bool,
+    check_choice,
     check_cutoff,
     check_int,
     check_path,
@@ -119,6 +120,40 @@ def _numeric_array(name: str, value: Any) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ dense path
+#: Circuit layouts: the order of the ``n - k + 1`` windows inside a layer.
+LAYOUTS = ("staircase", "brickwall")
+
+
+def window_order(n_qubits: int, k: int = 2, layout: str = "staircase",
+                 descending: bool = False) -> tuple[int, ...]:
+    """The windows ``j`` of one layer in application order.
+
+    A layer holds one ``k``-qubit gate on every window ``j..j+k-1``
+    (``j = 0..n-k``).  ``"staircase"`` applies them in ascending ``j`` (depth
+    ``n - k + 1`` per layer); ``"brickwall"`` (``k = 2`` only) applies the even
+    windows, then the odd ones (two parallel sublayers: depth 2 per layer, the
+    same gates and parameters per layer).  ``descending`` reverses the order
+    (the order of the inverse circuit).
+
+    Examples
+    --------
+    >>> window_order(6), window_order(6, layout="brickwall")
+    ((0, 1, 2, 3, 4), (0, 2, 4, 1, 3))
+    >>> window_order(6, layout="brickwall", descending=True)
+    (3, 1, 4, 2, 0)
+    """
+    n, k = _check_nk(n_qubits, k)
+    layout = check_choice("layout", layout, LAYOUTS)
+    g = n - k + 1
+    if layout == "brickwall":
+        if k != 2:
+            raise QtnnError(f"layout='brickwall' needs k=2 (gates on neighbouring pairs), got k={k}")
+        order = list(range(0, g, 2)) + list(range(1, g, 2))
+    else:
+        order = list(range(g))
+    return tuple(order[::-1]) if descending else tuple(order)
+
+
 def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bool = False) -> Any:
     """Apply staircase gates to a batch of dense states, one gate at a time.
 

@@ -1,0 +1,249 @@
+"""Deep disentangling by layer growth and joint L-BFGS (private; dense, torch autograd).
+
+The engine behind ``disentangle(..., method="grow")`` and the data-aware
+objective ``disentangle(..., inputs=X)``.  It minimises
+
+``f = || R (U M V^T - W) L ||_F^2 / || R W L ||_F^2``
+
+over real orthogonal 2-qubit gates of ``U`` (output qubits) and ``V`` (input
+qubits) and the cores of the MPO ``M``.  ``R`` keeps the ``out_features``
+logical rows of the padded ``2**n_out x 2**n_in`` operator and ``L``
+(``2**n_in x r``, zero below row ``in_features``) is the whitening factor of
+the layer's inputs (``L L^T = X^T X / N``; the identity on the logical columns
+when no inputs are given): the padding is *don't care* -- its rows are cut
+away and its columns only ever see zeros -- so no capacity is spent on it.
+
+Every gate is ``g = g0 expm(A)`` with ``g0`` the gate at the start of the stage
+and ``A`` real antisymmetric, so iterates stay exactly orthogonal; ``M``'s
+cores are free.  Gradients come from torch autograd (float64), the optimiser
+is :class:`torch.optim.LBFGS` with a strong-Wolfe line search (Nocedal &
+Wright, *Numerical Optimization*, 2nd ed., Alg. 7.5 and 3.5).
+
+*Growth.*  A stage adds layers to both circuits, initialised to the identity,
+so the stage starts exactly at the previous stage's optimum, and then refines
+*all* gates and cores together; the best point seen is kept, hence the error
+never increases with depth (cf. the layer-wise training of deep circuits of
+Skolik et al., Quantum Mach. Intell. 3, 5 (2021), and the depth study of
+Aizpurua et al., arXiv:2410.17397).
+
+Nothing here validates its arguments; :func:`qtnn.staircase.disentangle` does.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__: list[str] = []
+
+
+def window_sequence(n: int, layers: int, layout: str, inverse: bool) -> list[tuple[int, int]]:
+    """``(layer, j)`` of a circuit in application order (reversed for the inverse)."""
+    from qtnn.staircase.circuit import window_order
+
+    if n < 2:
+        return []
+    seq = [(l_, j) for l_ in range(layers) for j in window_order(n, 2, layout)]
+    return seq[::-1] if inverse else seq
+
+
+@dataclass
+class Problem:
+    """The fixed data of a fit: padded sizes, the target ``R W L`` and the factor ``L``."""
+
+    n_out: int
+    n_in: int
+    rows: int            # logical output rows kept by R
+    target: Any          # torch (rows, r): W L
+    lp: Any              # torch (2**n_in, r): L padded with zero rows
+    norm2: float         # ||W L||^2
+    site_dims: list[tuple[int, int]]  # (out, in) dims of M's sites
+
+
+def make_problem(W: np.ndarray, n_out: int, n_in: int, L: np.ndarray | None) -> Problem:
+    import torch
+
+    out_f, in_f = W.shape
+    if L is None:
+        L = np.eye(in_f)
+    lp = np.zeros((2**n_in, L.shape[1]))
+    lp[:in_f] = L
+    target = W @ L
+    n_sites = max(n_out, n_in)
+    dims = [(2 if s < n_out else 1, 2 if s < n_in else 1) for s in range(n_sites)]
+    return Problem(n_out, n_in, out_f, torch.tensor(target), torch.tensor(lp),
+                   float(np.sum(target**2)), dims)
+
+
+def _apply_rows(t: Any, gates: Any, seq: list[tuple[int, int]], n: int, transpose: bool) -> Any:
+    """Gates on the row (qubit) index of ``t`` (``2**n x c``), in the order ``seq``."""
+    c = t.shape[1]
+    for l_, j in seq:
+        g = gates[l_, j]
+        if transpose:
+            g = g.T
+        t = (g @ t.reshape(2**j, 4, (2 ** (n - j - 2)) * c)).reshape(2**n, c)
+    return t
+
+
+def dense_m(cores: Sequence[Any], dims: list[tuple[int, int]]) -> Any:
+    """The padded dense matrix of MPO cores ``(b, o, i, b')`` as a torch tensor."""
+    t = cores[0]
+    for c in cores[1:]:
+        t = torch_tensordot(t, c)
+    n = len(cores)
+    t = t.reshape([d for od, id_ in dims for d in (od, id_)])
+    perm = [2 * s for s in range(n)] + [2 * s + 1 for s in range(n)]
+    po = math.prod(od for od, _ in dims)
+    pi = math.prod(id_ for _, id_ in dims)
+    return t.permute(perm).reshape(po, pi)
+
+
+def torch_tensordot(a: Any, b: Any) -> Any:
+    import torch
+
+    return torch.tensordot(a, b, dims=([a.dim() - 1], [0]))
+
+
+def residual(p: Problem, gu: Any, gv: Any, cores: Sequence[Any], seq_u: list, seq_v: list) -> Any:
+    """``R U M V^T L - W L`` (torch, differentiable in gates and cores)."""
+    M = dense_m(cores, p.site_dims)
+    r = p.lp.shape[1]
+    if 2**p.n_out < r:
+        # V applied to M^T's rows: (V M^T)^T = M V^T, then one product with L
+        mv = _apply_rows(M.T.contiguous(), gv, seq_v, p.n_in, transpose=False).T
+        B = mv @ p.lp
+    else:
+        A = _apply_rows(p.lp, gv, seq_v[::-1], p.n_in, transpose=True)  # V^T L
+        B = M @ A
+    Y = _apply_rows(B, gu, seq_u, p.n_out, transpose=False)
+    return Y[: p.rows] - p.target
+
+
+_BASIS_CACHE: dict[int, np.ndarray] = {}
+
+
+def _basis() -> Any:
+    import torch
+
+    if 4 not in _BASIS_CACHE:
+        out = []
+        for i, j in zip(*np.triu_indices(4, 1), strict=True):
+            b = np.zeros((4, 4))
+            b[i, j], b[j, i] = -1.0, 1.0
+            out.append(b)
+        _BASIS_CACHE[4] = np.stack(out)
+    return torch.as_tensor(_BASIS_CACHE[4])
+
+
+@dataclass
+class StageResult:
+    gu: np.ndarray
+    gv: np.ndarray
+    cores: list[np.ndarray]
+    f: float
+    iterations: int
+    evaluations: int
+    seconds: float
+
+
+def refine(p: Problem, gu0: np.ndarray, gv0: np.ndarray, cores0: Sequence[np.ndarray], layout: str,
+           maxiter: int, tol: float, fit_gates: bool = True,
+           on_eval: Callable[[float], None] | None = None) -> StageResult:
+    """L-BFGS on all gates (``g = g0 expm(A)``) and the cores of ``M``; the best point is returned."""
+    import torch
+
+    t0 = time.perf_counter()
+    du, dv = gu0.shape[0], gv0.shape[0]
+    seq_u = window_sequence(p.n_out, du, layout, inverse=False)
+    seq_v = window_sequence(p.n_in, dv, layout, inverse=False)
+    g0u, g0v = torch.tensor(gu0), torch.tensor(gv0)
+    basis = _basis()
+    a_u = torch.zeros((*gu0.shape[:2], 6), dtype=torch.float64, requires_grad=fit_gates and gu0.size > 0)
+    a_v = torch.zeros((*gv0.shape[:2], 6), dtype=torch.float64, requires_grad=fit_gates and gv0.size > 0)
+    # the cores are scaled to O(1) entries (the gates' generators are O(1) too)
+    scale = math.sqrt(p.norm2) ** (1.0 / len(cores0)) if p.norm2 > 0 else 1.0
+    cs = [torch.tensor(c / scale, dtype=torch.float64, requires_grad=True) for c in cores0]
+    params = [t for t in (a_u, a_v) if t.requires_grad] + cs
+
+    def gates(a: Any, g0: Any) -> Any:
+        if g0.numel() == 0 or not a.requires_grad:
+            return g0
+        return g0 @ torch.linalg.matrix_exp(torch.einsum("lgp,pab->lgab", a, basis))
+
+    def objective() -> Any:
+        e = residual(p, gates(a_u, g0u), gates(a_v, g0v), [c * scale for c in cs], seq_u, seq_v)
+        return (e * e).sum() / p.norm2
+
+    best: dict[str, Any] = {"f": math.inf, "state": None}
+    n_eval = 0
+
+    def closure() -> Any:
+        nonlocal n_eval
+        opt.zero_grad()
+        f = objective()
+        f.backward()
+        n_eval += 1
+        fv = float(f.detach())
+        if fv < best["f"]:
+            best["f"] = fv
+            best["state"] = [t.detach().clone() for t in params]
+        if on_eval is not None:
+            on_eval(fv)
+        return f
+
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max(maxiter, 1), max_eval=max(maxiter, 1) * 5 // 4 + 5,
+                            history_size=50, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-14, tolerance_change=tol)
+    if maxiter > 0:
+        opt.step(closure)
+    else:
+        with torch.no_grad():
+            closure_f = float(objective())
+        best["f"], best["state"] = closure_f, [t.detach().clone() for t in params]
+    iters = int(opt.state[opt._params[0]].get("n_iter", 0)) if maxiter > 0 else 0
+    with torch.no_grad():
+        for t, s in zip(params, best["state"], strict=True):
+            t.copy_(s)
+        gu = gates(a_u, g0u).numpy().copy()
+        gv = gates(a_v, g0v).numpy().copy()
+        cores = [(c * scale).numpy().copy() for c in cs]
+    return StageResult(gu, gv, cores, float(best["f"]), iters, n_eval, time.perf_counter() - t0)
+
+
+def objective_value(p: Problem, gu: np.ndarray, gv: np.ndarray, cores: Sequence[np.ndarray],
+                    layout: str) -> float:
+    """``f`` at a point, without gradients."""
+    import torch
+
+    with torch.no_grad():
+        e = residual(p, torch.tensor(gu), torch.tensor(gv), [torch.tensor(c) for c in cores],
+                     window_sequence(p.n_out, gu.shape[0], layout, False),
+                     window_sequence(p.n_in, gv.shape[0], layout, False))
+        return float((e * e).sum()) / p.norm2
+
+
+def whitening(inputs: np.ndarray, in_features: int, damp: float) -> np.ndarray:
+    """``L`` with ``L L^T = X^T X / N + damp * mean(diag) I`` (eigen-decomposition, fixed sign gauge).
+
+    Columns whose eigenvalue is numerically zero are dropped, so ``L`` is
+    ``in_features x r`` with ``r <= in_features``.
+    """
+    X = np.asarray(inputs, dtype=np.float64).reshape(-1, in_features)
+    C = X.T @ X / X.shape[0]
+    C = 0.5 * (C + C.T)
+    tr = float(np.trace(C)) / in_features
+    if damp > 0:
+        C = C + damp * tr * np.eye(in_features)
+    lam, Q = np.linalg.eigh(C)
+    keep = lam > max(lam.max(), 0.0) * 1e-13
+    lam, Q = lam[keep], Q[:, keep]
+    # fixed gauge: the largest-magnitude entry of each eigenvector is positive
+    idx = np.argmax(np.abs(Q), axis=0)
+    Q = Q * np.sign(Q[idx, np.arange(Q.shape[1])])
+    return np.ascontiguousarray(Q * np.sqrt(lam))
