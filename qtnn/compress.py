@@ -626,27 +626,13 @@ def stdlib_sentences(n: int | None = 600, *, min_chars: int = 40, max_chars: int
 def _stdlib_sentences(min_chars: int, max_chars: int, min_words: int) -> tuple[str, ...]:
     import ast
     import re
-    import sysconfig
 
-    root = sysconfig.get_paths()["stdlib"]
-    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    files: list[str] = []
-    for d, dirs, fs in os.walk(root):
-        parts = os.path.relpath(d, root).split(os.sep)
-        if any(p in skip or p.startswith("lib2to3") for p in parts):
-            dirs[:] = []
-            continue
-        dirs.sort()
-        files += [os.path.join(d, f) for f in sorted(fs) if f.endswith(".py")]
+    from qtnn.lm import _stdlib_modules
+
     first = re.compile(r"(.+?[.!?])(\s|$)")
     code_like = re.compile(r"[>{}\[\]=`]|::|\w\(.*\)")
     sents: set[str] = set()
-    for f in files:
-        try:
-            with open(f, encoding="utf-8") as fh:
-                tree = ast.parse(fh.read())
-        except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-            continue
+    for _, tree in _stdlib_modules():
         for node in [tree, *[b for b in tree.body if isinstance(b, (ast.ClassDef, ast.FunctionDef))]]:
             doc = ast.get_docstring(node)
             if not doc:

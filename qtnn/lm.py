@@ -35,7 +35,7 @@ import importlib.util
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -199,21 +199,26 @@ def stdlib_documents() -> list[tuple[str, str]]:
     return list(_stdlib_documents())
 
 
-@functools.lru_cache(maxsize=1)
-def _stdlib_documents() -> tuple[tuple[str, str], ...]:
+def _stdlib_modules() -> Iterator[tuple[str, Any]]:
+    """``(module name, ast.Module)`` of every parsable ``.py`` file of the standard library.
+
+    Tests, ``idlelib`` test data, ``lib2to3`` and ``site-packages`` are skipped;
+    folders and files are visited in sorted order; nothing is imported.  Shared
+    by :func:`stdlib_documents` and :func:`qtnn.compress.stdlib_sentences`.
+    """
     import ast
     import sysconfig
 
     root = sysconfig.get_paths()["stdlib"]
     skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    docs: dict[str, str] = {}
     for d, dirs, fs in os.walk(root):
         rel = os.path.relpath(d, root)
         parts = [] if rel == "." else rel.split(os.sep)
         if any(p in skip or p.startswith("lib2to3") for p in parts):
             dirs[:] = []
             continue
-        for f in fs:
+        dirs.sort()
+        for f in sorted(fs):
             if not f.endswith(".py"):
                 continue
             stem = f[:-3]
@@ -223,9 +228,18 @@ def _stdlib_documents() -> tuple[tuple[str, str], ...]:
                     tree = ast.parse(fh.read())
             except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
                 continue
-            doc = ast.get_docstring(tree, clean=True)
-            if doc and len(doc.strip()) >= 200 and module:
-                docs[module] = doc.strip()
+            yield module, tree
+
+
+@functools.lru_cache(maxsize=1)
+def _stdlib_documents() -> tuple[tuple[str, str], ...]:
+    import ast
+
+    docs: dict[str, str] = {}
+    for module, tree in _stdlib_modules():
+        doc = ast.get_docstring(tree, clean=True)
+        if doc and len(doc.strip()) >= 200 and module:
+            docs[module] = doc.strip()
     names = sorted(docs, key=lambda m: hashlib.sha256(m.encode()).hexdigest())
     return tuple((m, docs[m]) for m in names)
 
