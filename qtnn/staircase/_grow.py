@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from qtnn.staircase._dis_opt import generator_basis
 
 __all__: list[str] = []
 
@@ -125,22 +127,6 @@ def residual(p: Problem, gu: Any, gv: Any, cores: Sequence[Any], seq_u: list, se
     return Y[: p.rows] - p.target
 
 
-_BASIS_CACHE: dict[int, np.ndarray] = {}
-
-
-def _basis() -> Any:
-    import torch
-
-    if 4 not in _BASIS_CACHE:
-        out = []
-        for i, j in zip(*np.triu_indices(4, 1), strict=True):
-            b = np.zeros((4, 4))
-            b[i, j], b[j, i] = -1.0, 1.0
-            out.append(b)
-        _BASIS_CACHE[4] = np.stack(out)
-    return torch.as_tensor(_BASIS_CACHE[4])
-
-
 @dataclass
 class StageResult:
     gu: np.ndarray
@@ -153,8 +139,7 @@ class StageResult:
 
 
 def refine(p: Problem, gu0: np.ndarray, gv0: np.ndarray, cores0: Sequence[np.ndarray], layout: str,
-           maxiter: int, tol: float, fit_gates: bool = True,
-           on_eval: Callable[[float], None] | None = None) -> StageResult:
+           maxiter: int, tol: float) -> StageResult:
     """L-BFGS on all gates (``g = g0 expm(A)``) and the cores of ``M``; the best point is returned."""
     import torch
 
@@ -163,9 +148,9 @@ def refine(p: Problem, gu0: np.ndarray, gv0: np.ndarray, cores0: Sequence[np.nda
     seq_u = window_sequence(p.n_out, du, layout, inverse=False)
     seq_v = window_sequence(p.n_in, dv, layout, inverse=False)
     g0u, g0v = torch.tensor(gu0), torch.tensor(gv0)
-    basis = _basis()
-    a_u = torch.zeros((*gu0.shape[:2], 6), dtype=torch.float64, requires_grad=fit_gates and gu0.size > 0)
-    a_v = torch.zeros((*gv0.shape[:2], 6), dtype=torch.float64, requires_grad=fit_gates and gv0.size > 0)
+    basis = torch.as_tensor(generator_basis(4, False))
+    a_u = torch.zeros((*gu0.shape[:2], 6), dtype=torch.float64, requires_grad=gu0.size > 0)
+    a_v = torch.zeros((*gv0.shape[:2], 6), dtype=torch.float64, requires_grad=gv0.size > 0)
     # the cores are scaled to O(1) entries (the gates' generators are O(1) too)
     scale = math.sqrt(p.norm2) ** (1.0 / len(cores0)) if p.norm2 > 0 else 1.0
     cs = [torch.tensor(c / scale, dtype=torch.float64, requires_grad=True) for c in cores0]
@@ -193,8 +178,6 @@ def refine(p: Problem, gu0: np.ndarray, gv0: np.ndarray, cores0: Sequence[np.nda
         if fv < best["f"]:
             best["f"] = fv
             best["state"] = [t.detach().clone() for t in params]
-        if on_eval is not None:
-            on_eval(fv)
         return f
 
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max(maxiter, 1), max_eval=max(maxiter, 1) * 5 // 4 + 5,
