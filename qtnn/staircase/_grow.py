@@ -230,3 +230,62 @@ def whitening(inputs: np.ndarray, in_features: int, damp: float) -> np.ndarray:
     idx = np.argmax(np.abs(Q), axis=0)
     Q = Q * np.sign(Q[idx, np.arange(Q.shape[1])])
     return np.ascontiguousarray(Q * np.sqrt(lam))
+
+
+def stage_depths(d_out: int, d_in: int) -> list[tuple[int, int]]:
+    """Depths ``(D_out, D_in)`` of the growth stages: 1, 2, 4, ... (each side capped), then the target."""
+    dmax = max(d_out, d_in)
+    out: list[tuple[int, int]] = []
+    s = 1
+    while s < dmax:
+        out.append((min(s, d_out), min(s, d_in)))
+        s *= 2
+    if dmax > 0:
+        out.append((d_out, d_in))
+    return out
+
+
+def add_identity_layers(g: np.ndarray, layers: int) -> np.ndarray:
+    """``g`` (``(D, n-1, 4, 4)``) with identity layers appended up to ``layers`` (acting last)."""
+    extra = layers - g.shape[0]
+    if extra <= 0:
+        return g
+    eye = np.broadcast_to(np.eye(4), (extra, g.shape[1], 4, 4))
+    return np.concatenate([g, eye], axis=0)
+
+
+def grow(p: Problem, d_out: int, d_in: int, layout: str, cores0: Sequence[np.ndarray],
+         maxiter: int, tol: float, on_stage: Any = None) -> list[StageResult]:
+    """Stage 0 (``M`` alone, no gates), then one stage per depth of :func:`stage_depths`.
+
+    Each stage starts from the previous optimum with identity layers added to
+    both circuits (so its start has exactly the previous ``f``) and refines all
+    gates and cores jointly; ``refine`` keeps the best point seen, hence
+    ``f`` never increases from stage to stage.  ``on_stage(index, result)`` is
+    called after every stage.
+    """
+    gu = np.zeros((0, max(p.n_out - 1, 0), 4, 4))
+    gv = np.zeros((0, max(p.n_in - 1, 0), 4, 4))
+    res = refine(p, gu, gv, cores0, layout, maxiter, tol)
+    out = [res]
+    if on_stage is not None:
+        on_stage(0, res)
+    for i, (du, dv) in enumerate(stage_depths(d_out, d_in), start=1):
+        prev = out[-1]
+        res = refine(p, add_identity_layers(prev.gu, du), add_identity_layers(prev.gv, dv),
+                     prev.cores, layout, maxiter, tol)
+        out.append(res)
+        if on_stage is not None:
+            on_stage(i, res)
+    return out
+
+
+def autograd_bytes(p: Problem, d_out: int, d_in: int) -> float:
+    """A bound on the bytes one gradient evaluation holds (float64; the saved intermediates)."""
+    r = p.lp.shape[1]
+    po, pi = 2**p.n_out, 2**p.n_in
+    per_v = pi * min(r, po)
+    per_u = po * r
+    gates_v = d_in * max(p.n_in - 1, 0)
+    gates_u = d_out * max(p.n_out - 1, 0)
+    return 8.0 * (2 * gates_v * per_v + 2 * gates_u * per_u + 4 * (po * pi + pi * r + po * r))

@@ -179,6 +179,11 @@ class Disentangled:
         Gate width.
     restart : int
         The start that gave the result (0 = identity).
+    activation_error : float or None
+        With ``inputs``: ``||(A - W) X^T||_F / ||W X^T||_F`` of the result
+        ``A`` on the given inputs ``X`` (``None`` without inputs).
+    truncation_activation_error : float or None
+        The same for plain truncation of ``W`` to ``max_bond``.
 
     Examples
     --------
@@ -203,6 +208,8 @@ class Disentangled:
     method: str
     k: int
     restart: int = 0
+    activation_error: float | None = None
+    truncation_activation_error: float | None = None
 
     def _layout(self) -> Layout:
         return Layout(self.M.num_sites, self.U.n_qubits, self.V.n_qubits, self.U.layers,
@@ -232,6 +239,10 @@ class Disentangled:
         check_alloc(f"a dense {po} x {pi} matrix", 3.0 * po * pi, itemsize,
                     hint="use to_mpo() or keep the factors")
         lay = self._layout()
+        if getattr(self.U, "layout", "staircase") != "staircase":
+            T = mpo_full_dense(self.M.cores).reshape(po, pi)
+            T = self.V.apply(self.U.apply(np.ascontiguousarray(T.T)).T)   # U M, then (U M) V^T
+            return np.ascontiguousarray(T[: self.shape[0], : self.shape[1]])
         T = mpo_full_dense(self.M.cores).reshape((2,) * lay.n_out + (2,) * lay.n_in)
         T = dense_circuit(T, lay, self._gates(), inverse=False)
         return np.ascontiguousarray(T.reshape(po, pi)[: self.shape[0], : self.shape[1]])
@@ -321,6 +332,108 @@ def _start_gates(lay: Layout, rng: np.random.Generator, kind: str, dtype: Any) -
                 arr[l_, j] = polar_unitary(np.eye(m) + 0.3 * z if kind == "near" else z)
         out[side] = arr
     return out
+
+
+def _inputs_array(inputs: Any, in_features: int) -> np.ndarray:
+    """``inputs`` as a finite float64 ``(N, in_features)`` array (torch tensors are detached)."""
+    if hasattr(inputs, "detach") and hasattr(inputs, "cpu"):
+        inputs = inputs.detach().cpu().double().numpy()
+    X = as_float_array("inputs", inputs)
+    if X.ndim < 1 or X.shape[-1] != in_features:
+        raise QtnnError(f"inputs must have shape (N, in_features) = (N, {in_features}), "
+                        f"got {X.shape}")
+    X = X.reshape(-1, in_features)
+    if X.shape[0] == 0:
+        raise QtnnError("inputs must hold at least one row, got 0")
+    if not np.all(np.isfinite(X)):
+        raise QtnnError("inputs must be finite, got NaN or inf")
+    if not np.any(X):
+        raise QtnnError("inputs must not be all zero")
+    return X
+
+
+def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_bond: int, k: int,
+                      refine: int, tol: float, inputs: Any, layout: str, damp: float,
+                      progress: bool) -> Disentangled:
+    """``method="grow"``: staged growth with joint L-BFGS (:mod:`qtnn.staircase._grow`)."""
+    from qtnn.staircase import _grow
+
+    if any(np.iscomplexobj(c) for c in mpo.cores):
+        raise QtnnTypeError("method='grow' fits real orthogonal gates: W must be real")
+    if k != 2:
+        raise QtnnError(f"method='grow' uses 2-qubit gates: k must be 2, got k={k}")
+    out_f, in_f = mpo.shape
+    n_out = sum(1 for d in mpo.out_dims if d == 2)
+    n_in = sum(1 for d in mpo.in_dims if d == 2)
+    check_alloc(f"the dense {2**n_out} x {2**n_in} padded weight", 4.0 * 2**n_out * 2**n_in,
+                hint="use method='mpo' (staircase layout, no inputs)")
+    W = mpo.to_dense()
+    X = None if inputs is None else _inputs_array(inputs, in_f)
+    L = None if X is None else _grow.whitening(X, in_f, damp)
+    prob = _grow.make_problem(W, n_out, n_in, L)
+    need = _grow.autograd_bytes(prob, d_out, d_in)
+    check_alloc(f"the gradient of a {d_out}+{d_in}-layer fit on {n_out}+{n_in} qubits",
+                need / 8.0, hint="use fewer layers or fewer inputs")
+    # plain truncation: the start of stage 0, and the reference errors
+    M0 = mpo.copy()
+    trunc_err = M0.truncate(max_bond=max_bond)
+    M0.shape = mpo.padded_shape
+    # reporting problems: the Frobenius error on the logical block, and the undamped activations
+    frob = prob if L is None else _grow.make_problem(W, n_out, n_in, None)
+    stages = _grow.stage_depths(d_out, d_in)
+    history: list[SweepRecord] = []
+    best = math.inf
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(stages) + 1, desc=f"disentangle grow {n_out}+{n_in} qubits",
+                   unit="stage")
+
+    def on_stage(i: int, res: Any) -> None:
+        nonlocal best
+        e = math.sqrt(max(res.f, 0.0)) if L is None else _error_at(frob, res, layout)
+        best = min(best, e)
+        history.append(SweepRecord(0, i, e, best, "grow"))
+        if bar is not None:
+            bar.set_postfix_str(f"D={res.gu.shape[0]}/{res.gv.shape[0]} f={res.f:.4g}", refresh=False)
+            bar.update()
+
+    try:
+        results = _grow.grow(prob, d_out, d_in, layout, [np.asarray(c, dtype=np.float64)
+                                                        for c in M0.cores], refine, tol, on_stage)
+    finally:
+        if bar is not None:
+            bar.close()
+    last = results[-1]
+    M = MPO([np.array(c) for c in last.cores], check=False)
+    M.truncate(max_bond=max_bond)  # canonical SVD gauge; exact since the bonds are <= max_bond
+    M.shape = mpo.padded_shape
+    kw = {} if layout == "staircase" else {"layout": layout}
+    U = Staircase(n_out, d_out, 2, last.gu, **kw) if n_out >= 2 else Staircase(n_out, 0, n_out)
+    V = Staircase(n_in, d_in, 2, last.gv, **kw) if n_in >= 2 else Staircase(n_in, 0, n_in)
+    res = Disentangled(U=U, V=V, M=M, error=0.0, truncation_error=float(trunc_err), history=history,
+                       params_before=int(params_before),
+                       params_after=int(M.num_params + U.num_params + V.num_params),
+                       shape=(out_f, in_f), method="grow", k=2, restart=0)
+    A = res.to_dense()
+    res.error = _rel_error_dense(A, W)
+    if X is not None:
+        Wp = MPO(M0.cores, check=False).to_dense()[:out_f, :in_f]
+        res.activation_error = _rel_error_dense(A @ X.T, W @ X.T)
+        res.truncation_activation_error = _rel_error_dense(Wp @ X.T, W @ X.T)
+    return res
+
+
+def _error_at(p: Any, res: Any, layout: str) -> float:
+    from qtnn.staircase import _grow
+
+    return math.sqrt(max(_grow.objective_value(p, res.gu, res.gv, res.cores, layout), 0.0))
+
+
+def _rel_error_dense(A: np.ndarray, W: np.ndarray) -> float:
+    nw = float(np.linalg.norm(W))
+    return float(np.linalg.norm(A - W)) / nw if nw > 0 else float(np.linalg.norm(A))
 
 
 # ------------------------------------------------------------------ engines
@@ -460,7 +573,9 @@ class _NetworkEngine:
 @_single_threaded_blas()
 def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: int = 20, k: int = 2,
                 restarts: int = 2, seed: int = 0, tol: float = 1e-3, method: str = "auto", *,
-                refine: int = 100, work_bond: int | None = None) -> Disentangled:
+                refine: int = 100, work_bond: int | None = None, inputs: Any = None,
+                layout: str = "staircase", damp: float = 1e-2,
+                progress: bool = False) -> Disentangled:
     """Split ``W ~ U M V^T`` with staircase circuits ``U``, ``V`` and an MPO ``M`` of small bond.
 
     After Aizpurua et al., arXiv:2410.17397; see the module docstring for the
@@ -492,17 +607,45 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     tol : float
         A start stops sweeping when a sweep lowers its error by less than
         ``tol`` times the error (or the error is below ``1e-12``).
-    method : {"auto", "dense", "mpo"}
-        ``"auto"``: ``"dense"`` when ``n_out + n_in <= DENSE_MAX_QUBITS`` (12),
-        else ``"mpo"``.  Both compute the same steps (see the module docstring).
+    method : {"auto", "dense", "mpo", "grow"}
+        ``"auto"``: ``"grow"`` when ``inputs`` are given or ``layout`` is
+        ``"brickwall"``, else ``"dense"`` when ``n_out + n_in <=
+        DENSE_MAX_QUBITS`` (12), else ``"mpo"``.  ``"dense"`` and ``"mpo"``
+        compute the same alternating steps (see the module docstring).
+        ``"grow"`` (real ``W``, ``k = 2``) is the deep-circuit engine: dense
+        in the padded matrix (any size that fits the memory limit), layers
+        added identity-started in stages of depth 1, 2, 4, ..., each stage an
+        L-BFGS refinement of all gates and ``M``'s cores together; the error
+        never increases from a stage to the next (``history`` lists them,
+        ``kind="grow"``).  Padding is "don't care": only the logical block
+        ``W`` is fitted.  ``sweeps``, ``restarts`` and ``work_bond`` do not
+        apply to it.
     refine : int
         Most L-BFGS iterations of the joint refinement at the end of each start
-        (``0``: sweeps only, the plain alternating scheme).
+        (``0``: sweeps only, the plain alternating scheme); with
+        ``method="grow"`` the iterations of each stage.
     work_bond : int, optional
         MPO path: bond cap of ``X = U^dagger W conj(V)`` before its truncation
         to ``max_bond`` (default ``max(64, 4 * max_bond)``).  It only affects
         the quality of the ``M`` update, never the exactness of the reported
         error.
+    inputs : array_like or torch.Tensor, shape (N, in_features), optional
+        Recorded inputs of the layer (calibration activations).  The fit then
+        minimises the *activation* error ``||(U M V^T - W) X^T||_F`` instead of
+        the weight error, by folding a whitening factor ``L`` (``L L^T = X^T
+        X / N + damp * mean(diag) I``) into the input side; the result's
+        ``activation_error`` reports ``||(A - W) X^T|| / ||W X^T||`` on these
+        inputs (without the damping).  Uses ``method="grow"``.
+    layout : {"staircase", "brickwall"}
+        In-layer gate order of ``U`` and ``V``
+        (:func:`qtnn.staircase.window_order`); ``"brickwall"`` needs
+        ``method="grow"``.
+    damp : float
+        Ridge term of the whitening, relative to the mean input power
+        (``>= 0``); it keeps directions that the calibration inputs barely
+        visit from being fitted arbitrarily.
+    progress : bool
+        ``method="grow"``: a progress bar over the stages.
 
     Returns
     -------
@@ -541,7 +684,14 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     seed = check_int("seed", seed, minimum=0)
     tol = _check_float("tol", tol)
     refine = check_int("refine", refine, minimum=0)
-    method = check_choice("method", method, ("auto", "dense", "mpo"))
+    method = check_choice("method", method, ("auto", "dense", "mpo", "grow"))
+    layout = check_choice("layout", layout, ("staircase", "brickwall"))
+    damp = _check_float("damp", damp)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise QtnnTypeError(f"progress must be a bool, got {progress!r}")
+    if (inputs is not None or layout != "staircase") and method in ("dense", "mpo"):
+        what = "inputs" if inputs is not None else f"layout={layout!r}"
+        raise QtnnError(f"{what} needs method='grow' (or 'auto'), got method={method!r}")
     work_bond = check_bond("work_bond", work_bond)
     if work_bond is None:
         work_bond = max(64, 4 * max_bond)
@@ -554,6 +704,11 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
             raise QtnnError(f"{name} must be 0 when W has fewer than k={k} qubits on that side "
                             f"({n}); got {name}={d}")
     lay = Layout(n_sites, n_out, n_in, d_out, d_in, k)
+    if method == "auto" and (inputs is not None or layout != "staircase"):
+        method = "grow"
+    if method == "grow":
+        return _disentangle_grow(mpo, params_before, d_out, d_in, max_bond, k, refine, tol,
+                                 inputs, layout, damp, progress)
     if method == "auto":
         method = "dense" if n_out + n_in <= DENSE_MAX_QUBITS else "mpo"
     is_complex = bool(np.iscomplexobj(mpo.cores[0])) or any(np.iscomplexobj(c) for c in mpo.cores)
