@@ -61,7 +61,7 @@ __all__ = ["compress", "LayerReport", "summarize", "linear_names", "stdlib_sente
 #: The ``kind`` stored in compressed-model checkpoints.
 COMPRESSED_FORMAT = "qtnn.compressed/1"
 
-_METHODS = ("mpo", "disentangle")
+_METHODS = ("mpo", "disentangle", "svd")
 _MAX_LISTED = 40
 
 
@@ -76,7 +76,7 @@ class LayerReport:
     aliases : list of str
         Every name under which the same module object appears (all replaced).
     method : str
-        ``"mpo"`` or ``"disentangle"``.
+        ``"mpo"``, ``"disentangle"`` or ``"svd"``.
     in_features, out_features : int
     max_bond : int or None
         Bond limit asked for (``None``: no limit).
@@ -107,6 +107,13 @@ class LayerReport:
         (:attr:`qtnn.staircase.Staircase.depth`).
     seconds : float
         Wall time of this layer (decomposition, module build and report).
+    rank : int or None
+        ``"svd"``: the rank of the factorisation.
+    calibrated : bool
+        Whether the fit was data-aware (``calibration`` given).
+    activation_error, truncation_activation_error : float or None
+        With calibration: ``||(W' - W) X^T||_F / ||W X^T||_F`` on the recorded
+        inputs ``X`` for the new layer and for plain truncation.
 
     Examples
     --------
@@ -136,6 +143,10 @@ class LayerReport:
     depth_in: int = 0
     seconds: float = 0.0
     aliases: list[str] = field(default_factory=list)
+    rank: int | None = None
+    calibrated: bool = False
+    activation_error: float | None = None
+    truncation_activation_error: float | None = None
 
     @property
     def compression(self) -> float:
@@ -175,9 +186,9 @@ def summarize(reports: Sequence[LayerReport]) -> dict[str, Any]:
 def _compressible_types() -> tuple[type, ...]:
     from torch import nn
 
-    from qtnn.nn import MPOLinear
+    from qtnn.nn import LowRankLinear, MPOLinear
 
-    return (nn.Linear, MPOLinear)
+    return (nn.Linear, MPOLinear, LowRankLinear)
 
 
 def _module_table(model: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -317,8 +328,9 @@ def _rel_error(approx: Any, w: Any) -> float:
 def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | None = None,
              cutoff: float | None = None, layers: Any = None, sweeps: int = 20, restarts: int = 2,
              refine: int = 100, tol: float = 1e-3, seed: int = 0, out_dims: Any = None,
-             in_dims: Any = None, workers: int | None = 1,
-             progress: bool = True) -> tuple[Any, list[LayerReport]]:
+             in_dims: Any = None, workers: int | None = 1, rank: int | None = None,
+             calibration: Any = None, damp: float = 1e-2, layout: str = "staircase",
+             engine: str = "auto", progress: bool = True) -> tuple[Any, list[LayerReport]]:
     """Replace linear layers of a model by MPO or disentangled (circuit + MPO) layers.
 
     After Aizpurua et al., "Hacking the quantum LLM: tensor network
@@ -340,9 +352,11 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         called for every replaceable layer (``nn.Linear`` or
         :class:`~qtnn.nn.MPOLinear`; see :func:`linear_names`).  A module
         shared under several names is compressed once and replaced everywhere.
-    method : {"mpo", "disentangle"}
-        :class:`~qtnn.nn.MPOLinear` by TT-SVD truncation, or
-        :class:`~qtnn.nn.DisentangledLinear` by :func:`qtnn.staircase.disentangle`.
+    method : {"mpo", "disentangle", "svd"}
+        :class:`~qtnn.nn.MPOLinear` by TT-SVD truncation,
+        :class:`~qtnn.nn.DisentangledLinear` by :func:`qtnn.staircase.disentangle`,
+        or :class:`~qtnn.nn.LowRankLinear` by truncated SVD (the baseline;
+        needs ``rank``).
     max_bond : int, optional
         Bond of the MPO (``"mpo"``: ``None`` means no limit) or of the residual
         ``M`` (``"disentangle"``: required).
@@ -367,6 +381,27 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         layers (starting a worker costs about two seconds).  Spawned workers
         re-import the main script: call it under
         ``if __name__ == "__main__":``.
+    rank : int, optional
+        ``"svd"`` only (required): the rank of the factorisation.
+    calibration : torch.Tensor or dict, optional
+        Data-aware fits.  A batch of model inputs (e.g. token windows) run
+        through ``model`` to record every target's inputs
+        (:func:`qtnn.lm.linear_inputs`), or a dict ``name -> (N, in_features)``
+        array of recorded inputs.  The fits then minimise the activation error
+        ``||(W' - W) X^T||`` instead of the weight error: ``"svd"`` by the
+        whitened SVD (:func:`qtnn.nn.low_rank.low_rank_factors`), ``"mpo"``
+        and ``"disentangle"`` by :func:`qtnn.staircase.disentangle` with
+        ``inputs`` (``"mpo"``: no circuit layers, only the cores, started at
+        the TT-SVD truncation).  Qubit sites only.
+    damp : float
+        Ridge term of the whitening with calibration (relative to the mean
+        input power).
+    layout : {"staircase", "brickwall"}
+        ``"disentangle"``: the circuits' in-layer gate order.
+    engine : {"auto", "dense", "mpo", "grow"}
+        ``"disentangle"``: the ``method`` of :func:`qtnn.staircase.disentangle`
+        (``"grow"``: staged deep circuits; chosen by ``"auto"`` with
+        calibration or a brickwall layout).
     progress : bool
         Show a tqdm progress bar across layers.
 
@@ -402,7 +437,7 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     from torch import nn
     from tqdm.auto import tqdm
 
-    from qtnn.nn import DisentangledLinear, MPOLinear
+    from qtnn.nn import DisentangledLinear, LowRankLinear, MPOLinear
 
     if not isinstance(model, nn.Module):
         raise QtnnTypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -419,6 +454,24 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         if out_dims is not None or in_dims is not None:
             raise QtnnError("out_dims / in_dims are for method='mpo' only: the circuits of "
                             "method='disentangle' act on qubits")
+    if method == "svd":
+        if rank is None:
+            raise QtnnError("rank must be a positive integer for method='svd', got None")
+        check_int("rank", rank, minimum=1)
+        for name_, v in (("max_bond", max_bond), ("cutoff", cutoff), ("out_dims", out_dims),
+                         ("in_dims", in_dims)):
+            if v is not None:
+                raise QtnnError(f"{name_} is not used by method='svd', got {name_}={v!r}; set rank")
+    elif rank is not None:
+        raise QtnnError(f"rank is for method='svd' only, got rank={rank!r} with method={method!r}")
+    if calibration is not None and method == "mpo" and (
+            cutoff is not None or out_dims is not None or in_dims is not None or max_bond is None):
+        raise QtnnError("calibration with method='mpo' fits an MPO of bond max_bond on qubit sites: "
+                        "set max_bond, and no cutoff / out_dims / in_dims")
+    check_choice("layout", layout, ("staircase", "brickwall"))
+    check_choice("engine", engine, ("auto", "dense", "mpo", "grow"))
+    if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not damp >= 0:
+        raise QtnnError(f"damp must be a real number >= 0, got {damp!r}")
     cut = check_cutoff("cutoff", cutoff)
     d_out, d_in = _layers_arg(layers, method)
     for name_, v in (("sweeps", sweeps), ("restarts", restarts), ("refine", refine), ("seed", seed)):
@@ -429,21 +482,26 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     n_workers = _workers_arg(workers)
 
     chosen = _resolve_targets(model, targets)
+    inputs = _calibration_inputs(model, chosen, calibration, progress)
     # deep-copy once, then map every chosen module to its copy
     memo: dict[int, Any] = {}
     new_model = copy.deepcopy(model, memo)
     sources = []
     jobs = []
     for name, old in chosen:
-        src = old.to_linear() if isinstance(old, MPOLinear) else old
+        src = old if isinstance(old, nn.Linear) else old.to_linear()
         w = src.weight.detach().to("cpu", torch.float64).numpy()
         if not np.all(np.isfinite(w)):
             raise QtnnError(f"the weight of {name!r} must be finite, got NaN or inf")
         sources.append(src)
+        x = None if inputs is None else inputs[name]
+        opts: dict[str, Any] = {"sweeps": sweeps, "restarts": restarts, "refine": refine,
+                                "tol": float(tol), "seed": seed, "method": engine, "layout": layout}
+        if x is not None:
+            opts.update(inputs=x, damp=float(damp))
         jobs.append({"w": w, "method": method, "max_bond": max_bond, "cutoff": cut,
                      "out_dims": out_dims, "in_dims": in_dims, "layers": (d_out, d_in),
-                     "opts": {"sweeps": sweeps, "restarts": restarts, "refine": refine,
-                              "tol": float(tol), "seed": seed}})
+                     "rank": rank, "opts": opts})
 
     bar = tqdm(total=len(jobs), desc=f"compress ({method})", unit="layer", disable=not progress)
     payloads = _run_jobs(jobs, [name for name, _ in chosen], n_workers, bar)
@@ -459,6 +517,13 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         with torch.no_grad():
             if method == "mpo":
                 new: nn.Module = MPOLinear.from_mpo(pay["mpo"], bias, dtype=dtype, device=device)
+            elif method == "svd":
+                new = LowRankLinear(in_f, out_f, rank, bias=bias is not None, dtype=dtype,
+                                    device=device)
+                new.A.copy_(torch.as_tensor(pay["factors"][1]))
+                new.B.copy_(torch.as_tensor(pay["factors"][0]))
+                if bias is not None:
+                    new.bias.copy_(bias)
             else:
                 res = pay["result"]
                 new = DisentangledLinear._from_result(res, in_f, out_f, res.U.layers, res.V.layers,
@@ -478,8 +543,41 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
             params_after=sum(p.numel() for p in new.parameters()),
             weight_error=pay["weight_error"], truncation_error=pay["truncation_error"],
             qubits_out=_qubits(out_f), qubits_in=_qubits(in_f),
-            seconds=pay["seconds"] + time.perf_counter() - t0, aliases=aliases, **pay["circuit"]))
+            seconds=pay["seconds"] + time.perf_counter() - t0, aliases=aliases,
+            rank=rank if method == "svd" else None, calibrated=inputs is not None,
+            activation_error=pay.get("activation_error"),
+            truncation_activation_error=pay.get("truncation_activation_error"), **pay["circuit"]))
     return new_model, reports
+
+
+def _calibration_inputs(model: Any, chosen: list[tuple[str, Any]], calibration: Any,
+                        progress: bool) -> dict[str, Any] | None:
+    """``name -> (N, in_features)`` float64 inputs of every chosen layer (``None`` without calibration)."""
+    import numpy as np
+
+    if calibration is None:
+        return None
+    if isinstance(calibration, dict):
+        out = {}
+        for name, mod in chosen:
+            if name not in calibration:
+                raise QtnnError(f"calibration has no inputs for {name!r}; it has "
+                                f"{sorted(calibration)[:_MAX_LISTED]}")
+            out[name] = _as_inputs(name, calibration[name], mod.in_features)
+        return out
+    from qtnn.lm import linear_inputs
+
+    got = linear_inputs(model, [n for n, _ in chosen], calibration, progress=progress)
+    return {n: np.ascontiguousarray(v) for n, v in got.items()}
+
+
+def _as_inputs(name: str, x: Any, in_features: int) -> Any:
+    from qtnn.staircase.disentangling import _inputs_array
+
+    try:
+        return _inputs_array(x, in_features)
+    except QtnnError as exc:
+        raise type(exc)(f"calibration[{name!r}]: {exc}") from None
 
 
 def _workers_arg(workers: Any) -> int:
@@ -514,7 +612,36 @@ def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     w, max_bond, cut = job["w"], job["max_bond"], job["cutoff"]
     pay: dict[str, Any] = {}
-    if job["method"] == "mpo":
+    x = job["opts"].get("inputs")
+    if job["method"] == "svd":
+        from qtnn.nn.low_rank import low_rank_factors
+        from qtnn.staircase._grow import whitening
+
+        L = None if x is None else whitening(x, w.shape[1], job["opts"]["damp"])
+        B, A = low_rank_factors(w, job["rank"], L)
+        approx = B @ A
+        err = _rel_error(approx, w)
+        plain_b, plain_a = low_rank_factors(w, job["rank"]) if x is not None else (B, A)
+        trunc = _rel_error(plain_b @ plain_a, w)
+        pay["factors"] = (B, A)
+        pay["bonds"] = []
+        pay["circuit"] = {"layers_out": 0, "layers_in": 0, "two_qubit_gates": 0,
+                          "depth_out": 0, "depth_in": 0}
+        if x is not None:
+            pay["activation_error"] = _rel_error(approx @ x.T, w @ x.T)
+            pay["truncation_activation_error"] = _rel_error(plain_b @ plain_a @ x.T, w @ x.T)
+    elif job["method"] == "mpo" and x is not None:
+        res = disentangle(w, 0, 0, max_bond, inputs=x, damp=job["opts"]["damp"],
+                          refine=job["opts"]["refine"], tol=job["opts"]["tol"], method="grow")
+        mpo = MPO(res.M.cores, shape=res.shape, check=False)
+        err, trunc = res.error, res.truncation_error
+        pay["mpo"] = mpo
+        pay["bonds"] = [int(c.shape[-1]) for c in mpo.cores[:-1]]
+        pay["circuit"] = {"layers_out": 0, "layers_in": 0, "two_qubit_gates": 0,
+                          "depth_out": 0, "depth_in": 0}
+        pay["activation_error"] = res.activation_error
+        pay["truncation_activation_error"] = res.truncation_activation_error
+    elif job["method"] == "mpo":
         mpo = MPO.from_dense(w, out_dims=job["out_dims"], in_dims=job["in_dims"])
         if max_bond is not None or cut > 0:
             mpo.truncate(max_bond=max_bond, cutoff=cut)
@@ -536,6 +663,8 @@ def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
         li = d_in if _qubits(w.shape[1]) >= 2 else 0
         res = disentangle(w, lo, li, max_bond, **job["opts"])
         err = _rel_error(res.to_dense(), w)
+        pay["activation_error"] = res.activation_error
+        pay["truncation_activation_error"] = res.truncation_activation_error
         plain = MPO.from_dense(w)
         plain.truncate(max_bond=max_bond)
         trunc = _rel_error(plain.to_dense(), w)
@@ -748,8 +877,13 @@ def embedding_agreement(reference: Any, other: Any) -> dict[str, float]:
 
 # ------------------------------------------------------ compressed checkpoints
 def _module_spec(module: Any) -> dict[str, Any]:
-    from qtnn.nn import DisentangledLinear, MPOLinear
+    from qtnn.nn import DisentangledLinear, LowRankLinear, MPOLinear
 
+    if isinstance(module, LowRankLinear):
+        return {"type": "LowRankLinear", "in_features": int(module.in_features),
+                "out_features": int(module.out_features), "rank": int(module.rank),
+                "core_shapes": [], "bias": module.bias is not None,
+                "dtype": str(module.A.dtype).replace("torch.", "")}
     spec: dict[str, Any] = {
         "in_features": int(module.in_features), "out_features": int(module.out_features),
         "core_shapes": [list(map(int, c.shape)) for c in module.cores],
@@ -770,7 +904,7 @@ def _module_from_spec(spec: dict[str, Any]) -> Any:
     import torch
     from torch import nn
 
-    from qtnn.nn import DisentangledLinear, MPOLinear
+    from qtnn.nn import DisentangledLinear, LowRankLinear, MPOLinear
     from qtnn.tn import MPO
 
     try:
@@ -787,6 +921,12 @@ def _module_from_spec(spec: dict[str, Any]) -> Any:
     if kind == "MPOLinear":
         mpo = MPO([np.zeros(s) for s in shapes], shape=(out_f, in_f), check=False)
         return MPOLinear.from_mpo(mpo, np.zeros(out_f) if bias else None, dtype=dt)
+    if kind == "LowRankLinear":
+        try:
+            rank = int(spec["rank"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise QtnnError(f"a LowRankLinear record is malformed: {exc!r}") from None
+        return LowRankLinear(in_f, out_f, rank, bias=bias, dtype=dt)
     if kind == "DisentangledLinear":
         layer = DisentangledLinear(in_f, out_f, int(spec["out_layers"]), int(spec["in_layers"]),
                                    int(spec["max_bond"]), bias=bias, dtype=dt)

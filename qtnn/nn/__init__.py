@@ -9,11 +9,11 @@ from typing import Any
 from qtnn.nn.mpo_linear import MPOLinear
 
 __all__ = ["MPOLinear", "TuckerConv2d", "CPConv2d", "QuantumStaircase", "DisentangledLinear",
-           "QuantumHead"]
+           "QuantumHead", "LowRankLinear"]
 
 _LAZY = {"TuckerConv2d": "qtnn.nn.conv", "CPConv2d": "qtnn.nn.conv",
          "QuantumStaircase": "qtnn.nn.quantum_layers", "DisentangledLinear": "qtnn.nn.quantum_layers",
-         "QuantumHead": "qtnn.nn.quantum_layers"}
+         "QuantumHead": "qtnn.nn.quantum_layers", "LowRankLinear": "qtnn.nn.low_rank"}
 
 
 def __getattr__(name: str) -> Any:
