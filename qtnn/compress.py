@@ -327,7 +327,7 @@ def _rel_error(approx: Any, w: Any) -> float:
 # ----------------------------------------------------------------- compress
 def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | None = None,
              cutoff: float | None = None, layers: Any = None, sweeps: int = 20, restarts: int = 2,
-             refine: int = 100, tol: float = 1e-3, seed: int = 0, out_dims: Any = None,
+             refine: int = 100, tol: float | None = None, seed: int = 0, out_dims: Any = None,
              in_dims: Any = None, workers: int | None = 1, rank: int | None = None,
              calibration: Any = None, damp: float = 1e-2, layout: str = "staircase",
              engine: str = "auto", progress: bool = True) -> tuple[Any, list[LayerReport]]:
@@ -476,7 +476,8 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     d_out, d_in = _layers_arg(layers, method)
     for name_, v in (("sweeps", sweeps), ("restarts", restarts), ("refine", refine), ("seed", seed)):
         check_int(name_, v, minimum=0)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, numbers.Real)
+                            or not tol >= 0):
         raise QtnnError(f"tol must be a real number >= 0, got {tol!r}")
 
     n_workers = _workers_arg(workers)
@@ -496,7 +497,7 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         sources.append(src)
         x = None if inputs is None else inputs[name]
         opts: dict[str, Any] = {"sweeps": sweeps, "restarts": restarts, "refine": refine,
-                                "tol": float(tol), "seed": seed, "method": engine, "layout": layout}
+                                "tol": None if tol is None else float(tol), "seed": seed, "method": engine, "layout": layout}
         if x is not None:
             opts.update(inputs=x, damp=float(damp))
         jobs.append({"w": w, "method": method, "max_bond": max_bond, "cutoff": cut,

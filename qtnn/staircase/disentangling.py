@@ -184,6 +184,12 @@ class Disentangled:
         ``A`` on the given inputs ``X`` (``None`` without inputs).
     truncation_activation_error : float or None
         The same for plain truncation of ``W`` to ``max_bond``.
+    seconds : float
+        ``method="grow"``: the optimisation time of the last stage.
+    stages : list of Disentangled
+        ``method="grow"``: the result after every stage (stage 0 without
+        circuits, then depths 1, 2, 4, ..., the last being this result), each
+        with its own errors and seconds; empty for the other methods.
 
     Examples
     --------
@@ -210,6 +216,8 @@ class Disentangled:
     restart: int = 0
     activation_error: float | None = None
     truncation_activation_error: float | None = None
+    seconds: float = 0.0
+    stages: list[Disentangled] = field(default_factory=list, repr=False)
 
     def _layout(self) -> Layout:
         return Layout(self.M.num_sites, self.U.n_qubits, self.V.n_qubits, self.U.layers,
@@ -405,24 +413,31 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
     finally:
         if bar is not None:
             bar.close()
-    last = results[-1]
-    M = MPO([np.array(c) for c in last.cores], check=False)
-    M.truncate(max_bond=max_bond)  # canonical SVD gauge; exact since the bonds are <= max_bond
-    M.shape = mpo.padded_shape
-    kw = {} if layout == "staircase" else {"layout": layout}
-    U = Staircase(n_out, d_out, 2, last.gu, **kw) if n_out >= 2 else Staircase(n_out, 0, n_out)
-    V = Staircase(n_in, d_in, 2, last.gv, **kw) if n_in >= 2 else Staircase(n_in, 0, n_in)
-    res = Disentangled(U=U, V=V, M=M, error=0.0, truncation_error=float(trunc_err), history=history,
-                       params_before=int(params_before),
-                       params_after=int(M.num_params + U.num_params + V.num_params),
-                       shape=(out_f, in_f), method="grow", k=2, restart=0)
-    A = res.to_dense()
-    res.error = _rel_error_dense(A, W)
-    if X is not None:
-        Wp = MPO(M0.cores, check=False).to_dense()[:out_f, :in_f]
-        res.activation_error = _rel_error_dense(A @ X.T, W @ X.T)
-        res.truncation_activation_error = _rel_error_dense(Wp @ X.T, W @ X.T)
-    return res
+    Wx = None if X is None else W @ X.T
+    Wp_x = None if X is None else MPO(M0.cores, check=False).to_dense()[:out_f, :in_f] @ X.T
+    built = []
+    for st in results:
+        du, dv = st.gu.shape[0], st.gv.shape[0]
+        M = MPO([np.array(c) for c in st.cores], check=False)
+        M.truncate(max_bond=max_bond)  # canonical SVD gauge; exact since the bonds are <= max_bond
+        M.shape = mpo.padded_shape
+        kw = {} if layout == "staircase" else {"layout": layout}
+        U = Staircase(n_out, du, 2, st.gu, **kw) if n_out >= 2 else Staircase(n_out, 0, n_out)
+        V = Staircase(n_in, dv, 2, st.gv, **kw) if n_in >= 2 else Staircase(n_in, 0, n_in)
+        res = Disentangled(U=U, V=V, M=M, error=0.0, truncation_error=float(trunc_err),
+                           history=history, params_before=int(params_before),
+                           params_after=int(M.num_params + U.num_params + V.num_params),
+                           shape=(out_f, in_f), method="grow", k=2, restart=0,
+                           seconds=float(st.seconds))
+        A = res.to_dense()
+        res.error = _rel_error_dense(A, W)
+        if X is not None:
+            res.activation_error = _rel_error_dense(A @ X.T, Wx)
+            res.truncation_activation_error = _rel_error_dense(Wp_x, Wx)
+        built.append(res)
+    final = built[-1]
+    final.stages = built
+    return final
 
 
 def _error_at(p: Any, res: Any, layout: str) -> float:
@@ -572,7 +587,7 @@ class _NetworkEngine:
 # --------------------------------------------------------------------- main
 @_single_threaded_blas()
 def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: int = 20, k: int = 2,
-                restarts: int = 2, seed: int = 0, tol: float = 1e-3, method: str = "auto", *,
+                restarts: int = 2, seed: int = 0, tol: float | None = None, method: str = "auto", *,
                 refine: int = 100, work_bond: int | None = None, inputs: Any = None,
                 layout: str = "staircase", damp: float = 1e-2,
                 progress: bool = False) -> Disentangled:
@@ -604,9 +619,12 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
         Random starts besides the identity start (``>= 0``), seeded by ``seed``.
     seed : int
         Seed of the random starts (the result is deterministic).
-    tol : float
+    tol : float, optional
         A start stops sweeping when a sweep lowers its error by less than
-        ``tol`` times the error (or the error is below ``1e-12``).
+        ``tol`` times the error (or the error is below ``1e-12``); default
+        ``1e-3``.  ``method="grow"``: a stage stops when an L-BFGS iteration
+        changes the relative squared error by less than ``tol`` (default
+        ``1e-10``: deep layers gain little per iteration but a lot in total).
     method : {"auto", "dense", "mpo", "grow"}
         ``"auto"``: ``"grow"`` when ``inputs`` are given or ``layout`` is
         ``"brickwall"``, else ``"dense"`` when ``n_out + n_in <=
@@ -682,7 +700,7 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     k = check_int("k", k, minimum=1)
     restarts = check_int("restarts", restarts, minimum=0)
     seed = check_int("seed", seed, minimum=0)
-    tol = _check_float("tol", tol)
+    tol = None if tol is None else _check_float("tol", tol)
     refine = check_int("refine", refine, minimum=0)
     method = check_choice("method", method, ("auto", "dense", "mpo", "grow"))
     layout = check_choice("layout", layout, ("staircase", "brickwall"))
@@ -707,8 +725,11 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     if method == "auto" and (inputs is not None or layout != "staircase"):
         method = "grow"
     if method == "grow":
-        return _disentangle_grow(mpo, params_before, d_out, d_in, max_bond, k, refine, tol,
+        return _disentangle_grow(mpo, params_before, d_out, d_in, max_bond, k, refine,
+                                 1e-10 if tol is None else tol,
                                  inputs, layout, damp, progress)
+    if tol is None:
+        tol = 1e-3
     if method == "auto":
         method = "dense" if n_out + n_in <= DENSE_MAX_QUBITS else "mpo"
     is_complex = bool(np.iscomplexobj(mpo.cores[0])) or any(np.iscomplexobj(c) for c in mpo.cores)
