@@ -624,7 +624,8 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
         ``tol`` times the error (or the error is below ``1e-12``); default
         ``1e-3``.  ``method="grow"``: a stage stops when an L-BFGS iteration
         changes the relative squared error by less than ``tol`` (default
-        ``1e-10``: deep layers gain little per iteration but a lot in total).
+        ``1e-14``, in effect ``refine`` iterations: deep layers gain little
+        per iteration but a lot in total).
     method : {"auto", "dense", "mpo", "grow"}
         ``"auto"``: ``"grow"`` when ``inputs`` are given or ``layout`` is
         ``"brickwall"``, else ``"dense"`` when ``n_out + n_in <=
@@ -726,7 +727,7 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
         method = "grow"
     if method == "grow":
         return _disentangle_grow(mpo, params_before, d_out, d_in, max_bond, k, refine,
-                                 1e-10 if tol is None else tol,
+                                 1e-14 if tol is None else tol,
                                  inputs, layout, damp, progress)
     if tol is None:
         tol = 1e-3

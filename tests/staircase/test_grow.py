@@ -67,3 +67,93 @@ def test_growth_never_increases_the_error():
     assert errs[-1] < errs[0]
     # the reported objective is the objective at the returned point
     assert _grow.objective_value(p, r.gu, r.gv, r.cores, "brickwall") == pytest.approx(r.f, rel=1e-10)
+
+
+# ------------------------------------------------------------ disentangle(method="grow")
+def test_grow_method_stages_and_errors_match_dense():
+    from qtnn.staircase import disentangle
+
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(12, 20))
+    res = disentangle(W, 4, 3, max_bond=1, method="grow", refine=30)
+    assert res.method == "grow" and (res.U.layers, res.V.layers) == (4, 3)
+    assert [(s.U.layers, s.V.layers) for s in res.stages] == [(0, 0), (1, 1), (2, 2), (4, 3)]
+    assert res.stages[-1] is res
+    errs = [s.error for s in res.stages]
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(errs, errs[1:]))
+    # Frobenius mode: never worse than plain truncation, and the error is that of to_dense()
+    assert res.error <= res.truncation_error
+    for s in res.stages:
+        A = _dense(4, s.U.gates, "staircase") @ s.M.to_dense() @ _dense(5, s.V.gates, "staircase").T
+        np.testing.assert_allclose(s.to_dense(), A[:12, :20], rtol=0, atol=1e-12)
+        assert abs(s.error - np.linalg.norm(A[:12, :20] - W) / np.linalg.norm(W)) < 1e-12
+        assert s.M.max_bond == 1
+    assert [h.kind for h in res.history] == ["grow"] * 4
+
+
+def test_grow_method_data_aware_activation_error():
+    from qtnn.staircase import disentangle
+
+    rng = np.random.default_rng(3)
+    W = rng.normal(size=(8, 12))
+    X = rng.normal(size=(300, 12)) * np.geomspace(0.05, 3.0, 12)
+    res = disentangle(W, 2, 2, max_bond=1, inputs=X, refine=40, damp=0.0)
+    assert res.method == "grow"
+    A = res.to_dense()
+    want = np.linalg.norm((A - W) @ X.T) / np.linalg.norm(W @ X.T)
+    assert abs(res.activation_error - want) < 1e-12
+    T = MPO.from_dense(W)
+    T.truncate(max_bond=1)
+    plain = np.linalg.norm((T.to_dense() - W) @ X.T) / np.linalg.norm(W @ X.T)
+    assert abs(res.truncation_activation_error - plain) < 1e-12
+    # the data-aware fit beats the Frobenius fit on the activations it was given
+    frob = disentangle(W, 2, 2, max_bond=1, method="grow", refine=40)
+    assert res.activation_error < np.linalg.norm((frob.to_dense() - W) @ X.T) / np.linalg.norm(W @ X.T)
+    # damp=0 with these inputs: the objective is exactly the activation error
+    assert res.history[-1].error == pytest.approx(res.error, rel=1e-10)
+
+
+def test_grow_method_is_deterministic():
+    from qtnn.staircase import disentangle
+
+    W = np.random.default_rng(4).normal(size=(8, 8))
+    a = disentangle(W, 2, 2, max_bond=1, method="grow", refine=20)
+    b = disentangle(W, 2, 2, max_bond=1, method="grow", refine=20)
+    assert a.error == b.error
+    np.testing.assert_array_equal(a.U.gates, b.U.gates)
+
+
+def test_grow_method_recovers_a_small_planted_layer():
+    from qtnn.staircase import disentangle
+
+    U0, V0 = Staircase.random(3, 1, seed=5), Staircase.random(3, 1, seed=6)
+    M0 = MPO.random((2,) * 3, (2,) * 3, 1, seed=7)
+    W = U0.to_matrix() @ M0.to_dense() @ V0.to_matrix().T
+    res = disentangle(W, 1, 1, max_bond=1, method="grow", refine=300)
+    assert res.truncation_error > 0.1
+    assert res.error < 1e-6
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"inputs": np.ones((4, 5))}, "inputs must have shape"),
+    ({"inputs": np.zeros((4, 8))}, "must not be all zero"),
+    ({"inputs": np.full((4, 8), np.nan)}, "finite"),
+    ({"inputs": np.ones((4, 8)), "method": "dense"}, "needs method='grow'"),
+    ({"layout": "brickwall", "method": "mpo"}, "needs method='grow'"),
+    ({"layout": "ladder"}, "layout"),
+    ({"damp": -1.0, "method": "grow"}, "damp"),
+])
+def test_grow_method_bad_arguments(kw, match):
+    from qtnn import QtnnError
+    from qtnn.staircase import disentangle
+
+    with pytest.raises(QtnnError, match=match):
+        disentangle(np.eye(8), 1, 1, max_bond=1, **kw)
+
+
+def test_grow_method_refuses_complex():
+    from qtnn import QtnnError
+    from qtnn.staircase import disentangle
+
+    with pytest.raises(QtnnError, match="real"):
+        disentangle(np.eye(4) * 1j, 1, 1, max_bond=1, method="grow")

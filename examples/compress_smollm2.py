@@ -1,0 +1,313 @@
+"""Study: does disentangling pay off on a real language model?  SmolLM2-135M-Instruct, block 10.
+
+For each target matrix of decoder block 10 (default ``k_proj`` and
+``v_proj``, 192 x 576, i.e. 8 + 10 qubits) it measures, on the built-in
+offline corpus (standard-library docstrings; 32 eval windows of 256 tokens,
+a disjoint calibration split):
+
+* the matrix removed (weight zero);
+* plain MPO truncation, bond 1 / 2 / 4;
+* truncated SVD, rank 1 / 2 / 4 (rank r has r (576 + 192) parameters: the
+  equal-parameter partner of the disentangled layer with
+  ``6 * 16 * D + 36`` parameters, i.e. rank 1 ~ D = 8, 2 ~ 16, 4 ~ 32);
+* the disentangled layer ``U M V^T`` with bond 1 grown to D = 1 ... 32 layers
+  per side (one growth run gives every depth);
+
+each with the plain (Frobenius) fit and with the data-aware fit on the
+calibration activations, and the best variants of each family again after
+healing (the replaced layer's parameters trained to match block 10's outputs
+on the calibration windows, :func:`qtnn.compress.heal`).  Figures per
+variant: perplexity and its change, weight error, activation error on the
+eval windows (held out), parameters, qubits, two-qubit gates, seconds.
+
+Every variant is evaluated through a :class:`qtnn.lm.BlockCache` (only blocks
+10..29 run).  Results are appended to the JSON file after every variant, and
+a rerun skips what the file already holds (``--fresh`` starts over).
+
+Run (needs ``make llm``; about an hour on 2 cores)::
+
+    .venv/bin/python examples/compress_smollm2.py
+    .venv/bin/python examples/compress_smollm2.py --targets k_proj --depths 1,2,4 --heal-steps 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+import qtnn
+from qtnn import lm
+from qtnn.nn import DisentangledLinear
+from qtnn.staircase import disentangle
+
+BLOCK = 10
+
+
+def _atomic_json(path: str, data: Any) -> None:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+class Study:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.data: dict[str, Any] = {"settings": vars(args).copy(), "variants": {}}
+        if os.path.exists(args.json) and not args.fresh:
+            with open(args.json) as f:
+                self.data = json.load(f)
+            self.data.setdefault("variants", {})
+        t0 = time.perf_counter()
+        self.model, tok = lm.load_smollm2(torch.float32)
+        self.original = copy.deepcopy(self.model)
+        self.eval_windows = lm.corpus_windows(tok, "eval", args.eval_windows)
+        self.calib_windows = lm.corpus_windows(tok, "calibration", args.calib_windows)
+        self.eval_cache = lm.BlockCache(self.model, self.eval_windows, BLOCK, progress=True)
+        self.calib_cache = lm.BlockCache(self.model, self.calib_windows, BLOCK, progress=True,
+                                         verify=False)
+        self.data["setup_seconds"] = time.perf_counter() - t0
+        if "baseline" not in self.data:
+            t = time.perf_counter()
+            ppl = self.eval_cache.perplexity(self.model, progress=False)
+            self.data["baseline"] = {"perplexity": ppl, "seconds": time.perf_counter() - t}
+            self.save()
+        self.base = self.data["baseline"]["perplexity"]
+        print(f"baseline perplexity {self.base:.4f}")
+
+    def save(self) -> None:
+        _atomic_json(self.args.json, self.data)
+
+    # ---------------------------------------------------------------- helpers
+    def name(self, proj: str) -> str:
+        kind = "self_attn" if proj in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+        return f"model.layers.{BLOCK}.{kind}.{proj}"
+
+    def slot(self, proj: str) -> tuple[Any, str]:
+        parent_name, attr = self.name(proj).rsplit(".", 1)
+        return self.model.get_submodule(parent_name), attr
+
+    def evaluate(self, key: str, proj: str, module: Any, info: dict[str, Any],
+                 x_eval: np.ndarray, linear: Any) -> dict[str, Any]:
+        """Put ``module`` in place of ``proj``, measure, put the original back."""
+        parent, attr = self.slot(proj)
+        t = time.perf_counter()
+        setattr(parent, attr, module)
+        try:
+            ppl = self.eval_cache.perplexity(self.model, progress=False)
+        finally:
+            setattr(parent, attr, linear)
+        xs = torch.as_tensor(x_eval, dtype=torch.float32)
+        with torch.no_grad():
+            ref = linear(xs).double()
+            got = module(xs).double()
+        act = float((got - ref).norm() / ref.norm())
+        row = {**info, "perplexity": ppl, "change": ppl / self.base - 1.0,
+               "activation_error_eval": act, "eval_seconds": time.perf_counter() - t,
+               "params": sum(p.numel() for p in module.parameters())}
+        self.data["variants"][key] = row
+        self.save()
+        print(f"{key:40s} ppl {ppl:8.4f} ({100 * row['change']:+6.2f}%)  weight err "
+              f"{row.get('weight_error', float('nan')):.4f}  act err {act:.4f}  params {row['params']}",
+              flush=True)
+        return row
+
+    def heal(self, proj: str, module: Any) -> tuple[Any, dict[str, Any]]:
+        parent, attr = self.slot(proj)
+        linear = getattr(parent, attr)
+        setattr(parent, attr, module)
+        try:
+            rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows,
+                                     original=self.original, objective="outputs",
+                                     match=f"model.layers.{BLOCK}", steps=self.args.heal_steps,
+                                     lr=self.args.heal_lr, batch_size=4, seed=0, progress=True,
+                                     block_cache=self.calib_cache)
+        finally:
+            setattr(parent, attr, linear)
+        return module, {"heal": rep.as_dict() | {"losses": None}}
+
+    # ---------------------------------------------------------------- the study
+    def run_target(self, proj: str) -> None:
+        a = self.args
+        name = self.name(proj)
+        parent, attr = self.slot(proj)
+        linear = getattr(parent, attr)
+        w = linear.weight.detach().double().numpy()
+        x_cal = lm.linear_inputs(self.model, name, block_cache=self.calib_cache, progress=False)[name]
+        x_eval = lm.linear_inputs(self.model, name, block_cache=self.eval_cache, progress=False)[name]
+        done = self.data["variants"]
+        common = {"target": proj, "shape": list(w.shape)}
+
+        def want(key: str) -> bool:
+            return key not in done
+
+        key = f"{proj}/removed"
+        if want(key):
+            zero = torch.nn.Linear(w.shape[1], w.shape[0], bias=False)
+            torch.nn.init.zeros_(zero.weight)
+            self.evaluate(key, proj, zero, {**common, "family": "removed", "weight_error": 1.0},
+                          x_eval, linear)
+
+        healable: dict[str, Any] = {}
+        for fit in ("plain", "data"):
+            cal = {"": x_cal} if fit == "data" else None
+            for bond in a.bonds:
+                key = f"{proj}/mpo/chi={bond}/{fit}"
+                if want(key) or (bond == 1 and fit == "data"):
+                    t = time.perf_counter()
+                    mod, (r,) = qtnn.compress(linear, "", "mpo", max_bond=bond, calibration=cal,
+                                              refine=a.refine, progress=False)
+                    info = {**common, "family": "mpo", "fit": fit, "bond": bond,
+                            "weight_error": r.weight_error, "activation_error_calib": r.activation_error,
+                            "qubits": [r.qubits_out, r.qubits_in], "two_qubit_gates": 0,
+                            "seconds": time.perf_counter() - t}
+                    if want(key):
+                        self.evaluate(key, proj, mod, info, x_eval, linear)
+                    if bond == 1 and fit == "data":
+                        healable[f"{proj}/mpo/chi=1/data"] = (mod, info)
+            for rank in a.ranks:
+                key = f"{proj}/svd/rank={rank}/{fit}"
+                if want(key) or fit == "data":
+                    t = time.perf_counter()
+                    mod, (r,) = qtnn.compress(linear, "", "svd", rank=rank, calibration=cal,
+                                              progress=False)
+                    info = {**common, "family": "svd", "fit": fit, "rank": rank,
+                            "weight_error": r.weight_error, "activation_error_calib": r.activation_error,
+                            "two_qubit_gates": 0, "seconds": time.perf_counter() - t}
+                    if want(key):
+                        self.evaluate(key, proj, mod, info, x_eval, linear)
+                    if fit == "data":
+                        healable[key] = (mod, info)
+            for bond in a.dis_bonds:
+                dmax = max(a.depths)
+                keys = [f"{proj}/dis/chi={bond}/D={d}/{fit}" for d in a.depths]
+                if not any(want(k) for k in keys) and not (fit == "data" and bond == 1):
+                    continue
+                t = time.perf_counter()
+                res = disentangle(w, dmax, dmax, bond, method="grow", refine=a.refine,
+                                  inputs=x_cal if fit == "data" else None, layout=a.layout,
+                                  progress=True)
+                total = time.perf_counter() - t
+                cum = 0.0
+                for st in res.stages:
+                    cum += st.seconds
+                    d = st.U.layers
+                    if d not in a.depths:
+                        continue
+                    key = f"{proj}/dis/chi={bond}/D={d}/{fit}"
+                    mod = DisentangledLinear._from_result(st, w.shape[1], w.shape[0], d, d, bond,
+                                                          None, torch.float32)
+                    info = {**common, "family": "disentangled", "fit": fit, "bond": bond, "depth": d,
+                            "layout": a.layout, "weight_error": st.error,
+                            "activation_error_calib": st.activation_error,
+                            "qubits": [st.U.n_qubits, st.V.n_qubits],
+                            "two_qubit_gates": st.U.num_gates + st.V.num_gates,
+                            "circuit_depth": [st.U.depth, st.V.depth],
+                            "stage_seconds": st.seconds, "seconds": cum}
+                    if want(key):
+                        self.evaluate(key, proj, mod, info, x_eval, linear)
+                    if fit == "data" and bond == 1 and d == dmax:
+                        healable[key] = (mod, info)
+                done.setdefault(f"{proj}/dis/chi={bond}/{fit}/growth", {
+                    "seconds": total, "errors": [s.error for s in res.stages],
+                    "activation_errors": [s.activation_error for s in res.stages],
+                    "depths": [s.U.layers for s in res.stages]})
+                self.save()
+
+        if a.heal_steps > 0:
+            for key, (mod, info) in healable.items():
+                hkey = key + "/healed"
+                if not want(hkey):
+                    continue
+                t = time.perf_counter()
+                mod, extra = self.heal(proj, mod)
+                info = {**info, **extra, "heal_seconds": time.perf_counter() - t}
+                w2 = _module_weight(mod)
+                info["weight_error"] = float(np.linalg.norm(w2 - w) / np.linalg.norm(w))
+                self.evaluate(hkey, proj, mod, info, x_eval, linear)
+
+
+def _module_weight(mod: Any) -> np.ndarray:
+    """The dense weight of a bias-free linear module, by applying it to the identity (float64)."""
+    m = copy.deepcopy(mod).double()
+    with torch.no_grad():
+        eye = torch.eye(m.in_features, dtype=torch.float64)
+        return m(eye).T.numpy()
+
+
+def plot(data: dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(data["variants"].values())
+    targets = sorted({r["target"] for r in rows if "target" in r})
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.6), squeeze=False)
+    for ax, proj in zip(axes[0], targets, strict=True):
+        mine = [r for r in rows if r.get("target") == proj and "perplexity" in r]
+        for fam, marker in (("mpo", "s"), ("svd", "^"), ("disentangled", "o")):
+            for fit, ls in (("plain", "--"), ("data", "-")):
+                pts = sorted((r["params"], 100 * r["change"]) for r in mine
+                             if r["family"] == fam and r.get("fit") == fit and "heal" not in r
+                             and r.get("bond", 1) == 1 or (r["family"] == fam == "svd"
+                                                           and r.get("fit") == fit and "heal" not in r))
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), ls, marker=marker, label=f"{fam} ({fit})")
+        healed = [r for r in mine if "heal" in r]
+        for r in healed:
+            ax.plot(r["params"], 100 * r["change"], "k*", ms=11)
+            ax.annotate(f"{r['family']} healed", (r["params"], 100 * r["change"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")
+        removed = [r for r in mine if r["family"] == "removed"]
+        if removed:
+            ax.axhline(100 * removed[0]["change"], color="grey", lw=0.8, label="removed")
+        ax.axhline(1.0, color="red", lw=0.6, ls=":", label="+1 %")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters of the replaced layer")
+        ax.set_ylabel("perplexity change (%)")
+        ax.set_title(f"SmolLM2-135M block {BLOCK} {proj} (baseline {data['baseline']['perplexity']:.2f})")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--targets", default="k_proj,v_proj")
+    p.add_argument("--depths", default="1,2,4,8,16,32")
+    p.add_argument("--bonds", default="1,2,4", help="MPO bonds")
+    p.add_argument("--ranks", default="1,2,4", help="SVD ranks")
+    p.add_argument("--dis-bonds", default="1", help="bonds of the disentangled residual")
+    p.add_argument("--layout", default="staircase", choices=["staircase", "brickwall"])
+    p.add_argument("--refine", type=int, default=100, help="L-BFGS iterations per growth stage")
+    p.add_argument("--eval-windows", type=int, default=32)
+    p.add_argument("--calib-windows", type=int, default=64)
+    p.add_argument("--heal-steps", type=int, default=500)
+    p.add_argument("--heal-lr", type=float, default=1e-3)
+    p.add_argument("--json", default="examples/compress_smollm2.json")
+    p.add_argument("--png", default="examples/compress_smollm2.png")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing JSON file")
+    a = p.parse_args()
+    for k in ("depths", "bonds", "ranks", "dis_bonds"):
+        setattr(a, k, [int(v) for v in getattr(a, k).split(",") if v])
+    torch.manual_seed(0)
+    study = Study(a)
+    for proj in a.targets.split(","):
+        study.run_target(proj)
+    plot(study.data, a.png)
+    print(f"wrote {a.json} and {a.png}")
+
+
+if __name__ == "__main__":
+    main()
