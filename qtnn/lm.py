@@ -42,7 +42,8 @@ from typing import Any
 from qtnn._validate import check_alloc, check_bool, check_choice, check_int, check_real
 from qtnn.errors import QtnnError, QtnnTypeError
 
-__all__ = ["load_smollm2", "smollm2_file", "stdlib_documents", "corpus_windows", "corpus_size",
+__all__ = ["load_smollm2", "load_smollm2_tokenizer", "smollm2_file", "stdlib_documents",
+           "corpus_windows", "corpus_size",
            "perplexity", "BlockCache", "linear_inputs", "heal", "HealReport",
            "SMOLLM2_INSTALL", "LLM_INSTALL", "SPLITS"]
 
@@ -172,6 +173,26 @@ def load_smollm2(dtype: Any = None, *, progress: bool = False) -> tuple[Any, Any
             hf_logging.disable_progress_bar()
     model.eval()
     return model, tokenizer
+
+
+def load_smollm2_tokenizer() -> Any:
+    """The tokenizer of :func:`load_smollm2` alone (from the same GGUF file; a few seconds).
+
+    Examples
+    --------
+    >>> tok = load_smollm2_tokenizer()  # doctest: +SKIP
+    >>> tok.encode("def f(x):", add_special_tokens=False)  # doctest: +SKIP
+    [1604, 275, 24, 104, 727]
+    """
+    path = smollm2_file()
+    for pkg in ("transformers", "gguf"):
+        if importlib.util.find_spec(pkg) is None:
+            raise QtnnError(f"SmolLM2 needs the package {pkg!r}, which is not installed: {LLM_INSTALL}")
+    _hf_offline()
+    from transformers import AutoTokenizer
+
+    folder, name = os.path.split(path)
+    return AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
 
 
 # ------------------------------------------------------------------- corpus
@@ -862,6 +883,10 @@ class HealReport:
     losses : list of float
         The minibatch loss of every step (before its update).
     seconds : float
+    restored : bool
+        The training ended worse on the whole of ``data`` than it started, so
+        the parameters were put back as they were (``loss_after ==
+        loss_before``).
 
     Examples
     --------
@@ -883,6 +908,7 @@ class HealReport:
     loss_after: float
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    restored: bool = False
 
     @property
     def improvement(self) -> float:
@@ -1086,6 +1112,7 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
         for p in params:
             p.requires_grad_(True)
         before = loss_fn.full(max(batch_size, 8))
+        start = [p.detach().clone() for p in params]
         opt = torch.optim.Adam(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
         order: list[int] = []
@@ -1103,6 +1130,12 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
             bar.set_postfix(loss=f"{losses[-1]:.4g}", refresh=False)
         bar.close()
         after = loss_fn.full(max(batch_size, 8))
+        restored = after > before
+        if restored:  # never hand back a layer worse on the objective than it came
+            with torch.no_grad():
+                for p, s0 in zip(params, start, strict=True):
+                    p.copy_(s0)
+            after = before
     finally:
         for p in model.parameters():
             p.requires_grad_(flags.get(id(p), True))
@@ -1112,4 +1145,5 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
                       match=[n for n, _ in match_named], steps=steps, batch_size=batch_size, seed=seed,
                       lr=lr, parameters=sum(p.numel() for p in params),
                       block=None if cache is None else cache.block, loss_before=before,
-                      loss_after=after, losses=losses, seconds=time.perf_counter() - t0)
+                      loss_after=after, losses=losses, seconds=time.perf_counter() - t0,
+                      restored=restored)

@@ -160,11 +160,65 @@ def test_bad_options():
     with pytest.raises(QtnnError, match="layers must be None or 0 for method='mpo'"):
         compress(model, "0", "mpo", max_bond=2, layers=1, progress=False)
     with pytest.raises(QtnnError, match="method must be one of"):
+        compress(model, "0", "tucker", progress=False)
+    with pytest.raises(QtnnError, match="rank must be a positive integer for method='svd'"):
         compress(model, "0", "svd", progress=False)
+    with pytest.raises(QtnnError, match="rank is for method='svd' only"):
+        compress(model, "0", max_bond=1, rank=2, progress=False)
+    with pytest.raises(QtnnError, match="max_bond is not used by method='svd'"):
+        compress(model, "0", "svd", rank=2, max_bond=1, progress=False)
+    with pytest.raises(QtnnError, match="calibration with method='mpo'"):
+        compress(model, "0", cutoff=0.1, calibration=x_in(), progress=False)
+    with pytest.raises(QtnnError, match="calibration has no inputs for '2'"):
+        compress(model, "2", max_bond=1, calibration={"0": np.ones((3, 12))}, progress=False)
+    with pytest.raises(QtnnError, match=r"calibration\['0'\]: inputs must have shape"):
+        compress(model, "0", max_bond=1, calibration={"0": np.ones((3, 5))}, progress=False)
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        compress(model, "0", "disentangle", max_bond=1, layout="ladder", progress=False)
+    with pytest.raises(QtnnError, match="damp must be a real number"):
+        compress(model, "0", max_bond=1, damp=-1, progress=False)
     with pytest.raises(QtnnError, match="max_bond must be a positive integer or None, got 0"):
         compress(model, "0", max_bond=0, progress=False)
     with pytest.raises(QtnnError, match=r"layers must be an int or a pair"):
         compress(model, "0", "disentangle", max_bond=2, layers=(1, 2, 3), progress=False)
+
+
+def _act_error(layer, ref, x):
+    with torch.no_grad():
+        return float((layer(x) - ref(x)).norm() / (ref(x) - ref.bias).norm())
+
+
+def test_svd_method_and_calibrated_fits():
+    from qtnn.nn import LowRankLinear
+
+    model = mlp()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(300, 12, dtype=torch.float64, generator=gen) * torch.linspace(0.05, 3.0, 12,
+                                                                                  dtype=torch.float64)
+    full, (r,) = compress(model, "0", "svd", rank=12, progress=False)
+    assert isinstance(full[0], LowRankLinear) and r.rank == 12 and r.weight_error < 1e-12
+    torch.testing.assert_close(full(x), model(x), rtol=0, atol=1e-12)
+    w = model[0].weight.detach().numpy()
+    u, s, vt = np.linalg.svd(w)
+    plain, (r,) = compress(model, "0", "svd", rank=2, progress=False)
+    assert abs(r.weight_error - np.sqrt(np.sum(s[2:] ** 2) / np.sum(s**2))) < 1e-12
+    assert r.params_after == 2 * (12 + 20) + 20 and not r.calibrated
+    for method, kw in (("svd", {"rank": 2}), ("mpo", {"max_bond": 1}),
+                       ("disentangle", {"max_bond": 1, "layers": 1, "refine": 30})):
+        base, (rb,) = compress(model, "0", method, progress=False, **kw)
+        cal, (rc,) = compress(model, "0", method, calibration=x, progress=False, **kw)
+        assert rc.calibrated and rc.activation_error is not None
+        # the reported activation errors are those of the layers on the recorded inputs
+        assert abs(rc.activation_error - _act_error(cal[0], model[0], x)) < 1e-10
+        assert abs(rc.truncation_activation_error - _act_error(
+            compress(model, "0", "svd" if method == "svd" else "mpo", progress=False,
+                     **({"rank": 2} if method == "svd" else {"max_bond": 1}))[0][0], model[0], x)) < 1e-10
+        # data-aware fits win on the activations they were fitted to
+        assert rc.activation_error < _act_error(base[0], model[0], x)
+        # recorded inputs given as a dict give the same layer
+        again, (rd,) = compress(model, "0", method, calibration={"0": x.numpy()}, progress=False, **kw)
+        assert rd.activation_error == rc.activation_error
+        torch.testing.assert_close(again(x), cal(x), rtol=0, atol=0)
 
 
 def test_non_power_of_two_shapes_and_predicates():
@@ -369,6 +423,32 @@ def test_cli_compresses_a_hybrid_checkpoint_and_round_trips(tmp_path, capsys, hy
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in res4["layers"]]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in res["layers"]]
     assert res4["quality"] == res["quality"]
+
+
+def test_cli_svd_calibration_heal_round_trip(tmp_path, capsys, hybrid_checkpoint):
+    from qtnn.nn import LowRankLinear
+
+    path, model = hybrid_checkpoint
+    p = tiny_cli()
+    out = tmp_path / "svd.pt"
+    res = run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--method", "svd",
+                                "--rank", "3", "--calibration", "200", "--heal", "20",
+                                "--no-progress", "--out", str(out)]))
+    (row,) = res["layers"]
+    assert row["rank"] == 3 and row["calibrated"] and row["activation_error"] is not None
+    # the calibrated SVD is already the optimum of this objective up to the damping: healing may
+    # only keep it (restored) or improve it, never hand back a worse layer
+    assert res["heal"]["steps"] == 20 and res["heal"]["loss_after"] <= res["heal"]["loss_before"]
+    assert "healed 1 layers" in capsys.readouterr().out
+    json.dumps(res)
+    loaded, _ = load_compressed(out)
+    assert isinstance(loaded.features, LowRankLinear) and loaded.features.rank == 3
+    with pytest.raises(QtnnError, match="--heal needs calibration inputs"):
+        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--bond", "2",
+                              "--heal", "5", "--no-progress"]))
+    with pytest.raises(QtnnError, match="--calibration must be at most"):
+        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--bond", "2",
+                              "--calibration", "100000", "--no-progress"]))
 
 
 def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):

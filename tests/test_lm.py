@@ -257,6 +257,22 @@ def test_heal_with_a_given_block_cache_and_zero_steps(model, windows):
     assert r2.loss_before == r.loss_before
 
 
+def test_heal_never_returns_a_worse_layer():
+    # nearly exact, and a learning rate far too large: Adam overshoots, so the start is restored
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(5, 4)).double()
+    net = nn.Sequential(nn.Linear(5, 4)).double()
+    net.load_state_dict(ref.state_dict())
+    with torch.no_grad():
+        net[0].weight.add_(1e-3)
+    x = torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    w0 = net[0].weight.clone()
+    r = lm.heal(net, "0", x, original=ref, objective="outputs", steps=5, lr=5.0, batch_size=4,
+                progress=False)
+    assert r.restored and r.loss_after == r.loss_before > 0 and len(r.losses) == 5
+    assert torch.equal(net[0].weight, w0)
+
+
 def test_heal_bad_input(model, windows):
     _, cal = windows
     small = _compressed(model, max_bond=1)

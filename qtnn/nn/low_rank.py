@@ -53,7 +53,7 @@ def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None) -> t
 
 
 class LowRankLinear(nn.Module):
-    """A linear layer of rank ``rank``: ``y = B (A x) + b`` with ``A`` (``rank x in``), ``B`` (``out x rank``).
+    """A linear layer of rank ``rank``: ``y = B (A x) + b``, ``A`` ``rank x in``, ``B`` ``out x rank``.
 
     ``rank (in + out)`` weight parameters instead of ``in out``: the plain SVD
     baseline that MPO and disentangled layers are compared with at equal

@@ -413,15 +413,17 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
     finally:
         if bar is not None:
             bar.close()
-    Wx = None if X is None else W @ X.T
-    Wp_x = None if X is None else MPO(M0.cores, check=False).to_dense()[:out_f, :in_f] @ X.T
+    Wx = Wp_x = np.zeros(0)
+    if X is not None:
+        Wx = W @ X.T
+        Wp_x = MPO(M0.cores, check=False).to_dense()[:out_f, :in_f] @ X.T
     built = []
     for st in results:
         du, dv = st.gu.shape[0], st.gv.shape[0]
         M = MPO([np.array(c) for c in st.cores], check=False)
         M.truncate(max_bond=max_bond)  # canonical SVD gauge; exact since the bonds are <= max_bond
         M.shape = mpo.padded_shape
-        kw = {} if layout == "staircase" else {"layout": layout}
+        kw: dict[str, Any] = {} if layout == "staircase" else {"layout": layout}
         U = Staircase(n_out, du, 2, st.gu, **kw) if n_out >= 2 else Staircase(n_out, 0, n_out)
         V = Staircase(n_in, dv, 2, st.gv, **kw) if n_in >= 2 else Staircase(n_in, 0, n_in)
         res = Disentangled(U=U, V=V, M=M, error=0.0, truncation_error=float(trunc_err),
