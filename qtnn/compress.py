@@ -1342,12 +1342,13 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
 def _heal_cli(source: dict[str, Any], model: Any, new: Any, targets: list[str], calib: Any,
               args: argparse.Namespace) -> dict[str, Any]:
     """``--heal``: match the original outputs (the enclosing block's for smollm2) on ``calib``."""
-    if source["kind"] == "smollm2":
-        blocks = sorted({int(t.split(".")[2]) for t in targets if _smollm2_block(model, [t]) or
-                         t.startswith("model.layers.0.")})
-        match = [f"model.layers.{b}" for b in blocks] or targets
-    else:
-        match = targets
+    match: list[str] = []
+    for t in targets:
+        parts = t.split(".")
+        inside = source["kind"] == "smollm2" and len(parts) > 3 and parts[:2] == ["model", "layers"]
+        m = ".".join(parts[:3]) if inside else t
+        if m not in match:
+            match.append(m)
     rep = heal(new, targets, calib, original=model, objective="outputs", match=match,
                steps=args.heal, lr=args.heal_lr, batch_size=4, seed=args.seed,
                progress=not args.no_progress)

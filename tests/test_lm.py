@@ -300,3 +300,30 @@ def test_heal_bad_input(model, windows):
     with pytest.raises(QtnnError, match="match: the model has no module named 'x'"):
         lm.heal(small, K_PROJ, cal, objective="outputs", original=nn.Sequential(), match="x",
                 progress=False)
+
+
+def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
+    """``qtnn compress smollm2 ...`` end to end, with the model and tokenizer swapped for tiny ones."""
+    import argparse
+
+    from qtnn.compress import add_parser, run_cli
+
+    tiny = tiny_llama(layers=3)
+    monkeypatch.setattr(lm, "load_smollm2", lambda dtype=None, **kw: (tiny, None))
+    monkeypatch.setattr(lm, "load_smollm2_tokenizer", lambda: byte_tokenizer)
+    p = argparse.ArgumentParser(prog="qtnn")
+    add_parser(p.add_subparsers(dest="command"))
+    target = "model.layers.1.self_attn.k_proj"
+    res = run_cli(p.parse_args(["compress", "smollm2", "--targets", target, "--method", "disentangle",
+                                "--bond", "1", "--layers", "2", "--engine", "grow", "--refine", "5",
+                                "--calibration", "4", "--heal", "3", "--perplexity", "3",
+                                "--no-progress"]))
+    q = res["quality"]
+    assert q["what"] == "perplexity on 3 eval windows of 256 tokens"
+    ev = lm.corpus_windows(byte_tokenizer, "eval", 3)
+    assert q["perplexity_before"] == pytest.approx(lm.perplexity(tiny, ev, progress=False), rel=1e-9)
+    (row,) = res["layers"]
+    assert row["calibrated"] and row["layers_out"] == 2 and row["activation_error"] is not None
+    assert res["heal"]["match"] == ["model.layers.1"] and res["heal"]["steps"] == 3
+    assert res["heal"]["loss_after"] <= res["heal"]["loss_before"]
+    assert "healed 1 layers" in capsys.readouterr().out
