@@ -273,7 +273,14 @@ class Disentangled:
         True
         """
         max_bond = check_bond("max_bond", max_bond)
-        cores = apply_circuit(self.M.cores, self._layout(), self._gates(), inverse=False, cap=max_bond)
+        lay, gates = self._layout(), self._gates()
+        if getattr(self.U, "layout", "staircase") == "brickwall":
+            # a brickwall layer is two staircase layers: its even gates (identities between,
+            # disjoint, so their order is free), then its odd gates
+            gates = {s: _brickwall_as_staircase(g) for s, g in gates.items()}
+            lay = Layout(self.M.num_sites, self.U.n_qubits, self.V.n_qubits,
+                         gates["U"].shape[0], gates["V"].shape[0], self.k)
+        cores = apply_circuit(self.M.cores, lay, gates, inverse=False, cap=max_bond)
         out = MPO(cores, shape=self.shape, check=False)
         if max_bond is not None:
             out.truncate(max_bond=max_bond)
@@ -281,6 +288,16 @@ class Disentangled:
 
 
 # ------------------------------------------------------------------ helpers
+def _brickwall_as_staircase(gates: np.ndarray) -> np.ndarray:
+    """Brickwall gates ``(D, g, 4, 4)`` as staircase gates ``(2D, g, 4, 4)`` of the same circuit."""
+    d, g = gates.shape[:2]
+    out = np.broadcast_to(np.eye(gates.shape[-1], dtype=gates.dtype), (2 * d, *gates.shape[1:])).copy()
+    for layer in range(d):
+        out[2 * layer, 0:g:2] = gates[layer, 0:g:2]
+        out[2 * layer + 1, 1:g:2] = gates[layer, 1:g:2]
+    return out
+
+
 def _as_mpo(W: Any) -> tuple[MPO, int]:
     """``W`` as an MPO on qubit sites, and its number of entries as given."""
     if isinstance(W, MPO):

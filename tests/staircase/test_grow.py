@@ -157,3 +157,13 @@ def test_grow_method_refuses_complex():
 
     with pytest.raises(QtnnError, match="real"):
         disentangle(np.eye(4) * 1j, 1, 1, max_bond=1, method="grow")
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 6])
+def test_brickwall_is_a_staircase_with_identity_fillers(n):
+    from qtnn.staircase.disentangling import _brickwall_as_staircase
+
+    g = Staircase.random(n, 3, seed=n).gates
+    s = _brickwall_as_staircase(g)
+    assert s.shape == (6, n - 1, 4, 4)
+    np.testing.assert_allclose(_dense(n, s, "staircase"), _dense(n, g, "brickwall"), rtol=0, atol=1e-12)
