@@ -329,7 +329,8 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
              cutoff: float | None = None, layers: Any = None, sweeps: int = 20, restarts: int = 2,
              refine: int = 100, tol: float | None = None, seed: int = 0, out_dims: Any = None,
              in_dims: Any = None, workers: int | None = 1, rank: int | None = None,
-             calibration: Any = None, damp: float = 1e-2, layout: str = "staircase",
+             calibration: Any = None, damp: float = 1e-2, output_weight: Any = None,
+             layout: str = "staircase",
              engine: str = "auto", progress: bool = True) -> tuple[Any, list[LayerReport]]:
     """Replace linear layers of a model by MPO or disentangled (circuit + MPO) layers.
 
@@ -396,6 +397,11 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
     damp : float
         Ridge term of the whitening with calibration (relative to the mean
         input power).
+    output_weight : dict, optional
+        ``name -> (out_features, out_features)`` symmetric PSD ``G`` weighting
+        the output errors of that layer (``||G^(1/2) (W' - W) X^T||``; see
+        :func:`qtnn.staircase.disentangle`), for ``"svd"``, ``"mpo"`` (bond
+        ``max_bond``, qubit sites) and ``"disentangle"``.
     layout : {"staircase", "brickwall"}
         ``"disentangle"``: the circuits' in-layer gate order.
     engine : {"auto", "dense", "mpo", "grow"}
@@ -464,7 +470,7 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
                 raise QtnnError(f"{name_} is not used by method='svd', got {name_}={v!r}; set rank")
     elif rank is not None:
         raise QtnnError(f"rank is for method='svd' only, got rank={rank!r} with method={method!r}")
-    if calibration is not None and method == "mpo" and (
+    if (calibration is not None or output_weight is not None) and method == "mpo" and (
             cutoff is not None or out_dims is not None or in_dims is not None or max_bond is None):
         raise QtnnError("calibration with method='mpo' fits an MPO of bond max_bond on qubit sites: "
                         "set max_bond, and no cutoff / out_dims / in_dims")
@@ -496,11 +502,17 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
             raise QtnnError(f"the weight of {name!r} must be finite, got NaN or inf")
         sources.append(src)
         x = None if inputs is None else inputs[name]
+        g = None
+        if output_weight is not None:
+            if not isinstance(output_weight, dict) or name not in output_weight:
+                raise QtnnError(f"output_weight must be a dict with an entry for every target; "
+                                f"missing {name!r}")
+            g = output_weight[name]
         opts: dict[str, Any] = {"sweeps": sweeps, "restarts": restarts, "refine": refine,
                                 "tol": None if tol is None else float(tol), "seed": seed,
                                 "method": engine, "layout": layout}
-        if x is not None:
-            opts.update(inputs=x, damp=float(damp))
+        if x is not None or g is not None:
+            opts.update(inputs=x, damp=float(damp), output_weight=g)
         jobs.append({"w": w, "method": method, "max_bond": max_bond, "cutoff": cut,
                      "out_dims": out_dims, "in_dims": in_dims, "layers": (d_out, d_in),
                      "rank": rank, "opts": opts})
@@ -615,15 +627,19 @@ def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
     w, max_bond, cut = job["w"], job["max_bond"], job["cutoff"]
     pay: dict[str, Any] = {}
     x = job["opts"].get("inputs")
+    g = job["opts"].get("output_weight")
     if job["method"] == "svd":
         from qtnn.nn.low_rank import low_rank_factors
-        from qtnn.staircase._grow import whitening
+        from qtnn.staircase._grow import psd_factor, whitening
+        from qtnn.staircase.disentangling import _output_weight
 
         L = None if x is None else whitening(x, w.shape[1], job["opts"]["damp"])
-        B, A = low_rank_factors(w, job["rank"], L)
+        Lo = None if g is None else psd_factor(_output_weight(g, w.shape[0]), job["opts"]["damp"])
+        B, A = low_rank_factors(w, job["rank"], L, Lo)
         approx = B @ A
         err = _rel_error(approx, w)
-        plain_b, plain_a = low_rank_factors(w, job["rank"]) if x is not None else (B, A)
+        plain_b, plain_a = low_rank_factors(w, job["rank"]) if L is not None or Lo is not None \
+            else (B, A)
         trunc = _rel_error(plain_b @ plain_a, w)
         pay["factors"] = (B, A)
         pay["bonds"] = []
@@ -632,8 +648,8 @@ def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
         if x is not None:
             pay["activation_error"] = _rel_error(approx @ x.T, w @ x.T)
             pay["truncation_activation_error"] = _rel_error(plain_b @ plain_a @ x.T, w @ x.T)
-    elif job["method"] == "mpo" and x is not None:
-        res = disentangle(w, 0, 0, max_bond, inputs=x, damp=job["opts"]["damp"],
+    elif job["method"] == "mpo" and (x is not None or g is not None):
+        res = disentangle(w, 0, 0, max_bond, inputs=x, damp=job["opts"]["damp"], output_weight=g,
                           refine=job["opts"]["refine"], tol=job["opts"]["tol"], method="grow")
         mpo = MPO(res.M.cores, shape=res.shape, check=False)
         err, trunc = res.error, res.truncation_error

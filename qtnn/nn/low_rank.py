@@ -15,7 +15,8 @@ from qtnn.errors import QtnnError, QtnnTypeError
 __all__ = ["LowRankLinear", "low_rank_factors"]
 
 
-def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None,
+                     Lo: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(B, A)`` with ``B @ A`` the best rank-``rank`` approximation of ``W`` (float64).
 
     Without ``L``: the truncated SVD (Eckart-Young: best in the Frobenius
@@ -25,8 +26,10 @@ def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None) -> t
     ``||(B A - W) L||_F`` -- the activation error on inputs whose second
     moment is ``L L^T`` (Hsu et al., "Language model compression with weighted
     low-rank factorization", ICLR 2022; Yuan et al., "ASVD", arXiv:2312.05821).
-    Signs are fixed so that the largest entry of every column of ``B`` is
-    positive.
+    With a square invertible output factor ``Lo`` as well, the best in
+    ``||Lo^T (B A - W) L||_F`` (both transforms are invertible on the range
+    that matters, so the rank is preserved).  Signs are fixed so that the
+    largest entry of every left singular vector is positive.
 
     Examples
     --------
@@ -38,6 +41,8 @@ def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None) -> t
            [0., 0., 0.]])
     """
     T = W if L is None else W @ L
+    if Lo is not None:
+        T = Lo.T @ T
     u, s, vt = np.linalg.svd(T, full_matrices=False)
     u, s, vt = u[:, :rank], s[:rank], vt[:rank]
     idx = np.argmax(np.abs(u), axis=0)
@@ -49,6 +54,8 @@ def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None) -> t
     A = root[:, None] * vt
     if L is not None:
         A = A @ np.linalg.pinv(L)
+    if Lo is not None:
+        B = np.linalg.solve(Lo.T, B) if Lo.shape[0] == Lo.shape[1] else np.linalg.pinv(Lo.T) @ B
     return np.ascontiguousarray(B), np.ascontiguousarray(A)
 
 
@@ -118,16 +125,18 @@ class LowRankLinear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, rank: int, *, inputs: Any = None,
-                    damp: float = 1e-2) -> LowRankLinear:
+                    damp: float = 1e-2, output_weight: Any = None) -> LowRankLinear:
         """The best rank-``rank`` layer for a :class:`torch.nn.Linear` (float64 math).
 
         Without ``inputs`` the truncated SVD of the weight; with ``inputs``
         (``(N, in_features)`` recorded activations) the activation-aware one
         of :func:`low_rank_factors`, whitened with ``X^T X / N + damp *
-        mean(diag) I``.  The layer takes ``linear``'s dtype and device.
+        mean(diag) I``; ``output_weight`` (``G``, ``out x out`` PSD) weights the
+        output errors as in :func:`qtnn.staircase.disentangle`.  The layer takes
+        ``linear``'s dtype and device.
         """
-        from qtnn.staircase._grow import whitening
-        from qtnn.staircase.disentangling import _check_float, _inputs_array
+        from qtnn.staircase._grow import psd_factor, whitening
+        from qtnn.staircase.disentangling import _check_float, _inputs_array, _output_weight
 
         if not isinstance(linear, nn.Linear):
             raise QtnnTypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
@@ -138,7 +147,10 @@ class LowRankLinear(nn.Module):
         L = None
         if inputs is not None:
             L = whitening(_inputs_array(inputs, w.shape[1]), w.shape[1], _check_float("damp", damp))
-        B, A = low_rank_factors(w, rank, L)
+        Lo = None
+        if output_weight is not None:
+            Lo = psd_factor(_output_weight(output_weight, w.shape[0]), _check_float("damp", damp))
+        B, A = low_rank_factors(w, rank, L, Lo)
         dt, dev = linear.weight.dtype, linear.weight.device
         layer = cls(w.shape[1], w.shape[0], rank, bias=linear.bias is not None, dtype=dt, device=dev)
         with torch.no_grad():

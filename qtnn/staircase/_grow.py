@@ -61,13 +61,16 @@ class Problem:
     n_out: int
     n_in: int
     rows: int            # logical output rows kept by R
-    target: Any          # torch (rows, r): W L
+    target: Any          # torch (r_out, r): Lo^T W L (W L without an output weight)
     lp: Any              # torch (2**n_in, r): L padded with zero rows
     norm2: float         # ||W L||^2
     site_dims: list[tuple[int, int]]  # (out, in) dims of M's sites
+    lo_t: Any = None     # torch (r_out, rows): Lo^T, the output weight's factor (None: identity)
 
 
-def make_problem(W: np.ndarray, n_out: int, n_in: int, L: np.ndarray | None) -> Problem:
+def make_problem(W: np.ndarray, n_out: int, n_in: int, L: np.ndarray | None,
+                 Lo: np.ndarray | None = None) -> Problem:
+    """The fit of ``W`` with input factor ``L`` and optional output factor ``Lo`` (``rows x r_out``)."""
     import torch
 
     out_f, in_f = W.shape
@@ -76,10 +79,13 @@ def make_problem(W: np.ndarray, n_out: int, n_in: int, L: np.ndarray | None) -> 
     lp = np.zeros((2**n_in, L.shape[1]))
     lp[:in_f] = L
     target = W @ L
+    if Lo is not None:
+        target = Lo.T @ target
     n_sites = max(n_out, n_in)
     dims = [(2 if s < n_out else 1, 2 if s < n_in else 1) for s in range(n_sites)]
     return Problem(n_out, n_in, out_f, torch.tensor(target), torch.tensor(lp),
-                   float(np.sum(target**2)), dims)
+                   float(np.sum(target**2)), dims,
+                   None if Lo is None else torch.tensor(np.ascontiguousarray(Lo.T)))
 
 
 def _apply_rows(t: Any, gates: Any, seq: list[tuple[int, int]], n: int, transpose: bool) -> Any:
@@ -123,8 +129,10 @@ def residual(p: Problem, gu: Any, gv: Any, cores: Sequence[Any], seq_u: list, se
     else:
         A = _apply_rows(p.lp, gv, seq_v[::-1], p.n_in, transpose=True)  # V^T L
         B = M @ A
-    Y = _apply_rows(B, gu, seq_u, p.n_out, transpose=False)
-    return Y[: p.rows] - p.target
+    Y = _apply_rows(B, gu, seq_u, p.n_out, transpose=False)[: p.rows]
+    if p.lo_t is not None:
+        Y = p.lo_t @ Y
+    return Y - p.target
 
 
 @dataclass
@@ -218,11 +226,16 @@ def whitening(inputs: np.ndarray, in_features: int, damp: float) -> np.ndarray:
     ``in_features x r`` with ``r <= in_features``.
     """
     X = np.asarray(inputs, dtype=np.float64).reshape(-1, in_features)
-    C = X.T @ X / X.shape[0]
+    return psd_factor(X.T @ X / X.shape[0], damp)
+
+
+def psd_factor(C: np.ndarray, damp: float) -> np.ndarray:
+    """``L`` with ``L L^T = C + damp * mean(diag C) I`` for a symmetric PSD ``C`` (see :func:`whitening`)."""
+    n = C.shape[0]
     C = 0.5 * (C + C.T)
-    tr = float(np.trace(C)) / in_features
+    tr = float(np.trace(C)) / n
     if damp > 0:
-        C = C + damp * tr * np.eye(in_features)
+        C = C + damp * tr * np.eye(n)
     lam, Q = np.linalg.eigh(C)
     keep = lam > max(lam.max(), 0.0) * 1e-13
     lam, Q = lam[keep], Q[:, keep]

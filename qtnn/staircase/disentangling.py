@@ -377,9 +377,29 @@ def _inputs_array(inputs: Any, in_features: int) -> np.ndarray:
     return X
 
 
+def _output_weight(G: Any, out_features: int) -> np.ndarray:
+    """``output_weight`` as a finite symmetric PSD float64 ``(out, out)`` array."""
+    if hasattr(G, "detach") and hasattr(G, "cpu"):
+        G = G.detach().cpu().double().numpy()
+    G = as_float_array("output_weight", G)
+    if G.shape != (out_features, out_features):
+        raise QtnnError(f"output_weight must have shape (out_features, out_features) = "
+                        f"({out_features}, {out_features}), got {G.shape}")
+    if not np.all(np.isfinite(G)):
+        raise QtnnError("output_weight must be finite, got NaN or inf")
+    scale = float(np.abs(G).max())
+    if scale == 0 or np.abs(G - G.T).max() > 1e-8 * scale:
+        raise QtnnError("output_weight must be a nonzero symmetric matrix")
+    lam_min = float(np.linalg.eigvalsh(0.5 * (G + G.T)).min())
+    if lam_min < -1e-8 * scale:
+        raise QtnnError(f"output_weight must be positive semi-definite, got an eigenvalue "
+                        f"{lam_min:.3g}")
+    return 0.5 * (G + G.T)
+
+
 def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_bond: int, k: int,
                       refine: int, tol: float, inputs: Any, layout: str, damp: float,
-                      progress: bool) -> Disentangled:
+                      progress: bool, output_weight: Any = None) -> Disentangled:
     """``method="grow"``: staged growth with joint L-BFGS (:mod:`qtnn.staircase._grow`)."""
     from qtnn.staircase import _grow
 
@@ -395,7 +415,9 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
     W = mpo.to_dense()
     X = None if inputs is None else _inputs_array(inputs, in_f)
     L = None if X is None else _grow.whitening(X, in_f, damp)
-    prob = _grow.make_problem(W, n_out, n_in, L)
+    G = None if output_weight is None else _output_weight(output_weight, out_f)
+    Lo = None if G is None else _grow.psd_factor(G, damp)
+    prob = _grow.make_problem(W, n_out, n_in, L, Lo)
     need = _grow.autograd_bytes(prob, d_out, d_in)
     check_alloc(f"the gradient of a {d_out}+{d_in}-layer fit on {n_out}+{n_in} qubits",
                 need / 8.0, hint="use fewer layers or fewer inputs")
@@ -404,7 +426,7 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
     trunc_err = M0.truncate(max_bond=max_bond)
     M0.shape = mpo.padded_shape
     # reporting problems: the Frobenius error on the logical block, and the undamped activations
-    frob = prob if L is None else _grow.make_problem(W, n_out, n_in, None)
+    frob = prob if L is None and Lo is None else _grow.make_problem(W, n_out, n_in, None)
     stages = _grow.stage_depths(d_out, d_in)
     history: list[SweepRecord] = []
     best = math.inf
@@ -417,7 +439,7 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
 
     def on_stage(i: int, res: Any) -> None:
         nonlocal best
-        e = math.sqrt(max(res.f, 0.0)) if L is None else _error_at(frob, res, layout)
+        e = math.sqrt(max(res.f, 0.0)) if prob is frob else _error_at(frob, res, layout)
         best = min(best, e)
         history.append(SweepRecord(0, i, e, best, "grow"))
         if bar is not None:
@@ -608,7 +630,7 @@ class _NetworkEngine:
 def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: int = 20, k: int = 2,
                 restarts: int = 2, seed: int = 0, tol: float | None = None, method: str = "auto", *,
                 refine: int = 100, work_bond: int | None = None, inputs: Any = None,
-                layout: str = "staircase", damp: float = 1e-2,
+                layout: str = "staircase", damp: float = 1e-2, output_weight: Any = None,
                 progress: bool = False) -> Disentangled:
     """Split ``W ~ U M V^T`` with staircase circuits ``U``, ``V`` and an MPO ``M`` of small bond.
 
@@ -681,7 +703,16 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     damp : float
         Ridge term of the whitening, relative to the mean input power
         (``>= 0``); it keeps directions that the calibration inputs barely
-        visit from being fitted arbitrarily.
+        visit from being fitted arbitrarily.  The same relative term is added
+        to ``output_weight``.
+    output_weight : array_like, shape (out_features, out_features), optional
+        A symmetric positive semi-definite ``G`` that weights the output
+        errors: the fit minimises ``||G^(1/2) (U M V^T - W) X^T||_F`` (with
+        ``inputs``; ``||G^(1/2) (U M V^T - W)||_F`` without).  For a layer
+        whose outputs are read through a known linear map ``P`` (an
+        attention key read by the queries, a value read by the output
+        projection), ``G = E[P^T P]`` makes the fit care about the errors the
+        next operation sees.  Uses ``method="grow"``.
     progress : bool
         ``method="grow"``: a progress bar over the stages.
 
@@ -727,8 +758,10 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     damp = _check_float("damp", damp)
     if not isinstance(progress, (bool, np.bool_)):
         raise QtnnTypeError(f"progress must be a bool, got {progress!r}")
-    if (inputs is not None or layout != "staircase") and method in ("dense", "mpo"):
-        what = "inputs" if inputs is not None else f"layout={layout!r}"
+    aware = inputs is not None or output_weight is not None
+    if (aware or layout != "staircase") and method in ("dense", "mpo"):
+        what = ("inputs" if inputs is not None else "output_weight" if output_weight is not None
+                else f"layout={layout!r}")
         raise QtnnError(f"{what} needs method='grow' (or 'auto'), got method={method!r}")
     work_bond = check_bond("work_bond", work_bond)
     if work_bond is None:
@@ -742,12 +775,12 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
             raise QtnnError(f"{name} must be 0 when W has fewer than k={k} qubits on that side "
                             f"({n}); got {name}={d}")
     lay = Layout(n_sites, n_out, n_in, d_out, d_in, k)
-    if method == "auto" and (inputs is not None or layout != "staircase"):
+    if method == "auto" and (aware or layout != "staircase"):
         method = "grow"
     if method == "grow":
         return _disentangle_grow(mpo, params_before, d_out, d_in, max_bond, k, refine,
                                  1e-14 if tol is None else tol,
-                                 inputs, layout, damp, progress)
+                                 inputs, layout, damp, progress, output_weight)
     if tol is None:
         tol = 1e-3
     if method == "auto":

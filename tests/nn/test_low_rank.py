@@ -68,3 +68,26 @@ def test_bad_input_width():
         LowRankLinear(8, 5, 2)(torch.randn(2, 7))
     with pytest.raises(QtnnError, match="inputs must have shape"):
         LowRankLinear.from_linear(torch.nn.Linear(8, 4), 1, inputs=np.ones((3, 7)))
+
+
+def test_two_sided_weighted_factors_are_optimal():
+    rng = np.random.default_rng(2)
+    W = rng.normal(size=(6, 10))
+    X = rng.normal(size=(200, 10)) * np.geomspace(0.01, 5.0, 10)
+    P = rng.normal(size=(9, 6))                      # the outputs are read through P
+    G = P.T @ P
+    from qtnn.staircase._grow import psd_factor
+
+    L, Lo = whitening(X, 10, 0.0), psd_factor(G, 0.0)
+    np.testing.assert_allclose(Lo @ Lo.T, G, rtol=0, atol=1e-10)
+    B, A = low_rank_factors(W, 2, L, Lo)
+    tail = np.linalg.svd(Lo.T @ W @ L, compute_uv=False)[2:]
+    got = np.linalg.norm(P @ (B @ A - W) @ X.T) ** 2 / 200
+    assert abs(got - np.sum(tail**2)) < 1e-9 * np.sum(tail**2)
+    b1, a1 = low_rank_factors(W, 2, L)
+    assert np.linalg.norm(P @ (b1 @ a1 - W) @ X.T) ** 2 / 200 > got
+    lin = torch.nn.Linear(10, 6, bias=False).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.as_tensor(W))
+    lr = LowRankLinear.from_linear(lin, 2, inputs=X, output_weight=G, damp=0.0)
+    np.testing.assert_allclose(lr.weight.detach().numpy(), B @ A, rtol=0, atol=1e-10)

@@ -167,3 +167,25 @@ def test_brickwall_is_a_staircase_with_identity_fillers(n):
     s = _brickwall_as_staircase(g)
     assert s.shape == (6, n - 1, 4, 4)
     np.testing.assert_allclose(_dense(n, s, "staircase"), _dense(n, g, "brickwall"), rtol=0, atol=1e-12)
+
+
+def test_grow_method_output_weight():
+    from qtnn import QtnnError
+    from qtnn.staircase import disentangle
+
+    rng = np.random.default_rng(8)
+    W = rng.normal(size=(8, 12))
+    X = rng.normal(size=(100, 12))
+    P = rng.normal(size=(3, 8)) * 3.0      # only a 3-dimensional view of the outputs matters
+    G = P.T @ P
+    res = disentangle(W, 1, 1, max_bond=1, inputs=X, output_weight=G, refine=60, damp=0.0)
+    plain = disentangle(W, 1, 1, max_bond=1, inputs=X, refine=60, damp=0.0)
+
+    def seen(r):
+        return np.linalg.norm(P @ (r.to_dense() - W) @ X.T) / np.linalg.norm(P @ W @ X.T)
+
+    assert seen(res) < seen(plain)
+    for bad, match in ((np.ones((7, 7)), "shape"), (-np.eye(8), "positive semi-definite"),
+                       (np.triu(np.ones((8, 8))), "symmetric")):
+        with pytest.raises(QtnnError, match=match):
+            disentangle(W, 1, 1, max_bond=1, output_weight=bad)
