@@ -13,8 +13,13 @@ a disjoint calibration split):
 * the disentangled layer ``U M V^T`` with bond 1 grown to D = 1 ... 32 layers
   per side (one growth run gives every depth);
 
-each with the plain (Frobenius) fit and with the data-aware fit on the
-calibration activations, and the best variants of each family again after
+each with the plain (Frobenius) fit, the data-aware fit on the calibration
+activations (``data``), and the data- and output-aware fit (``out``: the
+output errors weighted by how the next operation reads them -- for ``k_proj``
+the queries of the heads that share the key, ``G = sum_h W_q,h E[x x^T]
+W_q,h^T``; for ``v_proj`` the output projection, ``G = sum_h W_o,h^T W_o,h``;
+rotary embeddings and attention weights are left out of ``G``, an
+approximation), and the best variants of each family again after
 healing (the replaced layer's parameters trained to match block 10's outputs
 on the calibration windows, :func:`qtnn.compress.heal`).  Figures per
 variant: perplexity and its change, weight error, activation error on the
@@ -136,6 +141,29 @@ class Study:
             setattr(parent, attr, linear)
         return module, {"heal": rep.as_dict() | {"losses": None}}
 
+    def output_weight(self, proj: str, x: np.ndarray) -> np.ndarray | None:
+        """``G`` of the output-aware fit (see the module docstring); ``None`` for other matrices."""
+        attn = self.model.model.layers[BLOCK].self_attn
+        cfg = self.model.config
+        nh, nkv = cfg.num_attention_heads, cfg.num_key_value_heads
+        hd = getattr(cfg, "head_dim", None) or cfg.hidden_size // nh
+        rep = nh // nkv
+        G = np.zeros((nkv * hd, nkv * hd))
+        if proj == "k_proj":
+            wq = attn.q_proj.weight.detach().double().numpy()
+            sx = x.T @ x / len(x)
+            for h in range(nh):
+                g, wh = h // rep, wq[h * hd:(h + 1) * hd]
+                G[g * hd:(g + 1) * hd, g * hd:(g + 1) * hd] += wh @ sx @ wh.T
+        elif proj == "v_proj":
+            wo = attn.o_proj.weight.detach().double().numpy()
+            for h in range(nh):
+                g, wh = h // rep, wo[:, h * hd:(h + 1) * hd]
+                G[g * hd:(g + 1) * hd, g * hd:(g + 1) * hd] += wh.T @ wh
+        else:
+            return None
+        return G
+
     # ---------------------------------------------------------------- the study
     def run_target(self, proj: str) -> None:
         a = self.args
@@ -159,44 +187,49 @@ class Study:
                           x_eval, linear)
 
         healable: dict[str, Any] = {}
-        for fit in ("plain", "data"):
-            cal = {"": x_cal} if fit == "data" else None
+        g_out = self.output_weight(proj, x_cal)
+        for fit in ("plain", "data", "out"):
+            if fit == "out" and g_out is None:
+                continue
+            cal = {"": x_cal} if fit != "plain" else None
+            ow = {"": g_out} if fit == "out" else None
+            aware = fit != "plain"
             for bond in a.bonds:
                 key = f"{proj}/mpo/chi={bond}/{fit}"
-                if want(key) or (bond == 1 and fit == "data"):
+                if want(key) or (bond == 1 and aware):
                     t = time.perf_counter()
                     mod, (r,) = qtnn.compress(linear, "", "mpo", max_bond=bond, calibration=cal,
-                                              refine=a.refine, progress=False)
+                                              output_weight=ow, refine=a.refine, progress=False)
                     info = {**common, "family": "mpo", "fit": fit, "bond": bond,
                             "weight_error": r.weight_error, "activation_error_calib": r.activation_error,
                             "qubits": [r.qubits_out, r.qubits_in], "two_qubit_gates": 0,
                             "seconds": time.perf_counter() - t}
                     if want(key):
                         self.evaluate(key, proj, mod, info, x_eval, linear)
-                    if bond == 1 and fit == "data":
-                        healable[f"{proj}/mpo/chi=1/data"] = (mod, info)
+                    if bond == 1 and aware:
+                        healable[key] = (mod, info)
             for rank in a.ranks:
                 key = f"{proj}/svd/rank={rank}/{fit}"
-                if want(key) or fit == "data":
+                if want(key) or aware:
                     t = time.perf_counter()
                     mod, (r,) = qtnn.compress(linear, "", "svd", rank=rank, calibration=cal,
-                                              progress=False)
+                                              output_weight=ow, progress=False)
                     info = {**common, "family": "svd", "fit": fit, "rank": rank,
                             "weight_error": r.weight_error, "activation_error_calib": r.activation_error,
                             "two_qubit_gates": 0, "seconds": time.perf_counter() - t}
                     if want(key):
                         self.evaluate(key, proj, mod, info, x_eval, linear)
-                    if fit == "data":
+                    if aware:
                         healable[key] = (mod, info)
             for bond in a.dis_bonds:
                 dmax = max(a.depths)
                 keys = [f"{proj}/dis/chi={bond}/D={d}/{fit}" for d in a.depths]
-                if not any(want(k) for k in keys) and not (fit == "data" and bond == 1):
+                if not any(want(k) for k in keys) and not (aware and bond == 1):
                     continue
                 t = time.perf_counter()
                 res = disentangle(w, dmax, dmax, bond, method="grow", refine=a.refine,
-                                  inputs=x_cal if fit == "data" else None, layout=a.layout,
-                                  progress=True)
+                                  inputs=x_cal if aware else None, layout=a.layout,
+                                  output_weight=g_out if fit == "out" else None, progress=True)
                 total = time.perf_counter() - t
                 cum = 0.0
                 for st in res.stages:
@@ -216,7 +249,7 @@ class Study:
                             "stage_seconds": st.seconds, "seconds": cum}
                     if want(key):
                         self.evaluate(key, proj, mod, info, x_eval, linear)
-                    if fit == "data" and bond == 1 and d == dmax:
+                    if aware and bond == 1 and d == dmax:
                         healable[key] = (mod, info)
                 done.setdefault(f"{proj}/dis/chi={bond}/{fit}/growth", {
                     "seconds": total, "errors": [s.error for s in res.stages],
@@ -257,7 +290,7 @@ def plot(data: dict[str, Any], path: str) -> None:
     for ax, proj in zip(axes[0], targets, strict=True):
         mine = [r for r in rows if r.get("target") == proj and "perplexity" in r]
         for fam, marker in (("mpo", "s"), ("svd", "^"), ("disentangled", "o")):
-            for fit, ls in (("plain", "--"), ("data", "-")):
+            for fit, ls in (("plain", ":"), ("data", "--"), ("out", "-")):
                 pts = sorted((r["params"], 100 * r["change"]) for r in mine
                              if r["family"] == fam and r.get("fit") == fit and "heal" not in r
                              and (fam != "disentangled" or r.get("bond") == 1))

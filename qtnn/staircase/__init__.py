@@ -11,10 +11,10 @@ Examples
 1.0
 """
 
-from qtnn.staircase.circuit import Staircase, apply_gates, gates_from_params
+from qtnn.staircase.circuit import Staircase, apply_gates, gates_from_params, window_order
 from qtnn.staircase.disentangling import Disentangled, disentangle
 from qtnn.staircase.encode import EncodeReport, encode_mps
 from qtnn.staircase.targets import heisenberg_ground_state, ising_ground_state
 
-__all__ = ["Staircase", "apply_gates", "gates_from_params", "encode_mps", "EncodeReport",
+__all__ = ["Staircase", "apply_gates", "gates_from_params", "window_order", "encode_mps", "EncodeReport",
            "heisenberg_ground_state", "ising_ground_state", "disentangle", "Disentangled"]

@@ -45,7 +45,8 @@ from qtnn.staircase import _mpsops
 from qtnn.tn.linalg import qr_pos
 from qtnn.tn.mps import CORE_OVERHEAD, MPS
 
-__all__ = ["Staircase", "apply_gates", "gates_from_params", "num_gate_params", "MAX_LAYERS"]
+__all__ = ["Staircase", "apply_gates", "gates_from_params", "num_gate_params", "MAX_LAYERS",
+           "window_order", "brickwall_as_staircase", "LAYOUTS"]
 
 #: Largest ``n_qubits`` for which :meth:`Staircase.to_matrix` builds the matrix.
 MAX_MATRIX_QUBITS = 12
@@ -154,7 +155,35 @@ def window_order(n_qubits: int, k: int = 2, layout: str = "staircase",
     return tuple(order[::-1]) if descending else tuple(order)
 
 
-def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bool = False) -> Any:
+def brickwall_as_staircase(gates: Any, *, descending: bool = False) -> np.ndarray:
+    """The gates ``(D, n-1, 4, 4)`` of a brickwall circuit as those of a ``2D``-layer staircase.
+
+    Each brickwall layer becomes two layers: its even windows (identities on
+    the odd ones), then its odd windows -- odd first for a ``descending``
+    layer.  The gates of such a layer act on disjoint qubits, so their order
+    inside it does not matter and the two circuits are the same operator.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = Staircase.random(5, 2, seed=1, layout="brickwall")
+    >>> s = Staircase(5, 4, 2, brickwall_as_staircase(c.gates))
+    >>> bool(np.allclose(s.to_matrix(), c.to_matrix(), rtol=0, atol=1e-12))
+    True
+    """
+    g = np.asarray(gates)
+    d, count = g.shape[:2]
+    out = np.broadcast_to(np.eye(g.shape[-1], dtype=g.dtype), (2 * d, *g.shape[1:])).copy()
+    first, second = (slice(1, count, 2), slice(0, count, 2)) if descending else (
+        slice(0, count, 2), slice(1, count, 2))
+    for layer in range(d):
+        out[2 * layer, first] = g[layer, first]
+        out[2 * layer + 1, second] = g[layer, second]
+    return out
+
+
+def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bool = False,
+                layout: str = "staircase") -> Any:
     """Apply staircase gates to a batch of dense states, one gate at a time.
 
     Parameters
@@ -169,6 +198,8 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     descending : bool
         Inside each layer apply ``j = n-k, ..., 0`` instead of ``0, ..., n-k``
         (the order of an inverse staircase).
+    layout : {"staircase", "brickwall"}
+        The in-layer order (:func:`window_order`; reversed with ``descending``).
 
     Returns
     -------
@@ -197,6 +228,7 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     """
     n, k = _check_nk(n_qubits, k)
     descending = check_bool("descending", descending)
+    order = window_order(n, k, layout, descending)
     if not is_torch(gates):
         gates = _numeric_array("gates", gates)
     _check_gate_array_shape(gates, n, k)
@@ -232,8 +264,6 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
         x = x.astype(np_dtype, copy=False)
         gates = gates.astype(np_dtype, copy=False)
     m = 2**k
-    g_count = n - k + 1
-    order = range(g_count - 1, -1, -1) if descending else range(g_count)
     y = x.reshape(batch, dim)
     for layer in range(int(gates.shape[0])):
         for j in order:
@@ -403,10 +433,17 @@ class Staircase:
         Inside each layer apply the gates ``j = n-k, ..., 0`` instead of
         ``0, ..., n-k``.  Only :meth:`inverse` needs it: the inverse of an
         ascending staircase is a descending one.
+    layout : {"staircase", "brickwall"}
+        The order of the gates inside a layer (:func:`window_order`):
+        ``"brickwall"`` (``k = 2``) applies the even windows, then the odd
+        ones -- the same gates and parameters per layer as a staircase, depth
+        2 per layer instead of ``n - 1`` (the circuits of Aizpurua et al.,
+        arXiv:2410.17397).  ``descending`` reverses it.
 
     Attributes
     ----------
     n_qubits, layers, k : int
+    layout : str
     gates : ndarray
         float64 (real) or complex128 (complex), read-only copy.
     is_complex, descending : bool
@@ -429,9 +466,11 @@ class Staircase:
     """
 
     def __init__(self, n_qubits: int, layers: int, k: int = 2, gates: Any = None, *,
-                 complex: bool = False, check: bool = True, descending: bool = False) -> None:
+                 complex: bool = False, check: bool = True, descending: bool = False,
+                 layout: str = "staircase") -> None:
         n, k = _check_nk(n_qubits, k)
         d = check_int("layers", layers, minimum=0)
+        window_order(n, k, layout)  # validates layout (and k = 2 for brickwall)
         if not isinstance(complex, (bool, np.bool_)):
             raise QtnnTypeError(f"complex must be a bool, got {complex!r}")
         if not isinstance(descending, (bool, np.bool_)):
@@ -480,11 +519,12 @@ class Staircase:
         self.gates = arr
         self.is_complex = bool(complex)
         self.descending = bool(descending)
+        self.layout = str(layout)
 
     # ---------------------------------------------------------------- builders
     @classmethod
     def random(cls, n_qubits: int, layers: int, k: int = 2, seed: int | None = 0,
-               complex: bool = False) -> Staircase:
+               complex: bool = False, *, layout: str = "staircase") -> Staircase:
         """Haar-random orthogonal (or unitary) gates.
 
         Each gate is the ``Q`` factor of a Gaussian matrix with ``diag(R) > 0``
@@ -513,11 +553,11 @@ class Staircase:
                 if complex:
                     a = a + 1j * rng.normal(size=(m, m))
                 out[li, j] = qr_pos(a)[0]
-        return cls(n, d, k, out, complex=complex)
+        return cls(n, d, k, out, complex=complex, layout=layout)
 
     @classmethod
     def from_params(cls, n_qubits: int, layers: int, params: Any, signs: Any = None, k: int = 2,
-                    *, complex: bool = False) -> Staircase:
+                    *, complex: bool = False, layout: str = "staircase") -> Staircase:
         """Build a staircase from :func:`gates_from_params` parameters of shape ``(D, n-k+1, p)``.
 
         Examples
@@ -535,7 +575,7 @@ class Staircase:
         if arr.shape != want:
             raise QtnnError(f"params must have shape {want}, got {arr.shape}")
         gates = gates_from_params(arr, signs, complex=complex) if d else None
-        return cls(n, d, k, gates, complex=complex)
+        return cls(n, d, k, gates, complex=complex, layout=layout)
 
     # --------------------------------------------------------------- counting
     @property
@@ -575,10 +615,18 @@ class Staircase:
         --------
         >>> Staircase(6, 3).depth, Staircase(6, 3, k=3).depth
         (9, 10)
+
+        A brickwall layer is two steps (one for ``n = 2``), so ``2 D``
+        (:meth:`schedule` gives the steps):
+
+        >>> Staircase(6, 3, layout="brickwall").depth
+        6
         """
         d, k, g = self.layers, self.k, self.n_qubits - self.k + 1
         if d == 0:
             return 0
+        if self.layout != "staircase":
+            return int(self.schedule().max())
         if k == 1:
             return d
         return g + (d - 1) * min(k, g)
@@ -594,7 +642,7 @@ class Staircase:
         busy = np.zeros(self.n_qubits, dtype=int)
         g_count = self.n_qubits - self.k + 1
         out = np.zeros((self.layers, g_count), dtype=int)
-        order = range(g_count - 1, -1, -1) if self.descending else range(g_count)
+        order = window_order(self.n_qubits, self.k, self.layout, self.descending)
         for li in range(self.layers):
             for j in order:
                 t = int(busy[j:j + self.k].max()) + 1
@@ -635,7 +683,8 @@ class Staircase:
         if max_bond is not None or cutoff:
             raise QtnnError("max_bond and cutoff apply to MPS input only; got a dense state with "
                             f"max_bond={max_bond!r}, cutoff={cutoff!r}")
-        return apply_gates(state, self.gates, self.n_qubits, self.k, descending=self.descending)
+        return apply_gates(state, self.gates, self.n_qubits, self.k, descending=self.descending,
+                           layout=self.layout)
 
     def _apply_mps(self, psi: MPS, max_bond: Any, cutoff: Any) -> MPS:
         max_bond = check_bond("max_bond", max_bond)
@@ -653,8 +702,12 @@ class Staircase:
             out = psi.copy()
             out.size = 2**self.n_qubits
             return out
+        gates = self.gates
+        if self.layout == "brickwall":
+            # each brickwall layer as two staircase layers of disjoint gates (identities between)
+            gates = brickwall_as_staircase(gates, descending=self.descending)
         with _mpsops.single_threaded_blas():
-            cs = _mpsops.apply_circuit(cores, self.gates, self.k, descending=self.descending,
+            cs = _mpsops.apply_circuit(cores, gates, self.k, descending=self.descending,
                                        max_bond=max_bond, cutoff=cutoff)
         res = MPS(cs, check=False)
         res.center = 0 if self.descending else self.n_qubits - 1
@@ -701,7 +754,8 @@ class Staircase:
         True
         """
         return Staircase(self.n_qubits, self.layers, self.k, _mpsops.inverse_gates(self.gates),
-                         complex=self.is_complex, check=False, descending=not self.descending)
+                         complex=self.is_complex, check=False, descending=not self.descending,
+                         layout=self.layout)
 
     def to_matrix(self) -> np.ndarray:
         """The ``2**n x 2**n`` unitary ``G`` (only for ``n_qubits <= 12``).
@@ -787,7 +841,7 @@ class Staircase:
                 np.savez(fh, format=np.array(_FORMAT), n_qubits=np.array(self.n_qubits),
                          layers=np.array(self.layers), k=np.array(self.k),
                          complex=np.array(self.is_complex), descending=np.array(self.descending),
-                         gates=np.asarray(self.gates))
+                         layout=np.array(self.layout), gates=np.asarray(self.gates))
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -814,15 +868,17 @@ class Staircase:
         """
         path = check_path("path", path)
         keys = {"format", "n_qubits", "layers", "k", "complex", "descending", "gates"}
+        optional = {"layout"}  # files written before layouts existed are staircases
         try:
             with np.load(path, allow_pickle=False) as data:
                 if not hasattr(data, "files"):
                     raise QtnnError(f"{path!r} is not an .npz archive written by Staircase.save")
                 found = set(data.files)
-                if found != keys:
+                if not keys <= found <= keys | optional:
                     raise QtnnError(f"{path!r} is not a Staircase file: expected fields "
-                                    f"{sorted(keys)}, got {sorted(found)}")
-                fields = {key: data[key] for key in keys}
+                                    f"{sorted(keys)} (and optionally {sorted(optional)}), "
+                                    f"got {sorted(found)}")
+                fields = {key: data[key] for key in found}
         except QtnnError:
             raise
         except FileNotFoundError:
@@ -845,13 +901,19 @@ class Staircase:
                 raise QtnnError(f"{path!r}: field {name} must be a bool scalar, got {v!r}")
             return bool(v)
 
+        layout = "staircase"
+        if "layout" in fields:
+            v = fields["layout"]
+            if v.shape != () or v.dtype.kind != "U" or str(v) not in LAYOUTS:
+                raise QtnnError(f"{path!r}: field layout must be one of {LAYOUTS}, got {v!r}")
+            layout = str(v)
         gates = fields["gates"]
         is_complex = scalar_bool("complex")
         want = np.complex128 if is_complex else np.float64
         if gates.dtype != want:
             raise QtnnError(f"{path!r}: gates must have dtype {np.dtype(want)}, got {gates.dtype}")
         return cls(scalar_int("n_qubits"), scalar_int("layers"), scalar_int("k"), gates,
-                   complex=is_complex, descending=scalar_bool("descending"))
+                   complex=is_complex, descending=scalar_bool("descending"), layout=layout)
 
     # ------------------------------------------------------------------ misc
     def copy(self) -> Staircase:
@@ -864,18 +926,21 @@ class Staircase:
         True
         """
         return Staircase(self.n_qubits, self.layers, self.k, self.gates, complex=self.is_complex,
-                         check=False, descending=self.descending)
+                         check=False, descending=self.descending, layout=self.layout)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Staircase):
             return NotImplemented
-        return (self.n_qubits, self.layers, self.k, self.is_complex, self.descending) == (
-            other.n_qubits, other.layers, other.k, other.is_complex, other.descending) and bool(
+        return (self.n_qubits, self.layers, self.k, self.is_complex, self.descending,
+                self.layout) == (other.n_qubits, other.layers, other.k, other.is_complex,
+                                 other.descending, other.layout) and bool(
             np.array_equal(self.gates, other.gates))
 
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         extra = ", descending=True" if self.descending else ""
+        if self.layout != "staircase":
+            extra += f", layout={self.layout!r}"
         return (f"Staircase(n_qubits={self.n_qubits}, layers={self.layers}, k={self.k}, "
                 f"complex={self.is_complex}{extra})")

@@ -114,7 +114,7 @@ from qtnn.staircase._dis_network import (
 )
 from qtnn.staircase._dis_opt import lbfgs_refine
 from qtnn.staircase._mpsops import single_threaded_blas as _single_threaded_blas
-from qtnn.staircase.circuit import MAX_LAYERS, Staircase
+from qtnn.staircase.circuit import MAX_LAYERS, Staircase, brickwall_as_staircase
 from qtnn.tn.linalg import polar_unitary
 from qtnn.tn.mpo import MPO
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
@@ -277,7 +277,7 @@ class Disentangled:
         if getattr(self.U, "layout", "staircase") == "brickwall":
             # a brickwall layer is two staircase layers: its even gates (identities between,
             # disjoint, so their order is free), then its odd gates
-            gates = {s: _brickwall_as_staircase(g) for s, g in gates.items()}
+            gates = {s: brickwall_as_staircase(g) for s, g in gates.items()}
             lay = Layout(self.M.num_sites, self.U.n_qubits, self.V.n_qubits,
                          gates["U"].shape[0], gates["V"].shape[0], self.k)
         cores = apply_circuit(self.M.cores, lay, gates, inverse=False, cap=max_bond)
@@ -288,16 +288,6 @@ class Disentangled:
 
 
 # ------------------------------------------------------------------ helpers
-def _brickwall_as_staircase(gates: np.ndarray) -> np.ndarray:
-    """Brickwall gates ``(D, g, 4, 4)`` as staircase gates ``(2D, g, 4, 4)`` of the same circuit."""
-    d, g = gates.shape[:2]
-    out = np.broadcast_to(np.eye(gates.shape[-1], dtype=gates.dtype), (2 * d, *gates.shape[1:])).copy()
-    for layer in range(d):
-        out[2 * layer, 0:g:2] = gates[layer, 0:g:2]
-        out[2 * layer + 1, 1:g:2] = gates[layer, 1:g:2]
-    return out
-
-
 def _as_mpo(W: Any) -> tuple[MPO, int]:
     """``W`` as an MPO on qubit sites, and its number of entries as given."""
     if isinstance(W, MPO):
@@ -462,9 +452,8 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
         M = MPO([np.array(c) for c in st.cores], check=False)
         M.truncate(max_bond=max_bond)  # canonical SVD gauge; exact since the bonds are <= max_bond
         M.shape = mpo.padded_shape
-        kw: dict[str, Any] = {} if layout == "staircase" else {"layout": layout}
-        U = Staircase(n_out, du, 2, st.gu, **kw) if n_out >= 2 else Staircase(n_out, 0, n_out)
-        V = Staircase(n_in, dv, 2, st.gv, **kw) if n_in >= 2 else Staircase(n_in, 0, n_in)
+        U = Staircase(n_out, du, 2, st.gu, layout=layout) if n_out >= 2 else Staircase(n_out, 0, n_out)
+        V = Staircase(n_in, dv, 2, st.gv, layout=layout) if n_in >= 2 else Staircase(n_in, 0, n_in)
         res = Disentangled(U=U, V=V, M=M, error=0.0, truncation_error=float(trunc_err),
                            history=history, params_before=int(params_before),
                            params_after=int(M.num_params + U.num_params + V.num_params),

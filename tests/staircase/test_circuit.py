@@ -323,3 +323,68 @@ def test_bad_inputs_raise_qtnn_errors():
         Staircase(2, 1, gates=[[[1.0, 0.0], [0.0]]])
     with pytest.raises(QtnnError, match=r"signs must have shape \(2,\)"):
         gates_from_params(np.zeros((2, 6)), signs=[1, 1, 1])
+
+
+# ------------------------------------------------------------------ brickwall layout
+def _kron_circuit(n, gates, order):
+    G = np.eye(2**n)
+    for l_ in range(gates.shape[0]):
+        for j in order:
+            G = np.kron(np.kron(np.eye(2**j), gates[l_, j]), np.eye(2 ** (n - j - 2))) @ G
+    return G
+
+
+@pytest.mark.parametrize("n", [2, 3, 6, 7])
+def test_brickwall_matrix_apply_mps_inverse(n):
+    from qtnn.staircase.circuit import window_order
+    from qtnn.tn import MPS
+
+    c = Staircase.random(n, 3, seed=n, layout="brickwall")
+    ref = _kron_circuit(n, c.gates, window_order(n, 2, "brickwall"))
+    np.testing.assert_allclose(c.to_matrix(), ref, rtol=0, atol=1e-12)
+    assert not np.allclose(Staircase(n, 3, 2, c.gates).to_matrix(), ref) or n <= 3
+    psi = MPS.random(n, 3, seed=1)
+    np.testing.assert_allclose(c.apply(psi).to_dense(), ref @ psi.to_dense(), rtol=0, atol=1e-12)
+    inv = c.inverse()
+    assert inv.layout == "brickwall" and inv.descending
+    np.testing.assert_allclose(inv.to_matrix(), ref.T, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(inv.apply(psi).to_dense(), ref.T @ psi.to_dense(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c.state(), ref[:, 0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(c.state_mps().to_dense(), ref[:, 0], rtol=0, atol=1e-12)
+
+
+def test_brickwall_depth_schedule_repr_equality(tmp_path):
+    c = Staircase.random(6, 3, seed=0, layout="brickwall")
+    # windows 0,2,4 at step 1, windows 1,3 at step 2; the next layer's even windows wait for them
+    assert c.schedule().tolist() == [[1, 2, 1, 2, 1], [3, 4, 3, 4, 3], [5, 6, 5, 6, 5]]
+    assert c.depth == 6 and Staircase(6, 3).depth == 9
+    assert Staircase(2, 4, layout="brickwall").depth == 4
+    assert repr(c) == "Staircase(n_qubits=6, layers=3, k=2, complex=False, layout='brickwall')"
+    assert c != Staircase(6, 3, 2, c.gates) and c.copy() == c
+    p = tmp_path / "b.npz"
+    c.save(p)
+    back = Staircase.load(p)
+    assert back == c and back.layout == "brickwall"
+    pr, sg = c.params()
+    assert Staircase.from_params(6, 3, pr, sg, layout="brickwall").layout == "brickwall"
+
+
+def test_files_without_layout_load_as_staircases(tmp_path):
+    c = Staircase.random(4, 2, seed=3)
+    p = tmp_path / "old.npz"
+    np.savez(p, format=np.array("qtnn.staircase/1"), n_qubits=np.array(4), layers=np.array(2),
+             k=np.array(2), complex=np.array(False), descending=np.array(False), gates=c.gates)
+    assert Staircase.load(p) == c
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, format=np.array("qtnn.staircase/1"), n_qubits=np.array(4), layers=np.array(2),
+             k=np.array(2), complex=np.array(False), descending=np.array(False), gates=c.gates,
+             layout=np.array("ladder"))
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        Staircase.load(bad)
+
+
+def test_brickwall_needs_k2():
+    with pytest.raises(QtnnError, match="brickwall.*k=2"):
+        Staircase(5, 1, k=3, layout="brickwall")
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        Staircase(5, 1, layout="ladder")

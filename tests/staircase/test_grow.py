@@ -161,12 +161,16 @@ def test_grow_method_refuses_complex():
 
 @pytest.mark.parametrize("n", [2, 3, 5, 6])
 def test_brickwall_is_a_staircase_with_identity_fillers(n):
-    from qtnn.staircase.disentangling import _brickwall_as_staircase
+    from qtnn.staircase.circuit import brickwall_as_staircase
 
     g = Staircase.random(n, 3, seed=n).gates
-    s = _brickwall_as_staircase(g)
+    s = brickwall_as_staircase(g)
     assert s.shape == (6, n - 1, 4, 4)
     np.testing.assert_allclose(_dense(n, s, "staircase"), _dense(n, g, "brickwall"), rtol=0, atol=1e-12)
+    # the inverse (descending) order: odd windows first
+    inv = brickwall_as_staircase(np.swapaxes(g[::-1], -1, -2), descending=True)
+    np.testing.assert_allclose(_dense(n, inv, "staircase"), _dense(n, g, "brickwall").T, rtol=0,
+                               atol=1e-12)
 
 
 def test_grow_method_output_weight():
@@ -189,3 +193,16 @@ def test_grow_method_output_weight():
                        (np.triu(np.ones((8, 8))), "symmetric")):
         with pytest.raises(QtnnError, match=match):
             disentangle(W, 1, 1, max_bond=1, output_weight=bad)
+
+
+def test_grow_method_brickwall_result_is_consistent():
+    from qtnn.staircase import disentangle
+
+    W = np.random.default_rng(9).normal(size=(12, 20))
+    res = disentangle(W, 3, 2, max_bond=2, layout="brickwall", refine=20)
+    assert res.method == "grow" and res.U.layout == res.V.layout == "brickwall"
+    A = _dense(4, res.U.gates, "brickwall") @ res.M.to_dense() @ _dense(5, res.V.gates, "brickwall").T
+    np.testing.assert_allclose(res.to_dense(), A[:12, :20], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(res.to_mpo().to_dense(), A[:12, :20], rtol=0, atol=1e-12)
+    assert abs(res.error - np.linalg.norm(A[:12, :20] - W) / np.linalg.norm(W)) < 1e-12
+    assert res.error <= res.truncation_error
