@@ -909,7 +909,8 @@ def _module_spec(module: Any) -> dict[str, Any]:
     }
     if isinstance(module, DisentangledLinear):
         spec.update(type="DisentangledLinear", out_layers=int(module.U.layers),
-                    in_layers=int(module.V.layers), max_bond=int(module.max_bond))
+                    in_layers=int(module.V.layers), max_bond=int(module.max_bond),
+                    layout=module.U.layout)
     elif isinstance(module, MPOLinear):
         spec["type"] = "MPOLinear"
     else:  # pragma: no cover - only compressed layers are recorded
@@ -946,8 +947,11 @@ def _module_from_spec(spec: dict[str, Any]) -> Any:
             raise QtnnError(f"a LowRankLinear record is malformed: {exc!r}") from None
         return LowRankLinear(in_f, out_f, rank, bias=bias, dtype=dt)
     if kind == "DisentangledLinear":
+        layout = spec.get("layout", "staircase")
+        if layout not in ("staircase", "brickwall"):
+            raise QtnnError(f"a DisentangledLinear record has an unknown layout {layout!r}")
         layer = DisentangledLinear(in_f, out_f, int(spec["out_layers"]), int(spec["in_layers"]),
-                                   int(spec["max_bond"]), bias=bias, dtype=dt)
+                                   int(spec["max_bond"]), bias=bias, dtype=dt, layout=layout)
         layer.cores = nn.ParameterList(nn.Parameter(torch.zeros(s, dtype=dt)) for s in shapes)
         return layer
     raise QtnnError(f"a layer record has an unknown type {kind!r}")

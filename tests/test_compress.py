@@ -451,6 +451,23 @@ def test_cli_svd_calibration_heal_round_trip(tmp_path, capsys, hybrid_checkpoint
                               "--calibration", "100000", "--no-progress"]))
 
 
+def test_cli_brickwall_round_trip(tmp_path, hybrid_checkpoint):
+    path, model = hybrid_checkpoint
+    out = tmp_path / "brick.pt"
+    res = run_cli(tiny_cli().parse_args(["compress", str(path), "--targets", "features", "--method",
+                                         "disentangle", "--bond", "1", "--layers", "2", "--layout",
+                                         "brickwall", "--refine", "5", "--no-progress",
+                                         "--out", str(out)]))
+    (row,) = res["layers"]
+    assert row["depth_out"] == 4 and row["two_qubit_gates"] == 2 * 5 + 2 * 5
+    loaded, _ = load_compressed(out)
+    assert loaded.features.U.layout == loaded.features.V.layout == "brickwall"
+    again, _ = compress(model, "features", "disentangle", max_bond=1, layers=2, layout="brickwall",
+                        refine=5, progress=False)
+    x = torch.rand(5, 64, dtype=torch.float64)
+    torch.testing.assert_close(loaded(x), again(x), rtol=0, atol=1e-12)
+
+
 def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):
     path, _ = hybrid_checkpoint
     p = tiny_cli()

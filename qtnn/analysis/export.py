@@ -93,9 +93,10 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
     qiskit.QuantumCircuit
         On ``n_qubits`` qubits, named ``"staircase_n{n}_D{D}_k{k}"``, with
         ``metadata`` ``{"n_qubits", "layers", "k", "complex", "descending",
-        "decompose", "qubit_order"}``.  Gates appear in application order:
-        layer 0 first, windows ``j`` ascending (descending if
-        ``staircase.descending``).
+        "layout", "decompose", "qubit_order"}``.  Gates appear in application
+        order: layer 0 first, windows in the order of the layout
+        (:func:`qtnn.staircase.window_order`: ascending, or even then odd for a
+        brickwall; reversed if ``staircase.descending``).
 
     Raises
     ------
@@ -118,6 +119,7 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
     from qiskit import QuantumCircuit
     from qiskit.circuit.library import UnitaryGate
 
+    from qtnn.staircase.circuit import window_order
     from qtnn.staircase.magic import magic_angles
 
     c = _check_staircase("staircase", staircase)
@@ -125,10 +127,10 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
     n, k, d = c.n_qubits, c.k, c.layers
     qc = QuantumCircuit(n, name=f"staircase_n{n}_D{d}_k{k}")
     qc.metadata = {"n_qubits": n, "layers": d, "k": k, "complex": c.is_complex,
-                   "descending": c.descending, "decompose": decompose,
+                   "descending": c.descending, "layout": c.layout, "decompose": decompose,
                    "qubit_order": "qtnn qubit q (0 = most significant) is qiskit qubit n-1-q"}
     g_count = n - k + 1
-    order = range(g_count - 1, -1, -1) if c.descending else range(g_count)
+    order = window_order(n, k, c.layout, c.descending)
     gates = np.asarray(c.gates)
     native = decompose == "native" and k == 2
     angles = np.zeros((d, g_count, 6))

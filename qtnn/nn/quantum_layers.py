@@ -41,11 +41,12 @@ _BACKENDS = ("reference", "pennylane")
 
 
 def circuit_matrix(gates: torch.Tensor, n_qubits: int, k: int = 2, *,
-                   inverse: bool = False) -> torch.Tensor:
+                   inverse: bool = False, layout: str = "staircase") -> torch.Tensor:
     """The matrix ``R`` with ``x @ R == C x`` for every state row ``x`` (``R = C^T``).
 
     Built by pushing the identity through the gates (differentiable).  With
-    ``inverse=True`` it is the matrix of ``C^T`` (``= C^dagger`` for real gates).
+    ``inverse=True`` it is the matrix of ``C^T`` (``= C^dagger`` for real gates);
+    ``layout`` is the in-layer order (:func:`qtnn.staircase.window_order`).
 
     Examples
     --------
@@ -60,17 +61,17 @@ def circuit_matrix(gates: torch.Tensor, n_qubits: int, k: int = 2, *,
     check_alloc(f"the 2^{n_qubits} x 2^{n_qubits} circuit matrix (n_qubits={n_qubits})",
                 pow2(n_qubits) ** 2, hint="use fewer qubits")
     eye = torch.eye(2**n_qubits, dtype=gates.dtype, device=gates.device)
-    return _apply_circuit(eye, gates, n_qubits, k, inverse=inverse)
+    return _apply_circuit(eye, gates, n_qubits, k, inverse=inverse, layout=layout)
 
 
 def _apply_circuit(x: torch.Tensor, gates: torch.Tensor, n: int, k: int = 2, *,
-                   inverse: bool = False) -> torch.Tensor:
+                   inverse: bool = False, layout: str = "staircase") -> torch.Tensor:
     """``C x`` for rows ``x`` as torch ops (``C^T x`` with ``inverse``: gates transposed, last first)."""
     from qtnn.staircase import apply_gates
 
     if inverse:
-        return apply_gates(x, gates.flip(0).transpose(-1, -2), n, k, descending=True)
-    return apply_gates(x, gates, n, k)
+        return apply_gates(x, gates.flip(0).transpose(-1, -2), n, k, descending=True, layout=layout)
+    return apply_gates(x, gates, n, k, layout=layout)
 
 
 def _staircase_kernel() -> Any:
@@ -94,7 +95,7 @@ def _staircase_kernel() -> Any:
     from qtnn.staircase import _jit
 
     def backward(ctx: Any, gy: torch.Tensor) -> Any:
-        xs, a, d, pos, state, r2, mode, inverse, n, dtype, dev = ctx.stash
+        xs, a, d, pos, perm, state, r2, mode, inverse, n, dtype, dev = ctx.stash
         angles, _ = ctx.saved_tensors   # (raises if either was modified in place since forward)
         want_x, want_a = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         d_a, d_x = _jit.staircase_backward(np.ascontiguousarray(_as_numpy(gy)), state, r2, xs, a,
@@ -102,20 +103,29 @@ def _staircase_kernel() -> Any:
         ga = gx = None
         if want_a:
             d_a = np.ascontiguousarray(d_a[::-1]) if inverse else d_a
+            if perm is not None:  # back from the order of application to (layer, window)
+                full = np.empty_like(d_a)
+                full[perm] = d_a
+                d_a = full
             ga = _from_numpy(d_a.reshape(angles.shape), angles.dtype, angles.device)
         if want_x:
             gx = _from_numpy(d_x, dtype, dev)
-        return gx, ga, None, None, None, None, None
+        return gx, ga, None, None, None, None, None, None
 
     backward_once = once_differentiable(backward)
 
     class StaircaseReference(torch.autograd.Function):
         @staticmethod
         def forward(ctx: Any, x: torch.Tensor, angles: torch.Tensor, dets: np.ndarray, n: int,
-                    probs: bool, inverse: bool, nonzero: bool) -> torch.Tensor:
+                    probs: bool, inverse: bool, nonzero: bool,
+                    layout: str = "staircase") -> torch.Tensor:
             a = _as_numpy(angles).reshape(-1, 6)
             d = dets.reshape(-1)
-            pos = _gate_positions(n, a.shape[0] // max(n - 1, 1), inverse)
+            layers = a.shape[0] // max(n - 1, 1)
+            pos = _gate_positions(n, layers, inverse, layout)
+            perm = _gate_permutation(n, layers, layout)
+            if perm is not None:
+                a, d = a[perm], d[perm]
             if inverse:
                 a, d = np.ascontiguousarray(a[::-1]), np.ascontiguousarray(d[::-1])
             xs = np.ascontiguousarray(_as_numpy(x))
@@ -126,7 +136,7 @@ def _staircase_kernel() -> Any:
             if nonzero and status & _jit.ZERO_ROW:
                 raise QtnnError("x must not contain all-zero rows (they cannot be amplitude-encoded)")
             ctx.save_for_backward(angles, x)  # xs and a may be views of their memory
-            ctx.stash = (xs, a, d, pos, state, r2, mode, inverse, n, x.dtype, x.device)
+            ctx.stash = (xs, a, d, pos, perm, state, r2, mode, inverse, n, x.dtype, x.device)
             return _from_numpy(out, x.dtype, x.device)
 
         @staticmethod
@@ -157,12 +167,28 @@ def _from_numpy(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torc
 
 
 @functools.lru_cache(maxsize=64)
-def _gate_positions(n: int, layers: int, inverse: bool) -> np.ndarray:
+def _gate_positions(n: int, layers: int, inverse: bool, layout: str = "staircase") -> np.ndarray:
     """First qubit of every gate in the order the gates act (read-only)."""
-    pos = np.tile(np.arange(max(n - 1, 0), dtype=np.int64), layers)
+    from qtnn.staircase.circuit import window_order
+
+    order = window_order(n, 2, layout) if n >= 2 else ()
+    pos = np.tile(np.asarray(order, dtype=np.int64), layers)
     pos = np.ascontiguousarray(pos[::-1]) if inverse else pos
     pos.setflags(write=False)
     return pos
+
+
+@functools.lru_cache(maxsize=64)
+def _gate_permutation(n: int, layers: int, layout: str) -> np.ndarray | None:
+    """Flat ``(layer, window)`` index of every gate in the order the gates act (``None``: identity)."""
+    from qtnn.staircase.circuit import window_order
+
+    if layout == "staircase" or n < 2:
+        return None
+    order = np.asarray(window_order(n, 2, layout), dtype=np.int64)
+    perm = (np.arange(layers, dtype=np.int64)[:, None] * (n - 1) + order[None, :]).reshape(-1)
+    perm.setflags(write=False)
+    return perm
 
 
 #: On a GPU (any torch device but the CPU), a batch of at least this many amplitudes
@@ -191,9 +217,10 @@ def _run_staircase(x: torch.Tensor, gates: StaircaseGates, n: int, *, probs: boo
     has_gates = gates.layers > 0 and n >= 2
     if has_gates and not _device_ops(x, n):
         return _staircase_kernel().apply(x, gates.angles, gates.dets_numpy(), n, probs, inverse,
-                                         nonzero)
+                                         nonzero, gates.layout)
     # torch ops on x's device; magic_gates is differentiable in the angles
-    y = _apply_circuit(x, gates.gates().to(x.dtype), n, inverse=inverse) if has_gates else x
+    y = (_apply_circuit(x, gates.gates().to(x.dtype), n, inverse=inverse, layout=gates.layout)
+         if has_gates else x)
     if not (probs or nonzero):
         return y
     sq = (x * x).sum(dim=-1, keepdim=True)
@@ -237,6 +264,8 @@ class StaircaseGates(nn.Module):
     init : {"random", "identity"}
         Uniform angles in ``[0, 2 pi)`` (seeded by torch's RNG) or all zeros
         (every gate the identity).
+    layout : {"staircase", "brickwall"}
+        The in-layer gate order (:func:`qtnn.staircase.window_order`).
 
     Examples
     --------
@@ -248,11 +277,13 @@ class StaircaseGates(nn.Module):
     dets: torch.Tensor
 
     def __init__(self, n_qubits: int, layers: int, *, init: str = "random",
-                 dtype: torch.dtype | None = None, device: Any = None) -> None:
+                 dtype: torch.dtype | None = None, device: Any = None,
+                 layout: str = "staircase") -> None:
         super().__init__()
         self.n_qubits = check_int("n_qubits", n_qubits, minimum=1)
         self.layers = check_int("layers", layers, minimum=0)
         check_choice("init", init, ("random", "identity"))
+        self.layout = check_choice("layout", layout, ("staircase", "brickwall"))
         if self.layers > 0 and self.n_qubits < 2:
             raise QtnnError(f"a staircase of 2-qubit gates needs n_qubits >= 2, got n_qubits="
                             f"{self.n_qubits} with layers={self.layers}")
@@ -299,6 +330,9 @@ class StaircaseGates(nn.Module):
                             f"k={staircase.k}; expected {self.n_qubits}, {self.layers}, 2")
         if getattr(staircase, "descending", False):
             raise QtnnError("staircase must use the ascending gate order")
+        if staircase.layout != self.layout:
+            raise QtnnError(f"staircase has layout={staircase.layout!r}; these gates have "
+                            f"layout={self.layout!r}")
         if staircase.is_complex:
             raise QtnnTypeError("only real (orthogonal) staircases can be loaded into StaircaseGates")
         ang, dets = magic_angles(staircase.gates)
@@ -311,10 +345,11 @@ class StaircaseGates(nn.Module):
         from qtnn.staircase import Staircase
 
         gates = self.gates().detach().to("cpu", torch.float64).numpy()
-        return Staircase(self.n_qubits, self.layers, 2, gates)
+        return Staircase(self.n_qubits, self.layers, 2, gates, layout=self.layout)
 
     def extra_repr(self) -> str:
-        return f"n_qubits={self.n_qubits}, layers={self.layers}"
+        extra = "" if self.layout == "staircase" else f", layout={self.layout!r}"
+        return f"n_qubits={self.n_qubits}, layers={self.layers}{extra}"
 
 
 class _QuantumModule(nn.Module):
@@ -407,6 +442,8 @@ class QuantumStaircase(_QuantumModule):
     readout : {"state", "probs", "expval"}
     backend : {"reference", "pennylane"}
     device : QDevice or str, optional
+    layout : {"staircase", "brickwall"}
+        The in-layer gate order of the trainable circuit.
 
     Examples
     --------
@@ -421,7 +458,7 @@ class QuantumStaircase(_QuantumModule):
                  encoding: str = "amplitude", readout: str = "state",
                  readout_wires: tuple[int, ...] | None = None, encoding_layers: int = 2,
                  backend: str = "reference", device: Any = None, init: str = "random",
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, layout: str = "staircase") -> None:
         super().__init__()
         if check_int("k", k, minimum=2) != 2:
             raise QtnnError(f"k must be 2 for trainable staircases (magic-basis gates), got {k}")
@@ -443,7 +480,7 @@ class QuantumStaircase(_QuantumModule):
             raise QtnnError(f"readout_wires must be distinct wires, got {readout_wires!r}")
         self.readout_wires = wires
         self.encoding_layers = check_int("encoding_layers", encoding_layers, minimum=1)
-        self.circuit = StaircaseGates(self.n_qubits, layers, init=init, dtype=dtype)
+        self.circuit = StaircaseGates(self.n_qubits, layers, init=init, dtype=dtype, layout=layout)
         self.last_encoding_fidelity: float | None = None
         self._init_backend(backend, device)
 
@@ -481,7 +518,7 @@ class QuantumStaircase(_QuantumModule):
         if self.backend == "pennylane":
             qn = self._qnode("main", n_qubits=n, layers=self.circuit.layers, encoding=self.encoding,
                              readout=self.readout, readout_wires=self.readout_wires,
-                             encoding_layers=self.encoding_layers)
+                             encoding_layers=self.encoding_layers, layout=self.circuit.layout)
             y = qn(xn.reshape(-1, 2**n), self.circuit.angles, self.circuit.dets)
             self.last_encoding_fidelity = getattr(qn, "last_fidelity", None)
             y = y.reshape((*x.shape[:-1], y.shape[-1])).to(x.dtype)
@@ -558,6 +595,8 @@ class DisentangledLinear(_QuantumModule):
     side, as :meth:`qtnn.tn.MPO.from_dense`).  With ``backend="pennylane"`` the
     layer runs as QNode (``V^T``, ``"state"`` readout) -> classical ``M`` ->
     QNode (``U``), norms carried classically; this needs an exact simulator.
+    ``layout`` (``"staircase"`` or ``"brickwall"``) is the in-layer gate order
+    of both circuits.
 
     After Aizpurua et al., "Quantum large language models via tensor network
     disentanglers", arXiv:2410.17397.
@@ -574,7 +613,7 @@ class DisentangledLinear(_QuantumModule):
 
     def __init__(self, in_features: int, out_features: int, out_layers: int, in_layers: int,
                  max_bond: int, *, bias: bool = True, backend: str = "reference", device: Any = None,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, layout: str = "staircase") -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
@@ -593,8 +632,8 @@ class DisentangledLinear(_QuantumModule):
         from qtnn.nn.mpo_linear import bond_caps
 
         bonds = [1] + [min(self.max_bond, c) for c in bond_caps(od, idm)] + [1]
-        self.U = StaircaseGates(self.n_out, out_layers, init="identity", dtype=dtype)
-        self.V = StaircaseGates(self.n_in, in_layers, init="identity", dtype=dtype)
+        self.U = StaircaseGates(self.n_out, out_layers, init="identity", dtype=dtype, layout=layout)
+        self.V = StaircaseGates(self.n_in, in_layers, init="identity", dtype=dtype, layout=layout)
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(bonds[k], od[k], idm[k], bonds[k + 1], dtype=dtype))
             for k in range(sites))
@@ -647,7 +686,7 @@ class DisentangledLinear(_QuantumModule):
         norm = v.norm(dim=-1, keepdim=True)
         safe = torch.where(norm == 0, torch.ones_like(norm), norm)
         qn = self._qnode(which, n_qubits=gates.n_qubits, layers=gates.layers, encoding="amplitude",
-                         readout="state", inverse=(which == "V"))
+                         readout="state", inverse=(which == "V"), layout=gates.layout)
         out = qn(v / safe, gates.angles, gates.dets).to(v.dtype)
         return out * norm
 
@@ -692,7 +731,8 @@ class DisentangledLinear(_QuantumModule):
                      ) -> DisentangledLinear:
         """A layer holding the result ``res`` of :func:`qtnn.staircase.disentangle` (and ``bias``)."""
         layer = cls(in_features, out_features, out_layers, in_layers, max_bond,
-                    bias=bias is not None, dtype=dtype)
+                    bias=bias is not None, dtype=dtype,
+                    layout=res.U.layout if res.U.layers else res.V.layout)
         layer._load(res, bias)
         return layer
 

@@ -166,6 +166,8 @@ class StaircaseQNode:
         Run the inverse circuit ``C^dagger`` (layers and gates reversed, each
         gate adjoint; ``C^T`` for real gates), e.g. the ``V^T`` of a
         disentangled weight.
+    layout : {"staircase", "brickwall"}
+        The in-layer gate order (:func:`qtnn.staircase.window_order`).
 
     Attributes
     ----------
@@ -209,7 +211,7 @@ class StaircaseQNode:
                  readout_wires: Any = None, gate_mode: str = "auto", diff_method: Any = "auto",
                  encoding_layers: int = 2, encoding_method: str = "iterative",
                  encoding_sweeps: int = 4, complex: bool = False, track: bool = False,
-                 inverse: bool = False) -> None:
+                 inverse: bool = False, layout: str = "staircase") -> None:
         import pennylane as qml
 
         from qtnn.staircase.circuit import num_gate_params
@@ -237,6 +239,10 @@ class StaircaseQNode:
         if not isinstance(inverse, (bool, np.bool_)):
             raise QtnnTypeError(f"inverse must be a bool, got {inverse!r}")
         self.inverse = bool(inverse)
+        from qtnn.staircase.circuit import window_order
+
+        self.layout = check_choice("layout", layout, ("staircase", "brickwall"))
+        self._order = window_order(n, self.k, self.layout)
         self.dev = dev
         self.n_qubits = n
         self.complex = bool(complex)
@@ -348,18 +354,18 @@ class StaircaseQNode:
                     qml.QubitUnitary(enc[:, layer, j], wires=[j, j + 1])
         if self.layers and self.inverse:  # C^dagger: layers and gates reversed, gates adjoint
             if self.gate_mode == "native":
-                qml.adjoint(StaircaseTemplate)(params, dets=dets, wires=wires)
+                qml.adjoint(StaircaseTemplate)(params, dets=dets, wires=wires, layout=self.layout)
             else:
                 for layer in reversed(range(self.layers)):
-                    for j in reversed(range(n - k + 1)):
+                    for j in reversed(self._order):
                         g = params[layer, j]
                         qml.QubitUnitary(g.transpose(-1, -2).conj(), wires=list(range(j, j + k)))
         elif self.layers:
             if self.gate_mode == "native":
-                StaircaseTemplate(params, dets=dets, wires=wires)
+                StaircaseTemplate(params, dets=dets, wires=wires, layout=self.layout)
             else:
                 for layer in range(self.layers):
-                    for j in range(n - k + 1):
+                    for j in self._order:
                         qml.QubitUnitary(params[layer, j], wires=list(range(j, j + k)))
         if self.readout == "state":
             return qml.state()
@@ -592,4 +598,5 @@ class StaircaseQNode:
     def __repr__(self) -> str:
         return (f"StaircaseQNode(device={self.dev.name!r}, n_qubits={self.n_qubits}, layers={self.layers}, "
                 f"k={self.k}, encoding={self.encoding!r}, readout={self.readout!r}, "
-                f"gate_mode={self.gate_mode!r}, diff_method={self.diff_method!r})")
+                f"gate_mode={self.gate_mode!r}, diff_method={self.diff_method!r}"
+                + ("" if self.layout == "staircase" else f", layout={self.layout!r}") + ")")

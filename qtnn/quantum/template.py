@@ -113,7 +113,8 @@ class StaircaseTemplate(Operation):
     ndim_params = (3,)
     resource_keys: ClassVar[set[str]] = {"num_wires", "num_layers", "num_reflections"}
 
-    def __init__(self, weights: Any, dets: Any = None, wires: Any = None) -> None:
+    def __init__(self, weights: Any, dets: Any = None, wires: Any = None,
+                 layout: str = "staircase") -> None:
         if wires is None:
             raise QtnnError("wires must be given (a sequence of at least 2 wires), got None")
         wires = Wires(wires)
@@ -134,7 +135,11 @@ class StaircaseTemplate(Operation):
                 raise QtnnTypeError(f"weights must hold real angles, got dtype {vals.dtype}")
             if not np.all(np.isfinite(vals)):
                 raise QtnnError(f"weights must be finite, got NaN or inf in an array of shape {shape}")
-        self._hyperparameters = {"dets": _check_dets(dets, shape[-3], n - 1)}
+        from qtnn.staircase.circuit import LAYOUTS
+
+        if layout not in LAYOUTS:
+            raise QtnnError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+        self._hyperparameters = {"dets": _check_dets(dets, shape[-3], n - 1), "layout": layout}
         super().__init__(weights, wires=wires)
 
     @property
@@ -161,8 +166,9 @@ class StaircaseTemplate(Operation):
         return (check_int("layers", layers, minimum=1), check_int("n_wires", n_wires, minimum=2) - 1, 6)
 
     @staticmethod
-    def compute_decomposition(weights: Any, wires: Any, dets: tuple) -> list:
-        r"""The native gates (see the module docstring), layer 0 first.
+    def compute_decomposition(weights: Any, wires: Any, dets: tuple,
+                              layout: str = "staircase") -> list:
+        r"""The native gates (see the module docstring), layer 0 first, windows in ``layout`` order.
 
         Examples
         --------
@@ -172,10 +178,14 @@ class StaircaseTemplate(Operation):
         >>> [op.name for op in ops][:5]
         ['CZ', 'S', 'S', 'Hadamard', 'CNOT']
         """
+        from qtnn.staircase.circuit import window_order
+
         wires = Wires(wires)
         ops: list = []
+        order = window_order(len(wires), 2, layout)
         for layer, row in enumerate(dets):
-            for j, det in enumerate(row):
+            for j in order:
+                det = row[j]
                 w0, w1 = wires[j], wires[j + 1]
                 if det < 0:
                     ops.append(qml.CZ(wires=[w0, w1]))
@@ -199,8 +209,10 @@ def _resources(num_wires: int, num_layers: int, num_reflections: int) -> dict:
 
 
 @register_resources(_resources)
-def _staircase_decomposition(weights: Any, wires: Any, dets: tuple, **_: Any) -> None:
-    StaircaseTemplate.compute_decomposition(weights, wires=wires, dets=dets)  # queues the gates
+def _staircase_decomposition(weights: Any, wires: Any, dets: tuple, layout: str = "staircase",
+                             **_: Any) -> None:
+    StaircaseTemplate.compute_decomposition(weights, wires=wires, dets=dets,
+                                            layout=layout)  # queues the gates
 
 
 add_decomps(StaircaseTemplate, _staircase_decomposition)

@@ -182,3 +182,15 @@ def test_deterministic():
     da.pop("seconds"), db.pop("seconds")
     assert da == db
     assert math.isfinite(a.duration_ns) and a.duration_ns > 0
+
+
+def test_brickwall_is_shallower_on_a_line():
+    from qtnn.staircase import Staircase
+
+    line = [[i, i + 1] for i in range(5)] + [[i + 1, i] for i in range(5)]
+    stair = Staircase.random(6, 3, seed=1)
+    brick = Staircase(6, 3, 2, stair.gates, layout="brickwall")
+    rs = depth_report(stair, basis_gates=["cx", "u"], coupling_map=line, optimization_level=1)
+    rb = depth_report(brick, basis_gates=["cx", "u"], coupling_map=line, optimization_level=1)
+    assert rb.two_qubit_gates == rs.two_qubit_gates and rb.swaps == rs.swaps == 0
+    assert rb.depth < rs.depth

@@ -220,3 +220,17 @@ def test_import_does_not_load_qiskit():
                          env={**os.environ, "PYTHONPATH": _ROOT + os.pathsep
                               + os.environ.get("PYTHONPATH", "")}, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("decompose", ["native", "unitary"])
+@pytest.mark.parametrize("n", [2, 3, 6])
+def test_brickwall_export_follows_the_layout(n, decompose):
+    c = Staircase.random(n, 3, seed=n, layout="brickwall")
+    for circ in (c, c.inverse()):
+        qc = to_qiskit(circ, decompose=decompose)
+        assert qc.metadata["layout"] == "brickwall"
+        np.testing.assert_allclose(circuit_unitary(qc), circ.to_matrix(), rtol=0, atol=ATOL)
+    # the same gates in staircase order are another operator (n >= 4: the orders differ)
+    if n >= 4:
+        assert np.abs(circuit_unitary(to_qiskit(Staircase(n, 3, 2, c.gates)))
+                      - c.to_matrix()).max() > 1e-3

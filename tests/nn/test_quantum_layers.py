@@ -278,3 +278,55 @@ def test_device_ops_only_for_large_batches_off_the_cpu():
     assert ql._device_ops(big, n)
     assert not ql._device_ops(big[:-1], n)
     assert not ql._device_ops(torch.empty(4096, 2**n), n)        # CPU tensors: the host kernel
+
+
+# ------------------------------------------------------------------ brickwall layout
+def test_brickwall_gates_kernel_equals_torch_ops_and_dense():
+    from qtnn.nn.quantum_layers import StaircaseGates, _apply_circuit, _run_staircase, circuit_matrix
+
+    torch.manual_seed(0)
+    for n in (2, 3, 6):
+        g = StaircaseGates(n, 3, layout="brickwall", dtype=torch.float64)
+        x = torch.randn(5, 2**n, dtype=torch.float64)
+        U = torch.as_tensor(g.to_staircase().to_matrix())
+        assert g.to_staircase().layout == "brickwall"
+        for inverse in (False, True):
+            want = x @ (U if inverse else U.T)
+            got = _run_staircase(x, g, n, inverse=inverse)
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+            torch.testing.assert_close(_apply_circuit(x, g.gates(), n, inverse=inverse,
+                                                      layout="brickwall"), want, rtol=0, atol=1e-12)
+        torch.testing.assert_close(circuit_matrix(g.gates(), n, layout="brickwall"), U.T, rtol=0,
+                                   atol=1e-12)
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_brickwall_kernel_gradcheck(inverse):
+    from qtnn.nn.quantum_layers import StaircaseGates, _staircase_kernel
+
+    torch.manual_seed(1)
+    g = StaircaseGates(4, 2, layout="brickwall", dtype=torch.float64)
+    x = torch.randn(3, 16, dtype=torch.float64, requires_grad=True)
+    a = g.angles.detach().clone().requires_grad_(True)
+    d = g.dets_numpy()
+    assert torch.autograd.gradcheck(
+        lambda x_, a_: _staircase_kernel().apply(x_, a_, d, 4, False, inverse, False, "brickwall"),
+        (x, a))
+
+
+def test_brickwall_disentangled_linear_matches_dense_and_refuses_mixing():
+    from qtnn import QtnnError
+    from qtnn.nn import DisentangledLinear
+    from qtnn.nn.quantum_layers import StaircaseGates
+    from qtnn.staircase import Staircase, disentangle
+
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(20, 12).double()
+    res = disentangle(lin.weight.detach().numpy(), 2, 2, max_bond=1, layout="brickwall", refine=10)
+    dl = DisentangledLinear._from_result(res, 20, 12, 2, 2, 1, lin.bias.detach(), torch.float64)
+    assert dl.U.layout == dl.V.layout == "brickwall"
+    x = torch.randn(4, 20, dtype=torch.float64)
+    want = x @ torch.as_tensor(res.to_dense()).T + lin.bias
+    torch.testing.assert_close(dl(x), want, rtol=0, atol=1e-12)
+    with pytest.raises(QtnnError, match="layout='staircase'"):
+        StaircaseGates(4, 1, layout="brickwall").load_staircase(Staircase.random(4, 1))

@@ -86,3 +86,46 @@ def test_switching_backends_keeps_weights():
     for a, b in zip(before, layer.parameters()):
         assert torch.equal(a, b)
     assert np.isclose(float(layer(torch.rand(2, 8)).sum().detach()), 2.0)
+
+
+@pytest.mark.parametrize("gate_mode", ["matrix", "native"])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_brickwall_qnode_matches_the_circuit(inverse, gate_mode):
+    from qtnn.quantum import StaircaseQNode
+    from qtnn.staircase import Staircase
+
+    torch.manual_seed(4)
+    qn = StaircaseQNode(device("lightning.qubit", 5), 5, 2, readout="state", inverse=inverse,
+                        gate_mode=gate_mode, layout="brickwall")
+    w = qn.random_weights(seed=5)
+    x = torch.randn(3, 32)
+    xn = x / x.norm(dim=-1, keepdim=True)
+    c = Staircase(5, 2, 2, qn.gates(w).detach().numpy(), layout="brickwall")
+    u = torch.as_tensor(c.to_matrix())
+    ref = xn @ (u if inverse else u.T)
+    with torch.no_grad():
+        torch.testing.assert_close(qn(x, w), ref, rtol=0, atol=1e-10)
+
+
+def test_brickwall_layers_agree_on_both_backends():
+    from qtnn.staircase import disentangle
+
+    torch.manual_seed(6)
+    layer = QuantumStaircase(4, 2, readout="probs", layout="brickwall")
+    x = torch.randn(5, 16)
+    ref = layer(x)
+    layer.set_backend("pennylane", device("default.qubit", wires=4))
+    torch.testing.assert_close(layer(x), ref, rtol=0, atol=1e-10)
+    lin = torch.nn.Linear(16, 8)
+    res = disentangle(lin.weight.detach().double().numpy(), 1, 2, max_bond=2, layout="brickwall",
+                      refine=5)
+    dl = DisentangledLinear._from_result(res, 16, 8, 1, 2, 2, lin.bias.detach(), torch.float64)
+    x = torch.randn(6, 16, requires_grad=True)
+    y_ref = dl(x)
+    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), [x, *dl.parameters()])
+    dl.set_backend("pennylane", device("default.qubit", wires=4))
+    y_pl = dl(x)
+    g_pl = torch.autograd.grad(y_pl.pow(2).sum(), [x, *dl.parameters()])
+    torch.testing.assert_close(y_pl, y_ref, rtol=0, atol=1e-8)
+    for a, b in zip(g_pl, g_ref):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)

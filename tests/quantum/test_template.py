@@ -119,3 +119,20 @@ def test_bad_input(kwargs, match):
 
 def test_shape_helper():
     assert StaircaseTemplate.shape(5, 3) == (3, 4, 6)
+
+
+def test_brickwall_template_matrix_and_errors():
+    import pennylane as qml
+
+    from qtnn import QtnnError
+    from qtnn.quantum.template import StaircaseTemplate
+    from qtnn.staircase import Staircase
+    from qtnn.staircase.magic import magic_gates
+
+    w = np.random.default_rng(3).normal(size=(2, 4, 6))
+    dets = [[1, -1, 1, 1], [-1, 1, 1, -1]]
+    op = StaircaseTemplate(w, dets=dets, wires=range(5), layout="brickwall")
+    ref = Staircase(5, 2, gates=magic_gates(w, dets), layout="brickwall").to_matrix()
+    np.testing.assert_allclose(qml.matrix(op, wire_order=range(5)), ref, rtol=0, atol=1e-12)
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        StaircaseTemplate(w, dets=dets, wires=range(5), layout="ladder")
