@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-scale", action="store_true",
                    help="skip the scale runs (n=50 encoding, 2^10 x 2^10 disentangling; ~40 s)")
     s.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
+    pl = bsub.add_parser("planted", help="recovery of planted W = U0 M0 V0^T (bond 1) by the deep "
+                                         "disentangling engine (method='grow')")
+    pl.add_argument("--qubits", type=_ints, default=[8, 10], help="n_out,n_in (default 8,10)")
+    pl.add_argument("--depths", type=_ints, default=[2, 4], help="layers per side (default 2,4)")
+    pl.add_argument("--seeds", type=int, default=10, help="seeds per depth (default 10)")
+    pl.add_argument("--layout", choices=["staircase", "brickwall"], default="staircase")
+    pl.add_argument("--refine", type=int, default=200, help="L-BFGS iterations per stage (default 200)")
+    pl.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
     dp = sub.add_parser(
         "depth", help="fidelity, two-qubit gates, depth, duration and success probability of "
                       "staircases of D = 1, 2, ... layers on an IBM device model",
@@ -356,6 +364,8 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         return _cmd_bench_staircase(args)
     if args.bench == "hybrid":
         return _cmd_bench_hybrid(args)
+    if args.bench == "planted":
+        return _cmd_bench_planted(args)
     from qtnn.bench import bench_mpo_linear, format_table
 
     if args.batch < 1 or args.repeats < 1:
@@ -418,6 +428,23 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
               f"{b['seconds']:.1f} s, error {b['error']:.4f} vs truncation {b['truncation_error']:.4f}")
         out["scale"] = sc
     return out
+
+
+def _cmd_bench_planted(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.bench import format_table
+    from qtnn.staircase.bench import planted_benchmark
+
+    if len(args.qubits) != 2:
+        raise QtnnError(f"--qubits must be two integers n_out,n_in, got {args.qubits}")
+    r = planted_benchmark(args.qubits[0], args.qubits[1], args.depths, args.seeds, layout=args.layout,
+                          refine=args.refine, progress=True)
+    print(f"planted U0 M0 V0^T, bond 1, {r['n_out']}+{r['n_in']} qubits, {r['layout']}, "
+          f"refine {r['refine']}: recovered = relative error < {r['threshold']:g}")
+    print(format_table(r["summary"], [("depth", "D", "d"), ("seeds", "seeds", "d"),
+                                      ("recovered", "recovered", "d"),
+                                      ("median_error", "median err", ".3e"),
+                                      ("best_error", "best err", ".3e"), ("seconds", "s", ".1f")]))
+    return r
 
 
 def _cmd_compress(args: argparse.Namespace) -> dict[str, Any]:

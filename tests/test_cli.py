@@ -136,3 +136,17 @@ def test_bench_hybrid_rows_per_batch(tmp_path, capsys):
     assert all(set(r["samples_per_s"]) == {"reference", "default.qubit", "lightning.qubit",
                                            "qiskit.aer"} for r in rows)
     assert "reference / fastest QNode" in capsys.readouterr().out
+
+
+def test_bench_planted_small(tmp_path, capsys):
+    out = tmp_path / "p.json"
+    assert main(["bench", "planted", "--qubits", "3,3", "--depths", "1", "--seeds", "2",
+                 "--refine", "200", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    (row,) = data["summary"]
+    assert row["seeds"] == 2 and row["recovered"] == sum(r["error"] < 1e-3 for r in data["rows"])
+    for r in data["rows"]:  # growth never loses, and beats plain truncation
+        assert r["stage_errors"][-1] == r["error"] <= r["truncation_error"]
+        assert all(b <= a * (1 + 1e-12) for a, b in zip(r["stage_errors"], r["stage_errors"][1:]))
+    assert "recovered" in capsys.readouterr().out
+    assert main(["bench", "planted", "--qubits", "3"]) == 2

@@ -66,6 +66,7 @@ class Problem:
     norm2: float         # ||W L||^2
     site_dims: list[tuple[int, int]]  # (out, in) dims of M's sites
     lo_t: Any = None     # torch (r_out, rows): Lo^T, the output weight's factor (None: identity)
+    plain: bool = False  # L is the identity on the logical columns: a column slice, no product
 
 
 def make_problem(W: np.ndarray, n_out: int, n_in: int, L: np.ndarray | None,
@@ -74,6 +75,7 @@ def make_problem(W: np.ndarray, n_out: int, n_in: int, L: np.ndarray | None,
     import torch
 
     out_f, in_f = W.shape
+    plain = L is None
     if L is None:
         L = np.eye(in_f)
     lp = np.zeros((2**n_in, L.shape[1]))
@@ -85,7 +87,7 @@ def make_problem(W: np.ndarray, n_out: int, n_in: int, L: np.ndarray | None,
     dims = [(2 if s < n_out else 1, 2 if s < n_in else 1) for s in range(n_sites)]
     return Problem(n_out, n_in, out_f, torch.tensor(target), torch.tensor(lp),
                    float(np.sum(target**2)), dims,
-                   None if Lo is None else torch.tensor(np.ascontiguousarray(Lo.T)))
+                   None if Lo is None else torch.tensor(np.ascontiguousarray(Lo.T)), plain)
 
 
 def _apply_rows(t: Any, gates: Any, seq: list[tuple[int, int]], n: int, transpose: bool) -> Any:
@@ -122,7 +124,9 @@ def residual(p: Problem, gu: Any, gv: Any, cores: Sequence[Any], seq_u: list, se
     """``R U M V^T L - W L`` (torch, differentiable in gates and cores)."""
     M = dense_m(cores, p.site_dims)
     r = p.lp.shape[1]
-    if 2**p.n_out < r:
+    if p.plain:  # L = I on the logical columns: M V^T, then its first r columns
+        B = _apply_rows(M.T.contiguous(), gv, seq_v, p.n_in, transpose=False).T[:, :r]
+    elif 2**p.n_out < r:
         # V applied to M^T's rows: (V M^T)^T = M V^T, then one product with L
         mv = _apply_rows(M.T.contiguous(), gv, seq_v, p.n_in, transpose=False).T
         B = mv @ p.lp

@@ -19,7 +19,8 @@ from qtnn.staircase.encode import METHODS, encode_mps
 from qtnn.staircase.targets import heisenberg_ground_state, ising_ground_state
 from qtnn.tn.mps import MPS
 
-__all__ = ["staircase_benchmark", "format_benchmark", "disentangle_benchmark", "scale_benchmark"]
+__all__ = ["staircase_benchmark", "format_benchmark", "disentangle_benchmark", "scale_benchmark",
+           "planted_benchmark"]
 
 
 def _targets(n: int, seed: int) -> dict[str, tuple[str, MPS]]:
@@ -188,3 +189,65 @@ def scale_benchmark(seed: int = 0) -> dict[str, Any]:
                                               "truncation_error": res.truncation_error,
                                               "method": res.method}
     return out
+
+
+def planted_benchmark(n_out: int = 8, n_in: int = 10, depths: Sequence[int] = (2, 4),
+                      seeds: int = 10, *, layout: str = "staircase", refine: int = 200,
+                      threshold: float = 1e-3, progress: bool = False) -> dict[str, Any]:
+    """Recovery of planted ``W = U0 M0 V0^T`` (bond 1) by ``disentangle(method="grow")``.
+
+    For each depth ``D`` and seed ``s``: ``U0`` and ``V0`` are Haar-random
+    circuits of ``D`` layers (``Staircase.random(n, D, seed=...)`` in the given
+    layout) on ``n_out`` and ``n_in`` qubits, ``M0 = MPO.random(..., 1)``, and
+    the fit uses the same ``D`` and layout.  A seed counts as recovered when
+    the relative error is below ``threshold``.  This is the acceptance test of
+    the deep-circuit optimiser: the solution exists, so anything above the
+    threshold is the optimiser's failure, not the model's.
+
+    Examples
+    --------
+    >>> r = planted_benchmark(3, 3, depths=(1,), seeds=1, refine=50)
+    >>> row = r["rows"][0]
+    >>> row["error"] <= row["truncation_error"], r["summary"][0]["seeds"]
+    (True, 1)
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from qtnn.staircase.circuit import Staircase
+    from qtnn.staircase.disentangling import disentangle
+    from qtnn.tn.mpo import MPO
+
+    n_out = check_int("n_out", n_out, minimum=2)
+    n_in = check_int("n_in", n_in, minimum=2)
+    seeds = check_int("seeds", seeds, minimum=1)
+    refine = check_int("refine", refine, minimum=0)
+    layout = check_choice("layout", layout, ("staircase", "brickwall"))
+    depths = [check_int("depths[]", d, minimum=1) for d in depths]
+    check_alloc(f"the dense 2^{n_out} x 2^{n_in} planted matrix", 8.0 * pow2(n_out + n_in), 8,
+                hint="use fewer qubits")
+    n = max(n_out, n_in)
+    out_dims = (2,) * n_out + (1,) * (n - n_out)
+    in_dims = (2,) * n_in + (1,) * (n - n_in)
+    rows: list[dict[str, Any]] = []
+    cases = [(d, s) for d in depths for s in range(seeds)]
+    for d, s in tqdm(cases, desc=f"planted {n_out}+{n_in}", disable=not progress):
+        U0 = Staircase.random(n_out, d, seed=3 * s, layout=layout)
+        V0 = Staircase.random(n_in, d, seed=3 * s + 1, layout=layout)
+        M0 = MPO.random(out_dims, in_dims, 1, seed=3 * s + 2).to_dense()
+        W = V0.apply(U0.apply(np.ascontiguousarray(M0.T)).T)       # U0 M0 V0^T
+        t = time.perf_counter()
+        res = disentangle(W, d, d, 1, method="grow", layout=layout, refine=refine)
+        rows.append({"depth": d, "seed": s, "error": res.error,
+                     "truncation_error": res.truncation_error,
+                     "stage_errors": [st.error for st in res.stages],
+                     "recovered": res.error < threshold, "seconds": time.perf_counter() - t})
+    summary = []
+    for d in depths:
+        mine = [r for r in rows if r["depth"] == d]
+        errs = [float(r["error"]) for r in mine]
+        summary.append({"depth": d, "seeds": seeds, "recovered": sum(e < threshold for e in errs),
+                        "median_error": float(np.median(errs)), "best_error": min(errs),
+                        "seconds": float(sum(float(r["seconds"]) for r in mine))})
+    return {"n_out": n_out, "n_in": n_in, "layout": layout, "refine": refine,
+            "threshold": threshold, "rows": rows, "summary": summary}
