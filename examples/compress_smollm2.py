@@ -314,6 +314,24 @@ def plot(data: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def markdown(data: dict[str, Any]) -> str:
+    """The study as a Markdown table (one row per variant, in the order they were run)."""
+    lines = ["| matrix | variant | fit | healed | params | 2q gates | weight err | act. err (eval) "
+             "| perplexity | change |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in data["variants"].values():
+        if "perplexity" not in r:
+            continue
+        fam = r["family"]
+        what = {"removed": "removed", "mpo": f"MPO χ={r.get('bond')}",
+                "svd": f"SVD rank {r.get('rank')}",
+                "disentangled": f"disentangled χ={r.get('bond')} D={r.get('depth')}"}[fam]
+        lines.append(f"| {r['target']} | {what} | {r.get('fit', '')} | {'yes' if 'heal' in r else ''} "
+                     f"| {r['params']} | {r.get('two_qubit_gates', 0)} | {r['weight_error']:.4f} "
+                     f"| {r['activation_error_eval']:.4f} | {r['perplexity']:.3f} "
+                     f"| {100 * r['change']:+.2f}% |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--targets", default="k_proj,v_proj")
@@ -338,6 +356,7 @@ def main() -> None:
     for proj in a.targets.split(","):
         study.run_target(proj)
     plot(study.data, a.png)
+    print(markdown(study.data))
     print(f"wrote {a.json} and {a.png}")
 
 
