@@ -283,7 +283,7 @@ def test_dense_path_refuses_over_the_memory_limit(monkeypatch):
     (dict(refine=-3), "refine must be an integer >= 0, got -3"),
     (dict(tol=-0.5), "tol must be a finite real number >= 0, got -0.5"),
     (dict(tol=float("nan")), "tol must be a finite real number >= 0, got nan"),
-    (dict(method="svd"), "method must be one of 'auto', 'dense', 'mpo'; got 'svd'"),
+    (dict(method="svd"), "method must be one of 'auto', 'dense', 'mpo', 'grow'; got 'svd'"),
     (dict(k=0), "k must be an integer >= 1, got 0"),
     (dict(k=5, out_layers=1), "out_layers must be 0 when W has fewer than k=5 qubits"),
     (dict(work_bond=0), "work_bond must be a positive integer or None, got 0"),
