@@ -129,3 +129,16 @@ def test_brickwall_layers_agree_on_both_backends():
     torch.testing.assert_close(y_pl, y_ref, rtol=0, atol=1e-8)
     for a, b in zip(g_pl, g_ref):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
+def test_brickwall_disentangled_linear_built_directly_on_both_backends():
+    torch.manual_seed(11)
+    dl = DisentangledLinear(16, 8, 2, 2, 2, layout="brickwall")
+    with torch.no_grad():
+        dl.U.angles.uniform_(0.0, 6.0)
+        dl.V.angles.uniform_(0.0, 6.0)
+        dl.V.dets[0, 2] = -1
+    x = torch.randn(3, 16)
+    ref = dl(x)
+    dl.set_backend("pennylane", device("default.qubit", wires=4))
+    torch.testing.assert_close(dl(x), ref, rtol=0, atol=1e-10)
