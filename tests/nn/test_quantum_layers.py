@@ -391,3 +391,14 @@ def test_brickwall_quantum_staircase_probs_match_dense():
     U = torch.as_tensor(layer.circuit.to_staircase().to_matrix())
     want = (x @ U.T) ** 2 / (x * x).sum(dim=-1, keepdim=True)
     torch.testing.assert_close(layer(x), want, rtol=0, atol=1e-12)
+
+
+def test_brickwall_quantum_head_matches_dense():
+    torch.manual_seed(12)
+    head = QuantumHead(16, n_qubits=4, layers=2, n_classes=3, layout="brickwall")
+    assert head.body.circuit.layout == "brickwall"
+    x = torch.randn(5, 16)
+    U = torch.as_tensor(head.body.circuit.to_staircase().to_matrix())
+    p = (x @ U.T) ** 2 / (x * x).sum(dim=-1, keepdim=True)
+    marg = p.reshape(5, 4, 4).sum(dim=-1)                   # readout wires 0, 1
+    torch.testing.assert_close(head(x), torch.log(marg[:, :3] + head.eps), rtol=0, atol=1e-12)
