@@ -125,6 +125,14 @@ def _numeric_array(name: str, value: Any) -> np.ndarray:
 LAYOUTS = ("staircase", "brickwall")
 
 
+def _check_layout(layout: Any, k: int) -> str:
+    """``layout`` checked against :data:`LAYOUTS` (``"brickwall"`` needs ``k = 2``)."""
+    layout = check_choice("layout", layout, LAYOUTS)
+    if layout == "brickwall" and k != 2:
+        raise QtnnError(f"layout='brickwall' needs k=2 (gates on neighbouring pairs), got k={k}")
+    return str(layout)
+
+
 def window_order(n_qubits: int, k: int = 2, layout: str = "staircase",
                  descending: bool = False) -> tuple[int, ...]:
     """The windows ``j`` of one layer in application order.
@@ -144,14 +152,9 @@ def window_order(n_qubits: int, k: int = 2, layout: str = "staircase",
     (3, 1, 4, 2, 0)
     """
     n, k = _check_nk(n_qubits, k)
-    layout = check_choice("layout", layout, LAYOUTS)
+    layout = _check_layout(layout, k)
     g = n - k + 1
-    if layout == "brickwall":
-        if k != 2:
-            raise QtnnError(f"layout='brickwall' needs k=2 (gates on neighbouring pairs), got k={k}")
-        order = list(range(0, g, 2)) + list(range(1, g, 2))
-    else:
-        order = list(range(g))
+    order = list(range(0, g, 2)) + list(range(1, g, 2)) if layout == "brickwall" else list(range(g))
     return tuple(order[::-1]) if descending else tuple(order)
 
 
@@ -470,7 +473,8 @@ class Staircase:
                  layout: str = "staircase") -> None:
         n, k = _check_nk(n_qubits, k)
         d = check_int("layers", layers, minimum=0)
-        window_order(n, k, layout)  # validates layout (and k = 2 for brickwall)
+        # (not window_order: that lists all n - k + 1 windows, and n may be huge for an MPS)
+        layout = _check_layout(layout, k)
         if not isinstance(complex, (bool, np.bool_)):
             raise QtnnTypeError(f"complex must be a bool, got {complex!r}")
         if not isinstance(descending, (bool, np.bool_)):

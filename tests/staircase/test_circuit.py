@@ -463,3 +463,14 @@ def test_brickwall_complex_save_load_round_trip(tmp_path):
     back = Staircase.load(p)
     assert back == c and back.layout == "brickwall" and back.descending and back.is_complex
     np.testing.assert_allclose(back.to_matrix(), c.to_matrix(), rtol=0, atol=0)
+
+
+def test_huge_empty_circuits_do_not_list_their_windows():
+    # the layout is validated without building the order of 2**32 windows (that took > 20 GB)
+    for layout in ("staircase", "brickwall"):
+        c = Staircase(2**32, 0, layout=layout)
+        assert c.layout == layout and c.depth == 0
+        with pytest.raises(QtnnSizeError):
+            c.state_mps()
+    with pytest.raises(QtnnError, match="brickwall.*k=2"):
+        Staircase(2**32, 0, k=3, layout="brickwall")
