@@ -300,6 +300,28 @@ def test_brickwall_gates_kernel_equals_torch_ops_and_dense():
                                    atol=1e-12)
 
 
+@pytest.mark.parametrize("forced", [False, True])
+def test_brickwall_mixed_dets_both_paths_match_the_circuit(monkeypatch, forced):
+    # reflections (det -1) on some gates: the kernel reorders the dets with the angles;
+    # forced=True runs the torch-ops path (GPU dispatch) on the CPU
+    st = Staircase.random(5, 3, seed=21, layout="brickwall")
+    g = StaircaseGates(5, 3, layout="brickwall", dtype=torch.float64)
+    g.load_staircase(st)
+    assert set(g.dets.flatten().tolist()) == {-1, 1}
+    monkeypatch.setattr(ql, "_device_ops", lambda x, n: forced)
+    U = torch.as_tensor(st.to_matrix())
+    x = torch.randn(4, 32, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 32, dtype=torch.float64)
+    for inverse in (False, True):
+        y = ql._run_staircase(x, g, 5, inverse=inverse)
+        torch.testing.assert_close(y, x @ (U if inverse else U.T), rtol=0, atol=1e-12)
+        ga, gx = torch.autograd.grad((y * w).sum(), (g.angles, x))
+        torch.testing.assert_close(gx, w @ (U.T if inverse else U), rtol=0, atol=1e-12)
+        z = ql._apply_circuit(x, g.gates(), 5, inverse=inverse, layout="brickwall")
+        (gb,) = torch.autograd.grad((z * w).sum(), [g.angles])
+        torch.testing.assert_close(ga, gb, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("inverse", [False, True])
 def test_brickwall_kernel_gradcheck(inverse):
     from qtnn.nn.quantum_layers import StaircaseGates, _staircase_kernel
