@@ -100,11 +100,12 @@ def test_brickwall_qnode_matches_the_circuit(inverse, gate_mode):
     w = qn.random_weights(seed=5)
     x = torch.randn(3, 32)
     xn = x / x.norm(dim=-1, keepdim=True)
-    c = Staircase(5, 2, 2, qn.gates(w).detach().numpy(), layout="brickwall")
-    u = torch.as_tensor(c.to_matrix())
-    ref = xn @ (u if inverse else u.T)
-    with torch.no_grad():
-        torch.testing.assert_close(qn(x, w), ref, rtol=0, atol=1e-10)
+    for dets in (None, [[1, -1, 1, -1], [-1, 1, 1, -1]]):   # with reflections on some gates
+        c = Staircase(5, 2, 2, qn.gates(w, dets).detach().numpy(), layout="brickwall")
+        u = torch.as_tensor(c.to_matrix())
+        ref = xn @ (u if inverse else u.T)
+        with torch.no_grad():
+            torch.testing.assert_close(qn(x, w, dets), ref, rtol=0, atol=1e-10)
 
 
 def test_brickwall_layers_agree_on_both_backends():
