@@ -231,7 +231,7 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     """
     n, k = _check_nk(n_qubits, k)
     descending = check_bool("descending", descending)
-    order = window_order(n, k, layout, descending)
+    _check_layout(layout, k)
     if not is_torch(gates):
         gates = _numeric_array("gates", gates)
     _check_gate_array_shape(gates, n, k)
@@ -240,6 +240,7 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     dim = 2**n
     if len(x.shape) < 1 or int(x.shape[-1]) != dim:
         raise QtnnError(f"x must have shape (..., 2**n_qubits) = (..., {dim}); got {tuple(x.shape)}")
+    order = window_order(n, k, layout, descending)  # after the shape checks: n is small here
     lead = tuple(int(s) for s in x.shape[:-1])
     batch = math.prod(lead)
     torch_mode = is_torch(x) or is_torch(gates)

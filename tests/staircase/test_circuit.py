@@ -474,3 +474,12 @@ def test_huge_empty_circuits_do_not_list_their_windows():
             c.state_mps()
     with pytest.raises(QtnnError, match="brickwall.*k=2"):
         Staircase(2**32, 0, k=3, layout="brickwall")
+
+
+def test_apply_gates_checks_shapes_before_listing_windows():
+    with pytest.raises(QtnnError, match="gates must have shape"):
+        apply_gates(np.zeros(4), np.zeros((1, 1, 4, 4)), 2**32, layout="brickwall")
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        apply_gates(np.zeros(4), np.zeros((1, 1, 4, 4)), 2, layout="ladder")
+    with pytest.raises(QtnnError, match="brickwall.*k=2"):
+        apply_gates(np.zeros(8), np.zeros((1, 1, 8, 8)), 3, k=3, layout="brickwall")
