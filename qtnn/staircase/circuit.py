@@ -126,7 +126,7 @@ LAYOUTS = ("staircase", "brickwall")
 
 
 def _check_layout(layout: Any, k: int) -> str:
-    """``layout`` checked against :data:`LAYOUTS` (``"brickwall"`` needs ``k = 2``)."""
+    """``layout`` validated (one of :data:`LAYOUTS`; ``"brickwall"`` needs ``k = 2``)."""
     layout = check_choice("layout", layout, LAYOUTS)
     if layout == "brickwall" and k != 2:
         raise QtnnError(f"layout='brickwall' needs k=2 (gates on neighbouring pairs), got k={k}")
@@ -240,7 +240,6 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     dim = 2**n
     if len(x.shape) < 1 or int(x.shape[-1]) != dim:
         raise QtnnError(f"x must have shape (..., 2**n_qubits) = (..., {dim}); got {tuple(x.shape)}")
-    order = window_order(n, k, layout, descending)  # after the shape checks: n is small here
     lead = tuple(int(s) for s in x.shape[:-1])
     batch = math.prod(lead)
     torch_mode = is_torch(x) or is_torch(gates)
@@ -268,6 +267,7 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
         x = x.astype(np_dtype, copy=False)
         gates = gates.astype(np_dtype, copy=False)
     m = 2**k
+    order = window_order(n, k, layout, descending)
     y = x.reshape(batch, dim)
     for layer in range(int(gates.shape[0])):
         for j in order:
@@ -474,8 +474,7 @@ class Staircase:
                  layout: str = "staircase") -> None:
         n, k = _check_nk(n_qubits, k)
         d = check_int("layers", layers, minimum=0)
-        # (not window_order: that lists all n - k + 1 windows, and n may be huge for an MPS)
-        layout = _check_layout(layout, k)
+        _check_layout(layout, k)
         if not isinstance(complex, (bool, np.bool_)):
             raise QtnnTypeError(f"complex must be a bool, got {complex!r}")
         if not isinstance(descending, (bool, np.bool_)):
