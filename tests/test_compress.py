@@ -504,3 +504,17 @@ def test_minilm_one_projection():
     s = stdlib_sentences(16)
     a = embedding_agreement(encode_sentences(model, s), encode_sentences(new, s))
     assert 0.5 < a["mean_cosine"] < 1.0
+
+
+def test_disentangled_record_keeps_the_layout_and_defaults_to_staircase():
+    from qtnn.compress import _module_from_spec, _module_spec
+
+    dl = DisentangledLinear(12, 7, 2, 1, 2, dtype=torch.float64, layout="brickwall")
+    spec = _module_spec(dl)
+    assert spec["layout"] == "brickwall"
+    back = _module_from_spec(json.loads(json.dumps(spec)))
+    assert back.U.layout == back.V.layout == "brickwall"
+    old = {k: v for k, v in spec.items() if k != "layout"}   # records written before layouts
+    assert _module_from_spec(old).U.layout == "staircase"
+    with pytest.raises(QtnnError, match="unknown layout 'ladder'"):
+        _module_from_spec({**spec, "layout": "ladder"})

@@ -125,15 +125,16 @@ def test_hybrid_reference_path_trains_on_cuda_like_on_cpu():
 
 
 @cuda
+@pytest.mark.parametrize("layout", ["staircase", "brickwall"])
 @pytest.mark.parametrize("readout", ["probs", "state"])
-def test_large_batches_run_on_the_gpu_like_the_host_kernel(readout):
+def test_large_batches_run_on_the_gpu_like_the_host_kernel(readout, layout):
     # batch x 2^n >= GPU_OPS_MIN_ENTRIES: torch ops on the device instead of the host kernel
     import qtnn.nn.quantum_layers as ql
     from qtnn.nn import QuantumStaircase
 
     torch.manual_seed(0)
     n = 12
-    cpu = QuantumStaircase(n, 2, readout=readout, dtype=torch.float64)
+    cpu = QuantumStaircase(n, 2, readout=readout, dtype=torch.float64, layout=layout)
     gpu = copy.deepcopy(cpu).cuda()
     x = torch.rand(ql.GPU_OPS_MIN_ENTRIES // 2**n, 2**n, dtype=torch.float64)
     assert ql._device_ops(x.cuda(), n) and not ql._device_ops(x, n)

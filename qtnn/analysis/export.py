@@ -91,7 +91,8 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
     Returns
     -------
     qiskit.QuantumCircuit
-        On ``n_qubits`` qubits, named ``"staircase_n{n}_D{D}_k{k}"``, with
+        On ``n_qubits`` qubits, named ``"staircase_n{n}_D{D}_k{k}"``
+        (``"brickwall_n{n}_D{D}_k2"`` for a brickwall circuit), with
         ``metadata`` ``{"n_qubits", "layers", "k", "complex", "descending",
         "layout", "decompose", "qubit_order"}``.  Gates appear in application
         order: layer 0 first, windows in the order of the layout
@@ -125,7 +126,7 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
     c = _check_staircase("staircase", staircase)
     decompose = check_choice("decompose", decompose, ("native", "unitary"))
     n, k, d = c.n_qubits, c.k, c.layers
-    qc = QuantumCircuit(n, name=f"staircase_n{n}_D{d}_k{k}")
+    qc = QuantumCircuit(n, name=f"{c.layout}_n{n}_D{d}_k{k}")
     qc.metadata = {"n_qubits": n, "layers": d, "k": k, "complex": c.is_complex,
                    "descending": c.descending, "layout": c.layout, "decompose": decompose,
                    "qubit_order": "qtnn qubit q (0 = most significant) is qiskit qubit n-1-q"}

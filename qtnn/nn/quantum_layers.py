@@ -546,7 +546,9 @@ class QuantumHead(_QuantumModule):
     the probability of basis state ``c`` and the module returns
     ``log(p_c + eps)`` as logits (softmax of them renormalises over the
     classes).  This is the architecture that runs end to end on shot-based
-    devices and hardware (only probabilities are needed).
+    devices and hardware (only probabilities are needed).  ``layout``
+    (``"staircase"`` or ``"brickwall"``) is the in-layer gate order of the
+    circuit (``head.body.circuit``).
 
     Examples
     --------
@@ -558,7 +560,7 @@ class QuantumHead(_QuantumModule):
 
     def __init__(self, in_features: int, n_qubits: int, layers: int, n_classes: int, *,
                  backend: str = "reference", device: Any = None, eps: float = 1e-6,
-                 dtype: torch.dtype | None = None) -> None:
+                 dtype: torch.dtype | None = None, layout: str = "staircase") -> None:
         super().__init__()
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
         n_qubits = check_int("n_qubits", n_qubits, minimum=2)
@@ -568,7 +570,8 @@ class QuantumHead(_QuantumModule):
                             f"n_qubits={n_qubits}")
         self.eps = check_real("eps", eps, minimum=0, strict_min=True)
         self.body = QuantumStaircase(n_qubits, layers, in_features=in_features, readout="probs",
-                                     readout_wires=tuple(range(n_read)), dtype=dtype)
+                                     readout_wires=tuple(range(n_read)), dtype=dtype,
+                                     layout=layout)
         self.in_features = self.body.in_features
         self.n_qubits = n_qubits
         self._init_backend(backend, device)

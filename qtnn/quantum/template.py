@@ -35,7 +35,7 @@ from pennylane.decomposition import add_decomps, adjoint_resource_rep, register_
 from pennylane.operation import Operation
 from pennylane.wires import Wires
 
-from qtnn._validate import check_int
+from qtnn._validate import check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 
 __all__ = ["StaircaseTemplate"]
@@ -137,8 +137,7 @@ class StaircaseTemplate(Operation):
                 raise QtnnError(f"weights must be finite, got NaN or inf in an array of shape {shape}")
         from qtnn.staircase.circuit import LAYOUTS
 
-        if layout not in LAYOUTS:
-            raise QtnnError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}; got {layout!r}")
+        layout = check_choice("layout", layout, LAYOUTS)
         self._hyperparameters = {"dets": _check_dets(dets, shape[-3], n - 1), "layout": layout}
         super().__init__(weights, wires=wires)
 

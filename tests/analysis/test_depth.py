@@ -194,3 +194,17 @@ def test_brickwall_is_shallower_on_a_line():
     rb = depth_report(brick, basis_gates=["cx", "u"], coupling_map=line, optimization_level=1)
     assert rb.two_qubit_gates == rs.two_qubit_gates and rb.swaps == rs.swaps == 0
     assert rb.depth < rs.depth
+
+
+def test_brickwall_two_qubit_depth_by_hand():
+    # det +1 gates: 2 CX each on the gate's pair, so the CX depth is twice the gate depth:
+    # 2 * 6 (brickwall, 2 steps per layer) against 2 * (n - 1 + 2 (D - 1)) = 18 (staircase)
+    p = np.random.default_rng(0).normal(size=(3, 5, 6))
+    line = [[i, i + 1] for i in range(5)] + [[i + 1, i] for i in range(5)]
+    for layout, steps in (("staircase", 9), ("brickwall", 6)):
+        c = Staircase.from_params(6, 3, p, layout=layout)
+        assert c.depth == steps
+        r = depth_report(c, basis_gates=["cx", "u"], coupling_map=line, optimization_level=0)
+        assert r.name == f"{layout}_n6_D3_k2" and r.logical_gates == 15
+        assert r.two_qubit_gates == 30 and r.swaps == 0
+        assert r.two_qubit_depth == 2 * steps

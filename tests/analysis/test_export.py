@@ -234,3 +234,33 @@ def test_brickwall_export_follows_the_layout(n, decompose):
     if n >= 4:
         assert np.abs(circuit_unitary(to_qiskit(Staircase(n, 3, 2, c.gates)))
                       - c.to_matrix()).max() > 1e-3
+
+
+@pytest.mark.parametrize("cplx", [False, True])
+def test_brickwall_complex_export_and_qasm_round_trip(cplx):
+    c = Staircase.random(5, 2, seed=3, complex=cplx, layout="brickwall")
+    for circ in (c, c.inverse()):
+        for dec in ("native", "unitary"):
+            qc = to_qiskit(circ, decompose=dec)
+            assert qc.name == "brickwall_n5_D2_k2" and qc.metadata["layout"] == "brickwall"
+            assert qc.metadata["descending"] == circ.descending
+            np.testing.assert_allclose(circuit_unitary(qc), circ.to_matrix(), rtol=0, atol=ATOL)
+            for dump in (to_qasm2, to_qasm3):
+                u = circuit_unitary(load_qasm(dump(qc)))
+                np.testing.assert_allclose(u, circ.to_matrix(), rtol=0, atol=1e-10)
+
+
+def test_brickwall_export_order_and_depth():
+    c = Staircase.random(6, 3, seed=1, layout="brickwall")
+    qc = to_qiskit(c, decompose="unitary")
+    # one gate per window, in the order even windows then odd ones (qtnn window j = qiskit
+    # qubits n-2-j, n-1-j), layer after layer
+    firsts = [min(qc.find_bit(q).index for q in inst.qubits) for inst in qc.data]
+    assert [6 - 2 - f for f in firsts] == [0, 2, 4, 1, 3] * 3
+    # every gate is one instruction, so the circuit depth is the staircase's ASAP depth:
+    # 2 per brickwall layer (6) against n - 1 + 2 (D - 1) = 9 for the staircase order
+    assert qc.depth() == c.depth == 6
+    assert to_qiskit(Staircase(6, 3, 2, c.gates), decompose="unitary").depth() == 9
+    inv = to_qiskit(c.inverse(), decompose="unitary")
+    firsts = [min(inv.find_bit(q).index for q in inst.qubits) for inst in inv.data]
+    assert [6 - 2 - f for f in firsts] == [3, 1, 4, 2, 0] * 3 and inv.depth() == 6

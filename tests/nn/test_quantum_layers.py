@@ -300,6 +300,28 @@ def test_brickwall_gates_kernel_equals_torch_ops_and_dense():
                                    atol=1e-12)
 
 
+@pytest.mark.parametrize("forced", [False, True])
+def test_brickwall_mixed_dets_both_paths_match_the_circuit(monkeypatch, forced):
+    # reflections (det -1) on some gates: the kernel reorders the dets with the angles;
+    # forced=True runs the torch-ops path (GPU dispatch) on the CPU
+    st = Staircase.random(5, 3, seed=21, layout="brickwall")
+    g = StaircaseGates(5, 3, layout="brickwall", dtype=torch.float64)
+    g.load_staircase(st)
+    assert set(g.dets.flatten().tolist()) == {-1, 1}
+    monkeypatch.setattr(ql, "_device_ops", lambda x, n: forced)
+    U = torch.as_tensor(st.to_matrix())
+    x = torch.randn(4, 32, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 32, dtype=torch.float64)
+    for inverse in (False, True):
+        y = ql._run_staircase(x, g, 5, inverse=inverse)
+        torch.testing.assert_close(y, x @ (U if inverse else U.T), rtol=0, atol=1e-12)
+        ga, gx = torch.autograd.grad((y * w).sum(), (g.angles, x))
+        torch.testing.assert_close(gx, w @ (U.T if inverse else U), rtol=0, atol=1e-12)
+        z = ql._apply_circuit(x, g.gates(), 5, inverse=inverse, layout="brickwall")
+        (gb,) = torch.autograd.grad((z * w).sum(), [g.angles])
+        torch.testing.assert_close(ga, gb, rtol=0, atol=1e-10)
+
+
 @pytest.mark.parametrize("inverse", [False, True])
 def test_brickwall_kernel_gradcheck(inverse):
     from qtnn.nn.quantum_layers import StaircaseGates, _staircase_kernel
@@ -330,3 +352,75 @@ def test_brickwall_disentangled_linear_matches_dense_and_refuses_mixing():
     torch.testing.assert_close(dl(x), want, rtol=0, atol=1e-12)
     with pytest.raises(QtnnError, match="layout='staircase'"):
         StaircaseGates(4, 1, layout="brickwall").load_staircase(Staircase.random(4, 1))
+
+
+def test_brickwall_disentangled_linear_built_directly_matches_dense():
+    # random gates and cores (not from disentangle): y = U M V^T x + b with U, V the dense
+    # brickwall circuits of to_staircase() and M the residual MPO
+    torch.manual_seed(7)
+    dl = DisentangledLinear(12, 6, 2, 3, 2, layout="brickwall", dtype=torch.float64)
+    assert dl.U.layout == dl.V.layout == "brickwall"
+    with torch.no_grad():
+        dl.U.angles.uniform_(0.0, 6.0)
+        dl.V.angles.uniform_(0.0, 6.0)
+        dl.U.dets[0, 1] = -1
+        dl.V.dets[1, 0] = -1
+    U, V = dl.U.to_staircase(), dl.V.to_staircase()
+    assert U.layout == V.layout == "brickwall"
+    W = U.to_matrix() @ dl.mpo.to_dense() @ V.to_matrix().T         # (8, 16)
+    x = torch.randn(5, 12)
+    want = x @ torch.as_tensor(W[:6, :12]).T + dl.bias
+    torch.testing.assert_close(dl(x), want, rtol=0, atol=1e-12)
+    # the staircase order of the same gates is another layer
+    st = DisentangledLinear(12, 6, 2, 3, 2, dtype=torch.float64)
+    st.load_state_dict(dl.state_dict())
+    assert (st(x) - dl(x)).abs().max() > 1e-3
+
+
+def test_brickwall_kernel_gradients_equal_torch_ops_and_load_round_trip():
+    from qtnn.nn.quantum_layers import _apply_circuit, _run_staircase
+
+    torch.manual_seed(8)
+    g = StaircaseGates(5, 2, layout="brickwall", dtype=torch.float64)
+    x = torch.randn(4, 32)
+    for inverse in (False, True):
+        for probs in (False, True):
+            a = g.angles
+            y = _run_staircase(x, g, 5, probs=probs, inverse=inverse)
+            (ga,) = torch.autograd.grad(y.pow(3).sum(), [a])
+            z = _apply_circuit(x, g.gates(), 5, inverse=inverse, layout="brickwall")
+            if probs:
+                z = z * z / (x * x).sum(dim=-1, keepdim=True)
+            (gb,) = torch.autograd.grad(z.pow(3).sum(), [a])
+            torch.testing.assert_close(y, z.detach(), rtol=0, atol=1e-12)
+            torch.testing.assert_close(ga, gb, rtol=0, atol=1e-10)
+    # load_staircase / to_staircase keep the layout and the gates
+    st = Staircase.random(5, 2, seed=9, layout="brickwall")
+    h = StaircaseGates(5, 2, layout="brickwall", dtype=torch.float64)
+    h.load_staircase(st)
+    assert h.to_staircase().layout == "brickwall"
+    np.testing.assert_allclose(h.to_staircase().to_matrix(), st.to_matrix(), rtol=0, atol=1e-10)
+    with pytest.raises(QtnnError, match="layout='brickwall'"):
+        StaircaseGates(5, 2).load_staircase(st)
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        StaircaseGates(5, 2, layout="ladder")
+
+
+def test_brickwall_quantum_staircase_probs_match_dense():
+    torch.manual_seed(10)
+    layer = QuantumStaircase(4, 2, readout="probs", layout="brickwall")
+    x = torch.randn(3, 16)
+    U = torch.as_tensor(layer.circuit.to_staircase().to_matrix())
+    want = (x @ U.T) ** 2 / (x * x).sum(dim=-1, keepdim=True)
+    torch.testing.assert_close(layer(x), want, rtol=0, atol=1e-12)
+
+
+def test_brickwall_quantum_head_matches_dense():
+    torch.manual_seed(12)
+    head = QuantumHead(16, n_qubits=4, layers=2, n_classes=3, layout="brickwall")
+    assert head.body.circuit.layout == "brickwall"
+    x = torch.randn(5, 16)
+    U = torch.as_tensor(head.body.circuit.to_staircase().to_matrix())
+    p = (x @ U.T) ** 2 / (x * x).sum(dim=-1, keepdim=True)
+    marg = p.reshape(5, 4, 4).sum(dim=-1)                   # readout wires 0, 1
+    torch.testing.assert_close(head(x), torch.log(marg[:, :3] + head.eps), rtol=0, atol=1e-12)

@@ -100,11 +100,12 @@ def test_brickwall_qnode_matches_the_circuit(inverse, gate_mode):
     w = qn.random_weights(seed=5)
     x = torch.randn(3, 32)
     xn = x / x.norm(dim=-1, keepdim=True)
-    c = Staircase(5, 2, 2, qn.gates(w).detach().numpy(), layout="brickwall")
-    u = torch.as_tensor(c.to_matrix())
-    ref = xn @ (u if inverse else u.T)
-    with torch.no_grad():
-        torch.testing.assert_close(qn(x, w), ref, rtol=0, atol=1e-10)
+    for dets in (None, [[1, -1, 1, -1], [-1, 1, 1, -1]]):   # with reflections on some gates
+        c = Staircase(5, 2, 2, qn.gates(w, dets).detach().numpy(), layout="brickwall")
+        u = torch.as_tensor(c.to_matrix())
+        ref = xn @ (u if inverse else u.T)
+        with torch.no_grad():
+            torch.testing.assert_close(qn(x, w, dets), ref, rtol=0, atol=1e-10)
 
 
 def test_brickwall_layers_agree_on_both_backends():
@@ -129,3 +130,16 @@ def test_brickwall_layers_agree_on_both_backends():
     torch.testing.assert_close(y_pl, y_ref, rtol=0, atol=1e-8)
     for a, b in zip(g_pl, g_ref):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
+def test_brickwall_disentangled_linear_built_directly_on_both_backends():
+    torch.manual_seed(11)
+    dl = DisentangledLinear(16, 8, 2, 2, 2, layout="brickwall")
+    with torch.no_grad():
+        dl.U.angles.uniform_(0.0, 6.0)
+        dl.V.angles.uniform_(0.0, 6.0)
+        dl.V.dets[0, 2] = -1
+    x = torch.randn(3, 16)
+    ref = dl(x)
+    dl.set_backend("pennylane", device("default.qubit", wires=4))
+    torch.testing.assert_close(dl(x), ref, rtol=0, atol=1e-10)

@@ -388,3 +388,98 @@ def test_brickwall_needs_k2():
         Staircase(5, 1, k=3, layout="brickwall")
     with pytest.raises(QtnnError, match="layout must be one of"):
         Staircase(5, 1, layout="ladder")
+
+
+def _brick_order(n, descending=False):
+    """Even windows, then odd ones (written out here, independently of window_order)."""
+    order = [j for j in range(n - 1) if j % 2 == 0] + [j for j in range(n - 1) if j % 2 == 1]
+    return order[::-1] if descending else order
+
+
+def test_window_order_by_hand():
+    from qtnn.staircase import window_order
+
+    assert window_order(7, layout="brickwall") == (0, 2, 4, 1, 3, 5)
+    assert window_order(7, layout="brickwall", descending=True) == (5, 3, 1, 4, 2, 0)
+    assert window_order(2, layout="brickwall") == (0,)
+    for n in range(2, 9):
+        assert list(window_order(n, layout="brickwall")) == _brick_order(n)
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        window_order(5, layout=None)
+
+
+@pytest.mark.parametrize("cplx", [False, True])
+@pytest.mark.parametrize("n", [4, 5])
+def test_brickwall_complex_descending_and_torch_against_kron(n, cplx):
+    c = Staircase.random(n, 2, seed=10 + n, complex=cplx, layout="brickwall")
+    ref = _kron_circuit(n, c.gates, _brick_order(n))
+    np.testing.assert_allclose(c.to_matrix(), ref, rtol=0, atol=ATOL)
+    # the inverse: layers reversed, gates (conjugate-)transposed, in-layer order reversed
+    inv = c.inverse()
+    np.testing.assert_allclose(inv.to_matrix(), ref.conj().T, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(inv.to_matrix() @ c.to_matrix(), np.eye(2**n), rtol=0, atol=ATOL)
+    assert inv.inverse() == c
+    # a descending brickwall built directly: odd windows (last first), then even ones
+    d = Staircase(n, 2, 2, c.gates, complex=cplx, descending=True, layout="brickwall")
+    np.testing.assert_allclose(d.to_matrix(), _kron_circuit(n, c.gates, _brick_order(n, True)),
+                               rtol=0, atol=ATOL)
+    # dense batches (numpy and torch, autograd through the gates) and the exact MPS path
+    rng = np.random.default_rng(n)
+    x = rng.normal(size=(3, 2**n))
+    np.testing.assert_allclose(c.apply(x), x @ ref.T, rtol=0, atol=ATOL)
+    g = torch.tensor(c.gates, requires_grad=True)
+    y = apply_gates(torch.tensor(x), g, n, layout="brickwall")
+    np.testing.assert_allclose(y.detach().numpy(), x @ ref.T, rtol=0, atol=ATOL)
+    y.abs().pow(2).sum().backward()
+    assert g.grad is not None and g.grad.shape == g.shape
+    psi = MPS.random(n, 4, seed=n)
+    for circ, u in ((c, ref), (inv, ref.conj().T), (d, d.to_matrix())):
+        out = circ.apply(psi)
+        np.testing.assert_allclose(out.to_dense(), u @ psi.to_dense(), rtol=0, atol=ATOL)
+
+
+def test_brickwall_depth_by_hand():
+    # n = 7: windows 0, 2, 4 (qubits 0-5) at step 1, windows 1, 3, 5 at step 2; every layer 2 steps
+    c = Staircase.random(7, 2, seed=0, layout="brickwall")
+    assert c.schedule().tolist() == [[1, 2, 1, 2, 1, 2], [3, 4, 3, 4, 3, 4]]
+    assert c.depth == 4 and c.inverse().depth == 4
+    assert Staircase(7, 2).depth == 6 + 2                 # staircase: n - 1 + 2 (D - 1)
+    # n = 3: the two orders coincide (windows 0 then 1)
+    assert Staircase(3, 3, layout="brickwall").depth == Staircase(3, 3).depth == 6
+    assert Staircase(6, 0, layout="brickwall").depth == 0
+    # the same gates in the two layouts are different circuits (n >= 4)
+    g = Staircase.random(5, 1, seed=2).gates
+    assert Staircase(5, 1, 2, g, layout="brickwall") != Staircase(5, 1, 2, g)
+    assert repr(Staircase(5, 1, layout="brickwall", descending=True)) == (
+        "Staircase(n_qubits=5, layers=1, k=2, complex=False, descending=True, layout='brickwall')")
+
+
+def test_brickwall_complex_save_load_round_trip(tmp_path):
+    c = Staircase.random(5, 2, seed=4, complex=True, layout="brickwall").inverse()
+    p = tmp_path / "c.npz"
+    c.save(p)
+    with np.load(p, allow_pickle=False) as data:
+        assert str(data["layout"]) == "brickwall"
+    back = Staircase.load(p)
+    assert back == c and back.layout == "brickwall" and back.descending and back.is_complex
+    np.testing.assert_allclose(back.to_matrix(), c.to_matrix(), rtol=0, atol=0)
+
+
+def test_huge_empty_circuits_do_not_list_their_windows():
+    # the layout is validated without building the order of 2**32 windows (that took > 20 GB)
+    for layout in ("staircase", "brickwall"):
+        c = Staircase(2**32, 0, layout=layout)
+        assert c.layout == layout and c.depth == 0
+        with pytest.raises(QtnnSizeError):
+            c.state_mps()
+    with pytest.raises(QtnnError, match="brickwall.*k=2"):
+        Staircase(2**32, 0, k=3, layout="brickwall")
+
+
+def test_apply_gates_checks_shapes_before_listing_windows():
+    with pytest.raises(QtnnError, match="gates must have shape"):
+        apply_gates(np.zeros(4), np.zeros((1, 1, 4, 4)), 2**32, layout="brickwall")
+    with pytest.raises(QtnnError, match="layout must be one of"):
+        apply_gates(np.zeros(4), np.zeros((1, 1, 4, 4)), 2, layout="ladder")
+    with pytest.raises(QtnnError, match="brickwall.*k=2"):
+        apply_gates(np.zeros(8), np.zeros((1, 1, 8, 8)), 3, k=3, layout="brickwall")
