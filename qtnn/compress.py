@@ -316,14 +316,6 @@ def _qubits(n: int) -> int:
     return max(1, math.ceil(math.log2(n))) if n > 1 else 1
 
 
-def _rel_error(approx: Any, w: Any) -> float:
-    import numpy as np
-
-    nw = float(np.linalg.norm(w))
-    diff = float(np.linalg.norm(approx - w))
-    return diff / nw if nw > 0 else diff
-
-
 # ----------------------------------------------------------------- compress
 def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | None = None,
              cutoff: float | None = None, layers: Any = None, sweeps: int = 20, restarts: int = 2,
@@ -621,6 +613,7 @@ def _decompose(job: dict[str, Any]) -> dict[str, Any]:
 
 def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
     from qtnn.staircase import disentangle
+    from qtnn.staircase.disentangling import _rel_error_dense as _rel_error
     from qtnn.tn import MPO
 
     t0 = time.perf_counter()

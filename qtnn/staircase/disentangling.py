@@ -226,6 +226,18 @@ class Disentangled:
     def _gates(self) -> dict[str, np.ndarray]:
         return {"U": np.asarray(self.U.gates), "V": np.asarray(self.V.gates)}
 
+    def _staircase_form(self) -> tuple[Layout, dict[str, np.ndarray]]:
+        """The layout and gates of ``U``, ``V`` as staircases (what the network helpers apply).
+
+        A brickwall layer is two staircase layers: its even gates (identities
+        between: disjoint, so their order is free), then its odd gates.
+        """
+        if self.U.layout != "brickwall" and self.V.layout != "brickwall":
+            return self._layout(), self._gates()
+        gates = {s: brickwall_as_staircase(g) for s, g in self._gates().items()}
+        return Layout(self.M.num_sites, self.U.n_qubits, self.V.n_qubits, gates["U"].shape[0],
+                      gates["V"].shape[0], self.k), gates
+
     def to_dense(self) -> np.ndarray:
         """The matrix ``U M V^T`` (cropped to :attr:`shape`).
 
@@ -246,13 +258,9 @@ class Disentangled:
         itemsize = np.dtype(self.M.dtype).itemsize
         check_alloc(f"a dense {po} x {pi} matrix", 3.0 * po * pi, itemsize,
                     hint="use to_mpo() or keep the factors")
-        lay = self._layout()
-        if getattr(self.U, "layout", "staircase") != "staircase":
-            T = mpo_full_dense(self.M.cores).reshape(po, pi)
-            T = self.V.apply(self.U.apply(np.ascontiguousarray(T.T)).T)   # U M, then (U M) V^T
-            return np.ascontiguousarray(T[: self.shape[0], : self.shape[1]])
+        lay, gates = self._staircase_form()
         T = mpo_full_dense(self.M.cores).reshape((2,) * lay.n_out + (2,) * lay.n_in)
-        T = dense_circuit(T, lay, self._gates(), inverse=False)
+        T = dense_circuit(T, lay, gates, inverse=False)
         return np.ascontiguousarray(T.reshape(po, pi)[: self.shape[0], : self.shape[1]])
 
     def to_mpo(self, max_bond: int | None = None) -> MPO:
@@ -273,13 +281,7 @@ class Disentangled:
         True
         """
         max_bond = check_bond("max_bond", max_bond)
-        lay, gates = self._layout(), self._gates()
-        if getattr(self.U, "layout", "staircase") == "brickwall":
-            # a brickwall layer is two staircase layers: its even gates (identities between,
-            # disjoint, so their order is free), then its odd gates
-            gates = {s: brickwall_as_staircase(g) for s, g in gates.items()}
-            lay = Layout(self.M.num_sites, self.U.n_qubits, self.V.n_qubits,
-                         gates["U"].shape[0], gates["V"].shape[0], self.k)
+        lay, gates = self._staircase_form()
         cores = apply_circuit(self.M.cores, lay, gates, inverse=False, cap=max_bond)
         out = MPO(cores, shape=self.shape, check=False)
         if max_bond is not None:
@@ -350,18 +352,14 @@ def _start_gates(lay: Layout, rng: np.random.Generator, kind: str, dtype: Any) -
 
 
 def _inputs_array(inputs: Any, in_features: int) -> np.ndarray:
-    """``inputs`` as a finite float64 ``(N, in_features)`` array (torch tensors are detached)."""
+    """``inputs`` as a finite real float64 ``(N, in_features)`` array (torch tensors are detached)."""
     if hasattr(inputs, "detach") and hasattr(inputs, "cpu"):
-        inputs = inputs.detach().cpu().double().numpy()
-    X = as_float_array("inputs", inputs)
+        inputs = inputs.detach().cpu().double()  # (bfloat16 has no numpy dtype)
+    X = as_float_array("inputs", inputs, allow_complex=False)
     if X.ndim < 1 or X.shape[-1] != in_features:
         raise QtnnError(f"inputs must have shape (N, in_features) = (N, {in_features}), "
                         f"got {X.shape}")
     X = X.reshape(-1, in_features)
-    if X.shape[0] == 0:
-        raise QtnnError("inputs must hold at least one row, got 0")
-    if not np.all(np.isfinite(X)):
-        raise QtnnError("inputs must be finite, got NaN or inf")
     if not np.any(X):
         raise QtnnError("inputs must not be all zero")
     return X
@@ -370,13 +368,11 @@ def _inputs_array(inputs: Any, in_features: int) -> np.ndarray:
 def _output_weight(G: Any, out_features: int) -> np.ndarray:
     """``output_weight`` as a finite symmetric PSD float64 ``(out, out)`` array."""
     if hasattr(G, "detach") and hasattr(G, "cpu"):
-        G = G.detach().cpu().double().numpy()
-    G = as_float_array("output_weight", G)
+        G = G.detach().cpu().double()  # (bfloat16 has no numpy dtype)
+    G = as_float_array("output_weight", G, allow_complex=False)
     if G.shape != (out_features, out_features):
         raise QtnnError(f"output_weight must have shape (out_features, out_features) = "
                         f"({out_features}, {out_features}), got {G.shape}")
-    if not np.all(np.isfinite(G)):
-        raise QtnnError("output_weight must be finite, got NaN or inf")
     scale = float(np.abs(G).max())
     if scale == 0 or np.abs(G - G.T).max() > 1e-8 * scale:
         raise QtnnError("output_weight must be a nonzero symmetric matrix")

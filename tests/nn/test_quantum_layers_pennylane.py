@@ -42,11 +42,9 @@ def test_inverse_qnode_matches_reference(inverse):
         torch.testing.assert_close(qn2(x, w), ref.detach(), rtol=0, atol=1e-10)
 
 
-def test_disentangled_linear_same_outputs_and_gradients_on_both_backends():
-    torch.manual_seed(2)
-    lin = torch.nn.Linear(16, 8)
-    dl = DisentangledLinear.from_linear(lin, out_layers=1, in_layers=2, max_bond=2)
-    x = torch.randn(6, 16, requires_grad=True)
+def _same_outputs_and_gradients_on_both_backends(dl, x):
+    """``dl``'s outputs and gradients (input and every parameter) on the reference path, then as
+    QNodes on default.qubit: equal to 1e-8."""
     y_ref = dl(x)
     g_ref = torch.autograd.grad(y_ref.pow(2).sum(), [x, *dl.parameters()])
     dl.set_backend("pennylane", device("default.qubit", wires=4))
@@ -55,6 +53,13 @@ def test_disentangled_linear_same_outputs_and_gradients_on_both_backends():
     torch.testing.assert_close(y_pl, y_ref, rtol=0, atol=1e-8)
     for a, b in zip(g_pl, g_ref):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+
+
+def test_disentangled_linear_same_outputs_and_gradients_on_both_backends():
+    torch.manual_seed(2)
+    lin = torch.nn.Linear(16, 8)
+    dl = DisentangledLinear.from_linear(lin, out_layers=1, in_layers=2, max_bond=2)
+    _same_outputs_and_gradients_on_both_backends(dl, torch.randn(6, 16, requires_grad=True))
 
 
 def test_quantum_head_probs_with_shots_on_aer_within_shot_noise():
@@ -121,15 +126,7 @@ def test_brickwall_layers_agree_on_both_backends():
     res = disentangle(lin.weight.detach().double().numpy(), 1, 2, max_bond=2, layout="brickwall",
                       refine=5)
     dl = DisentangledLinear._from_result(res, 16, 8, 1, 2, 2, lin.bias.detach(), torch.float64)
-    x = torch.randn(6, 16, requires_grad=True)
-    y_ref = dl(x)
-    g_ref = torch.autograd.grad(y_ref.pow(2).sum(), [x, *dl.parameters()])
-    dl.set_backend("pennylane", device("default.qubit", wires=4))
-    y_pl = dl(x)
-    g_pl = torch.autograd.grad(y_pl.pow(2).sum(), [x, *dl.parameters()])
-    torch.testing.assert_close(y_pl, y_ref, rtol=0, atol=1e-8)
-    for a, b in zip(g_pl, g_ref):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-8)
+    _same_outputs_and_gradients_on_both_backends(dl, torch.randn(6, 16, requires_grad=True))
 
 
 def test_brickwall_disentangled_linear_built_directly_on_both_backends():
