@@ -622,16 +622,12 @@ def _decompose_now(job: dict[str, Any]) -> dict[str, Any]:
     x = job["opts"].get("inputs")
     g = job["opts"].get("output_weight")
     if job["method"] == "svd":
-        from qtnn.nn.low_rank import low_rank_factors
-        from qtnn.staircase._grow import psd_factor, whitening
-        from qtnn.staircase.disentangling import _output_weight
+        from qtnn.nn.low_rank import fitted_factors, low_rank_factors
 
-        L = None if x is None else whitening(x, w.shape[1], job["opts"]["damp"])
-        Lo = None if g is None else psd_factor(_output_weight(g, w.shape[0]), job["opts"]["damp"])
-        B, A = low_rank_factors(w, job["rank"], L, Lo)
+        B, A = fitted_factors(w, job["rank"], x, g, job["opts"].get("damp", 0.0))
         approx = B @ A
         err = _rel_error(approx, w)
-        plain_b, plain_a = low_rank_factors(w, job["rank"]) if L is not None or Lo is not None \
+        plain_b, plain_a = low_rank_factors(w, job["rank"]) if x is not None or g is not None \
             else (B, A)
         trunc = _rel_error(plain_b @ plain_a, w)
         pay["factors"] = (B, A)

@@ -12,7 +12,7 @@ from torch import nn
 from qtnn._validate import check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 
-__all__ = ["LowRankLinear", "low_rank_factors"]
+__all__ = ["LowRankLinear", "low_rank_factors", "fitted_factors"]
 
 
 def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None,
@@ -57,6 +57,25 @@ def low_rank_factors(W: np.ndarray, rank: int, L: np.ndarray | None = None,
     if Lo is not None:
         B = np.linalg.solve(Lo.T, B) if Lo.shape[0] == Lo.shape[1] else np.linalg.pinv(Lo.T) @ B
     return np.ascontiguousarray(B), np.ascontiguousarray(A)
+
+
+def fitted_factors(W: np.ndarray, rank: int, inputs: Any = None, output_weight: Any = None,
+                   damp: float = 1e-2) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`low_rank_factors` of ``W`` for recorded ``inputs`` and an ``output_weight`` ``G``.
+
+    The factors are the whitening of ``X^T X / N`` and of ``G`` (each plus
+    ``damp`` times its mean diagonal), as for :func:`qtnn.staircase.disentangle`;
+    ``None`` leaves that side unweighted.
+    """
+    from qtnn.staircase._grow import psd_factor, whitening
+    from qtnn.staircase.disentangling import _check_float, _inputs_array, _output_weight
+
+    L = Lo = None
+    if inputs is not None:
+        L = whitening(_inputs_array(inputs, W.shape[1]), W.shape[1], _check_float("damp", damp))
+    if output_weight is not None:
+        Lo = psd_factor(_output_weight(output_weight, W.shape[0]), _check_float("damp", damp))
+    return low_rank_factors(W, rank, L, Lo)
 
 
 class LowRankLinear(nn.Module):
@@ -135,22 +154,13 @@ class LowRankLinear(nn.Module):
         output errors as in :func:`qtnn.staircase.disentangle`.  The layer takes
         ``linear``'s dtype and device.
         """
-        from qtnn.staircase._grow import psd_factor, whitening
-        from qtnn.staircase.disentangling import _check_float, _inputs_array, _output_weight
-
         if not isinstance(linear, nn.Linear):
             raise QtnnTypeError(f"linear must be a torch.nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach().to("cpu", torch.float64).numpy()
         if not np.all(np.isfinite(w)):
             raise QtnnError("linear.weight must be finite, got NaN or inf")
         rank = check_int("rank", rank, minimum=1, maximum=min(w.shape))
-        L = None
-        if inputs is not None:
-            L = whitening(_inputs_array(inputs, w.shape[1]), w.shape[1], _check_float("damp", damp))
-        Lo = None
-        if output_weight is not None:
-            Lo = psd_factor(_output_weight(output_weight, w.shape[0]), _check_float("damp", damp))
-        B, A = low_rank_factors(w, rank, L, Lo)
+        B, A = fitted_factors(w, rank, inputs, output_weight, damp)
         dt, dev = linear.weight.dtype, linear.weight.device
         layer = cls(w.shape[1], w.shape[0], rank, bias=linear.bias is not None, dtype=dt, device=dev)
         with torch.no_grad():
