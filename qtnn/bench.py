@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from qtnn._validate import check_alloc, check_int
 from qtnn.errors import QtnnError
+from qtnn.validate import check_alloc, check_int
 
 __all__ = ["bench_mpo_linear", "bench_hybrid", "time_interleaved"]
 

@@ -177,9 +177,9 @@ def _depth_target(args: argparse.Namespace) -> tuple[Any, str]:
     """(MPS, MPO or Staircase, label) named by --target / --layer."""
     import os
 
-    from qtnn._validate import check_int
     from qtnn.staircase import heisenberg_ground_state, ising_ground_state
     from qtnn.tn import MPO, MPS
+    from qtnn.validate import check_int
 
     spec = args.target
     builtin = {"heisenberg", "ising", "random-mps", "random-mpo"}

@@ -51,8 +51,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qtnn._validate import check_bond, check_bool, check_choice, check_cutoff, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_bond, check_bool, check_choice, check_cutoff, check_int
 
 __all__ = ["compress", "LayerReport", "summarize", "linear_names", "stdlib_sentences",
            "load_minilm", "encode_sentences", "embedding_agreement", "save_compressed",

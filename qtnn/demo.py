@@ -31,8 +31,8 @@ def load_digits_split(seed: int = 0, test_size: float = 0.25) -> tuple[Any, Any,
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from qtnn._validate import check_int, check_real
     from qtnn.errors import QtnnError
+    from qtnn.validate import check_int, check_real
 
     seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
     test_size = check_real("test_size", test_size, minimum=0.0, strict_min=True)
@@ -62,10 +62,10 @@ def run_compression_demo(seed: int = 0, hidden: int = 256, bonds: tuple[int, ...
     import torch
     from tqdm.auto import tqdm
 
-    from qtnn._validate import check_alloc, check_bool, check_int
     from qtnn.errors import QtnnError
     from qtnn.nn import MPOLinear
     from qtnn.train import evaluate, train_model
+    from qtnn.validate import check_alloc, check_bool, check_int
 
     seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
     hidden = check_int("hidden", hidden, minimum=1)

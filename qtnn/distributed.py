@@ -55,8 +55,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from qtnn._validate import check_int
 from qtnn.errors import QtnnError
+from qtnn.validate import check_int
 
 if TYPE_CHECKING:
     from qtnn.train import HybridConfig

@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from qtnn._validate import check_alloc, check_bool, check_choice, check_int, check_real
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_alloc, check_bool, check_choice, check_int, check_real
 
 __all__ = ["load_smollm2", "load_smollm2_tokenizer", "smollm2_file", "stdlib_documents",
            "corpus_windows", "corpus_size",

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from qtnn._validate import check_alloc, check_choice, check_int, check_real, pow2
 from qtnn.errors import QtnnError
+from qtnn.validate import check_alloc, check_choice, check_int, check_real, pow2
 
 if TYPE_CHECKING:
     from qtnn.nn.quantum_layers import DisentangledLinear, QuantumHead
@@ -350,7 +350,7 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
         raise QtnnError(f"fake={fake!r} must be 'fake:<model>' (e.g. 'fake:torino'), 'ibm:<backend>' or "
                         "None; checked before training")
     if fake and fake.startswith("fake:"):
-        from qtnn._ibm import fake_backend
+        from qtnn.quantum.ibm import fake_backend
 
         fake_backend(fake[5:], argument=f"fake={fake!r}")     # refuse a bad name before training
     t0 = time.perf_counter()

@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_path, check_real
 from qtnn.errors import QtnnError
 from qtnn.io import atomic_open, write_json
+from qtnn.validate import check_path, check_real
 
 __all__ = ["build_catalogue", "check_catalogue", "compare_catalogues", "verify_catalogue", "REBUILD_HINT",
            "CATALOGUE_FORMAT"]

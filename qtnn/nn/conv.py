@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qtnn._validate import _short, check_alloc, check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_alloc, check_choice, check_int, short_repr
 
 __all__ = ["TuckerConv2d", "CPConv2d"]
 
@@ -66,10 +66,10 @@ def _pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2:
         items = tuple(value)
     else:
-        raise QtnnError(f"{name} must be {what}, got {_short(value)}")
+        raise QtnnError(f"{name} must be {what}, got {short_repr(value)}")
     for v in items:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-            raise QtnnError(f"{name} must be {what}, got {_short(value)}")
+            raise QtnnError(f"{name} must be {what}, got {short_repr(value)}")
     return int(items[0]), int(items[1])
 
 
@@ -88,7 +88,7 @@ def _check_padding(padding: Any, stride: tuple[int, int]) -> _Padding:
     except QtnnError:
         raise QtnnError(
             f"padding must be a non-negative integer, a pair of them, 'same' or 'valid'; "
-            f"got {_short(padding)}") from None
+            f"got {short_repr(padding)}") from None
 
 
 def _pad4(padding: _Padding, kernel: tuple[int, int],
@@ -115,13 +115,13 @@ def _check_groups(groups: Any) -> None:
 
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise QtnnTypeError(f"{name} must be a bool, got {_short(value)}")
+        raise QtnnTypeError(f"{name} must be a bool, got {short_repr(value)}")
     return value
 
 
 def _check_dtype(dtype: Any) -> None:
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise QtnnTypeError(f"dtype must be a real floating torch.dtype or None, got {_short(dtype)}")
+        raise QtnnTypeError(f"dtype must be a real floating torch.dtype or None, got {short_repr(dtype)}")
 
 
 def _check_conv(conv: Any) -> torch.Tensor:
@@ -432,17 +432,17 @@ class TuckerConv2d(_FactorizedConv2d):
         elif isinstance(ranks, Sequence) and not isinstance(ranks, (str, bytes)) and len(ranks) == 2:
             pair = tuple(ranks)
         else:
-            raise QtnnError(f"ranks must be {what}, got {_short(ranks)}")
+            raise QtnnError(f"ranks must be {what}, got {short_repr(ranks)}")
         for v in pair:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise QtnnError(f"ranks must be {what}, got {_short(ranks)}")
+                raise QtnnError(f"ranks must be {what}, got {short_repr(ranks)}")
         r_out, r_in = int(pair[0]), int(pair[1])
         if r_out > out_channels:
             raise QtnnError(f"ranks[0] (r_out) must be <= out_channels={out_channels}, "
-                            f"got ranks={_short(ranks)}")
+                            f"got ranks={short_repr(ranks)}")
         if r_in > in_channels:
             raise QtnnError(f"ranks[1] (r_in) must be <= in_channels={in_channels}, "
-                            f"got ranks={_short(ranks)}")
+                            f"got ranks={short_repr(ranks)}")
         return r_out, r_in
 
     def reset_parameters(self) -> None:
@@ -535,7 +535,7 @@ class TuckerConv2d(_FactorizedConv2d):
         n_iter = check_int("n_iter", n_iter, minimum=0)
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (tol >= 0) \
                 or not math.isfinite(tol):
-            raise QtnnError(f"tol must be a finite real number >= 0, got {_short(tol)}")
+            raise QtnnError(f"tol must be a finite real number >= 0, got {short_repr(tol)}")
         if method == "hosvd":
             u_out, u_in = _hosvd(w, r_out, r_in)
         else:
@@ -849,7 +849,7 @@ class CPConv2d(_FactorizedConv2d):
         seed = check_int("seed", seed, minimum=0)
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (tol >= 0) \
                 or not math.isfinite(tol):
-            raise QtnnError(f"tol must be a finite real number >= 0, got {_short(tol)}")
+            raise QtnnError(f"tol must be a finite real number >= 0, got {short_repr(tol)}")
         if rank is None or rank >= bound:
             target = bound if rank is None else rank
             check_alloc("CPConv2d.from_conv factors", target * (out + cin + kh + kw))

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_int
 
 __all__ = ["LowRankLinear", "low_rank_factors", "fitted_factors"]
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_bool, check_cutoff, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.mpo import MPO, _site_dims, apply_cores
+from qtnn.validate import as_float_array, check_alloc, check_bond, check_bool, check_cutoff, check_int
 
 __all__ = ["MPOLinear", "default_num_cores"]
 

@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.nn.mpo_linear import _check_dtype
+from qtnn.validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2
 
 __all__ = ["StaircaseGates", "QuantumStaircase", "DisentangledLinear", "QuantumHead",
            "circuit_matrix"]

@@ -38,9 +38,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from qtnn._ibm import fake_backend, fake_backend_names, ibm_backend
-from qtnn._validate import check_alloc, check_int, pow2
 from qtnn.errors import QtnnError
+from qtnn.quantum.ibm import fake_backend, fake_backend_names, ibm_backend
+from qtnn.validate import check_alloc, check_int, pow2
 
 __all__ = ["QDevice", "device", "device_names", "fake_backend_names", "gpu_backends",
            "remote_option_names", "runtime_batch"]

@@ -97,9 +97,9 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_choice, check_int, check_real, is_torch
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.quantum.devices import QDevice
+from qtnn.validate import check_choice, check_int, check_real, is_torch
 
 __all__ = ["StaircaseQNode", "ENCODINGS", "READOUTS", "GATE_MODES", "DIFF_METHODS"]
 

@@ -35,8 +35,8 @@ from pennylane.decomposition import add_decomps, adjoint_resource_rep, register_
 from pennylane.operation import Operation
 from pennylane.wires import Wires
 
-from qtnn._validate import check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_choice, check_int
 
 __all__ = ["StaircaseTemplate"]
 

@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from qtnn._validate import check_alloc, check_choice, check_int, pow2
 from qtnn.errors import QtnnError
 from qtnn.staircase.encode import METHODS, encode_mps
 from qtnn.staircase.targets import heisenberg_ground_state, ising_ground_state
 from qtnn.tn.mps import MPS
+from qtnn.validate import check_alloc, check_choice, check_int, pow2
 
 __all__ = ["staircase_benchmark", "format_benchmark", "disentangle_benchmark", "scale_benchmark",
            "planted_benchmark"]

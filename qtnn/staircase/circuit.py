@@ -27,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import (
+from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.staircase import _mpsops
+from qtnn.tn.linalg import qr_pos
+from qtnn.tn.mps import CORE_OVERHEAD, MPS
+from qtnn.validate import (
     as_float_array,
     check_alloc,
     check_bond,
@@ -40,10 +44,6 @@ from qtnn._validate import (
     is_torch,
     pow2,
 )
-from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.staircase import _mpsops
-from qtnn.tn.linalg import qr_pos
-from qtnn.tn.mps import CORE_OVERHEAD, MPS
 
 __all__ = ["Staircase", "apply_gates", "gates_from_params", "num_gate_params", "MAX_LAYERS",
            "window_order", "brickwall_as_staircase", "LAYOUTS"]
@@ -218,7 +218,7 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     ------
     QtnnSizeError
         If the working state would exceed the memory limit
-        (:func:`qtnn._validate.check_alloc`).
+        (:func:`qtnn.validate.check_alloc`).
 
     Examples
     --------

@@ -98,7 +98,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.staircase._dis_network import (
     Layout,
@@ -118,6 +117,7 @@ from qtnn.staircase.circuit import MAX_LAYERS, Staircase, brickwall_as_staircase
 from qtnn.tn.linalg import polar_unitary
 from qtnn.tn.mpo import MPO
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.validate import as_float_array, check_alloc, check_bond, check_choice, check_int
 
 __all__ = ["disentangle", "Disentangled", "SweepRecord", "DENSE_MAX_QUBITS"]
 

@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_real, is_torch
 from qtnn.errors import QtnnError
+from qtnn.validate import as_float_array, check_real, is_torch
 
 __all__ = ["MAGIC", "REFLECTION", "magic_gates", "magic_angles", "su2_from_euler", "euler_from_su2"]
 

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import (
+from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
+from qtnn.tn.factorize import qubit_dims
+from qtnn.tn.mps import CORE_OVERHEAD, MPS, resolve_dims
+from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.validate import (
     as_float_array,
     check_alloc,
     check_bond,
@@ -20,11 +25,6 @@ from qtnn._validate import (
     check_seed,
     is_torch,
 )
-from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
-from qtnn.tn.factorize import qubit_dims
-from qtnn.tn.mps import CORE_OVERHEAD, MPS, resolve_dims
-from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
 __all__ = ["MPO"]
 

@@ -23,7 +23,8 @@ DEFAULT_MAX_BYTES = 4 * 1024**3
 _S = TypeVar("_S", bound=str)
 
 
-def _short(value: Any) -> str:
+def short_repr(value: Any) -> str:
+    """``repr(value)``, cut to 80 characters (for error messages)."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
@@ -32,7 +33,7 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
               maximum: int | None = None) -> int:
     """Return ``value`` as an ``int`` after checking type and range."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise QtnnTypeError(f"{name} must be an integer, got {_short(value)}")
+        raise QtnnTypeError(f"{name} must be an integer, got {short_repr(value)}")
     value = int(value)
     if minimum is not None and value < minimum:
         raise QtnnError(f"{name} must be an integer >= {minimum}, got {value}")
@@ -46,7 +47,7 @@ def check_bond(name: str, value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise QtnnError(f"{name} must be a positive integer or None, got {_short(value)}")
+        raise QtnnError(f"{name} must be a positive integer or None, got {short_repr(value)}")
     return int(value)
 
 
@@ -55,7 +56,7 @@ def check_cutoff(name: str, value: Any) -> float:
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise QtnnTypeError(f"{name} must be a real number in [0, 1), got {_short(value)}")
+        raise QtnnTypeError(f"{name} must be a real number in [0, 1), got {short_repr(value)}")
     value = float(value)
     if not (0.0 <= value < 1.0):
         raise QtnnError(f"{name} must be a real number in [0, 1), got {value!r}")
@@ -74,7 +75,7 @@ def check_real(name: str, value: Any, *, minimum: float | None = None,
                allow_inf: bool = False) -> float:
     """A real number (never NaN; finite unless ``allow_inf``) within the given bounds."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise QtnnTypeError(f"{name} must be a real number, got {_short(value)}")
+        raise QtnnTypeError(f"{name} must be a real number, got {short_repr(value)}")
     value = float(value)
     if math.isnan(value) or (math.isinf(value) and not allow_inf):
         raise QtnnError(f"{name} must be a finite real number, got {value!r}")
@@ -89,7 +90,7 @@ def check_real(name: str, value: Any, *, minimum: float | None = None,
 def check_bool(name: str, value: Any) -> bool:
     """A ``bool`` (or ``numpy.bool_``); anything else is a :class:`QtnnTypeError`."""
     if not isinstance(value, (bool, np.bool_)):
-        raise QtnnTypeError(f"{name} must be a bool, got {_short(value)}")
+        raise QtnnTypeError(f"{name} must be a bool, got {short_repr(value)}")
     return bool(value)
 
 
@@ -97,21 +98,22 @@ def check_path(name: str, value: Any) -> str:
     """A file-system path (``str`` or ``os.PathLike``), returned as ``str``."""
     if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
         raise QtnnTypeError(f"{name} must be a str or os.PathLike path, got {type(value).__name__} "
-                            f"{_short(value)}")
+                            f"{short_repr(value)}")
     path = os.fspath(value)
     if not isinstance(path, str) or not path or "\x00" in path:
-        raise QtnnError(f"{name} must be a non-empty path without NUL characters, got {_short(value)}")
+        raise QtnnError(f"{name} must be a non-empty path without NUL characters, got {short_repr(value)}")
     return path
 
 
 def check_dims(name: str, value: Any) -> tuple[int, ...]:
     """A non-empty sequence of positive integers."""
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
-        raise QtnnError(f"{name} must be a non-empty sequence of positive integers, got {_short(value)}")
+        raise QtnnError(f"{name} must be a non-empty sequence of positive integers, got {short_repr(value)}")
     out = []
     for d in value:
         if isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1:
-            raise QtnnError(f"{name} must be a non-empty sequence of positive integers, got {_short(value)}")
+            raise QtnnError(f"{name} must be a non-empty sequence of positive integers, "
+                            f"got {short_repr(value)}")
         out.append(int(d))
     return tuple(out)
 
@@ -119,7 +121,7 @@ def check_dims(name: str, value: Any) -> tuple[int, ...]:
 def check_choice(name: str, value: Any, choices: Sequence[_S]) -> _S:
     """One of a fixed set of option strings (typed as the choices, e.g. a ``Literal``)."""
     if not isinstance(value, str) or value not in choices:
-        raise QtnnError(f"{name} must be one of {', '.join(map(repr, choices))}; got {_short(value)}")
+        raise QtnnError(f"{name} must be one of {', '.join(map(repr, choices))}; got {short_repr(value)}")
     return cast(_S, value)  # one of ``choices``, which the type checker cannot see from ``in``
 
 
@@ -134,7 +136,7 @@ def as_float_array(name: str, value: Any, *, ndim: int | None = None,
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
-        raise QtnnTypeError(f"{name} must be array-like, got {_short(value)}") from exc
+        raise QtnnTypeError(f"{name} must be array-like, got {short_repr(value)}") from exc
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise QtnnTypeError(f"{name} must hold numbers, got dtype {arr.dtype}")
     if np.iscomplexobj(arr):
