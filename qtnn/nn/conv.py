@@ -607,8 +607,8 @@ def _cp_als(w: torch.Tensor, rank: int, n_iter_max: int, tol: float,
         import tensorly as tl
         from tensorly.decomposition import parafac
     except ImportError as exc:  # pragma: no cover - tensorly is a dependency
-        raise QtnnError("CPConv2d.from_conv with a rank below the exact bound needs tensorly, "
-                        "got ImportError") from exc
+        raise QtnnError("CPConv2d.from_conv with a rank below the exact bound needs tensorly, a "
+                        "dependency of qtnn: reinstall qtnn (pip install qtnn)") from exc
     w_np = w.detach().cpu().numpy()
     with tl.backend_context("numpy"), warnings.catch_warnings():
         # rank above a mode size: tensorly's SVD init completes it with seeded

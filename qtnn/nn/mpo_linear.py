@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.mpo import MPO, _site_dims, apply_cores
+from qtnn.tn.mpo import MPO, apply_cores, site_dims
 from qtnn.validate import as_float_array, check_alloc, check_bond, check_bool, check_cutoff, check_int
 
 __all__ = ["MPOLinear", "default_num_cores"]
@@ -117,7 +117,7 @@ class MPOLinear(nn.Module):
         _check_dtype(dtype)
         if out_dims is None and in_dims is None:
             out_dims = in_dims = default_num_cores(self.in_features, self.out_features)
-        od, idm = _site_dims(self.out_features, self.in_features, out_dims, in_dims)
+        od, idm = site_dims(self.out_features, self.in_features, out_dims, in_dims)
         bonds = [1] + [min(bond, c) for c in bond_caps(od, idm)] + [1]
         itemsize = torch.empty((), dtype=dtype or torch.get_default_dtype()).element_size()
         check_alloc(f"the cores of an MPOLinear({self.in_features}, {self.out_features}, bond_dim={bond})",

@@ -5,7 +5,7 @@ touching the weights (:meth:`set_backend`):
 
 ``"reference"``
     the classical contraction path: the staircase applied to the batch of
-    state vectors by one compiled kernel each way (:mod:`qtnn.staircase._jit`;
+    state vectors by one compiled kernel each way (:mod:`qtnn.staircase.kernel`;
     gates built from their angles, normalisation and readout included; large
     batches on a GPU run as torch ops there, :data:`GPU_OPS_MIN_ENTRIES`),
     batched and differentiable.  It is the reference every quantum result is
@@ -83,7 +83,7 @@ def _staircase_kernel() -> Any:
     ``C x`` or, with ``probs``, ``|C x|^2 / ||x||^2``; ``inverse`` runs ``C^T``
     (gates transposed, last first); ``nonzero`` refuses all-zero rows.  The
     whole circuit, gates built from the angles included, is one compiled call
-    each way (:mod:`qtnn.staircase._jit`): this is what makes the classical
+    each way (:mod:`qtnn.staircase.kernel`): this is what makes the classical
     path fast at small ``n``, where a step is dominated by per-call costs.
     Gradients flow to ``x`` and the angles.
     """
@@ -92,7 +92,7 @@ def _staircase_kernel() -> Any:
         return _KERNEL
     from torch.autograd.function import once_differentiable
 
-    from qtnn.staircase import _jit
+    from qtnn.staircase import kernel as _jit
 
     def backward(ctx: Any, gy: torch.Tensor) -> Any:
         xs, a, d, pos, perm, state, r2, mode, inverse, n, dtype, dev = ctx.stash

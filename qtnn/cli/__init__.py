@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--json", metavar="PATH", help="JSON output (default runs/depth/<target>.json)")
     dp.add_argument("--png", metavar="PATH", help="plot (default runs/depth/<target>.png)")
 
-    from qtnn.compress import add_parser as _add_compress
+    from qtnn.cli.compress import add_parser as _add_compress
 
     _add_compress(sub)
 
@@ -212,7 +212,7 @@ def _depth_target(args: argparse.Namespace) -> tuple[Any, str]:
         from qtnn.tn import load_tt
 
         return load_tt(spec), label
-    from qtnn.train import load_hybrid
+    from qtnn.apps.train import load_hybrid
 
     model, _ = load_hybrid(spec)
     if args.layer == "features":
@@ -231,7 +231,7 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
     from qtnn.analysis import depth_report, depth_sweep, plot_depth_sweep
-    from qtnn.bench import format_table
+    from qtnn.apps.bench import format_table
     from qtnn.staircase import Staircase
 
     target, label = _depth_target(args)
@@ -281,7 +281,7 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_circuits(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.analysis.catalogue import build_catalogue, check_catalogue, verify_catalogue
+    from qtnn.apps.catalogue import build_catalogue, check_catalogue, verify_catalogue
 
     if args.circuits == "build":
         m = build_catalogue(args.out, progress=True)
@@ -296,8 +296,8 @@ def _cmd_circuits(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import format_table
-    from qtnn.demo import run_compression_demo
+    from qtnn.apps.bench import format_table
+    from qtnn.apps.demo import run_compression_demo
 
     r = run_compression_demo(seed=args.seed, bonds=tuple(args.bonds), epochs=args.epochs)
     print(f"dense MLP 64-{r['hidden']}-10 on digits: test accuracy {r['dense']['accuracy']:.4f}, "
@@ -313,7 +313,8 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.train import HybridConfig, run_train
+    from qtnn.apps.digits import HybridConfig
+    from qtnn.apps.train import run_train
 
     if args.qubits < 1:
         raise QtnnError(f"--qubits must be a positive integer, got {args.qubits}")
@@ -366,7 +367,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         return _cmd_bench_hybrid(args)
     if args.bench == "planted":
         return _cmd_bench_planted(args)
-    from qtnn.bench import bench_mpo_linear, format_table
+    from qtnn.apps.bench import bench_mpo_linear, format_table
 
     if args.batch < 1 or args.repeats < 1:
         raise QtnnError(f"--batch and --repeats must be positive, got {args.batch} and {args.repeats}")
@@ -384,7 +385,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import bench_hybrid
+    from qtnn.apps.bench import bench_hybrid
 
     if args.aer_batch < 1 or args.repeats < 1 or args.layers < 0:
         raise QtnnError("--aer-batch and --repeats must be positive and --layers >= 0")
@@ -402,8 +403,8 @@ def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import format_table
-    from qtnn.staircase.bench import disentangle_benchmark, format_benchmark, staircase_benchmark
+    from qtnn.apps.bench import format_table
+    from qtnn.apps.bench_circuits import disentangle_benchmark, format_benchmark, staircase_benchmark
 
     if args.n < 2 or args.max_layers < 1:
         raise QtnnError(f"--n must be >= 2 and --max-layers >= 1, got {args.n} and {args.max_layers}")
@@ -418,7 +419,7 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
                                      ("seconds", "s", ".2f")]))
     out = {"encode": enc, "disentangle": dis}
     if not args.no_scale:
-        from qtnn.staircase.bench import scale_benchmark
+        from qtnn.apps.bench_circuits import scale_benchmark
 
         sc = scale_benchmark(seed=args.seed)
         a, b = sc["encode_n50_bond16_D4"], sc["disentangle_2^10_bond32_D4_chi4"]
@@ -431,8 +432,8 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench_planted(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import format_table
-    from qtnn.staircase.bench import planted_benchmark
+    from qtnn.apps.bench import format_table
+    from qtnn.apps.bench_circuits import planted_benchmark
 
     if len(args.qubits) != 2:
         raise QtnnError(f"--qubits must be two integers n_out,n_in, got {args.qubits}")
@@ -448,7 +449,7 @@ def _cmd_bench_planted(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.compress import run_cli
+    from qtnn.cli.compress import run_cli
 
     return run_cli(args)
 
@@ -490,6 +491,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

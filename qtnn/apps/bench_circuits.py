@@ -171,6 +171,12 @@ def scale_benchmark(seed: int = 0) -> dict[str, Any]:
     and disentangling a 2^10 x 2^10 MPO of bond 32 (D=4 per side, max_bond=4).
 
     Returns their wall times, fidelity / errors.
+
+    Examples
+    --------
+    >>> r = scale_benchmark()                      # doctest: +SKIP
+    >>> sorted(r)                                  # doctest: +SKIP
+    ['disentangle_2^10_bond32_D4_chi4', 'encode_n50_bond16_D4']
     """
     from qtnn.staircase.disentangling import disentangle
     from qtnn.tn.mpo import MPO
