@@ -25,7 +25,7 @@ test: lint
 
 ## static checks: ruff (style, imports, likely bugs) and mypy (types)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check qtnn tests examples
+	$(VENV)/bin/ruff check qtnn tests examples docs
 	$(VENV)/bin/mypy qtnn
 
 ## open the educational notebooks in JupyterLab (installs it into .venv on first use)

@@ -36,7 +36,7 @@ import qtnn  # noqa: E402
 
 project = "qtnn"
 author = "the qtnn developers"
-copyright = "the qtnn developers, Apache-2.0"  # noqa: A001
+copyright = "the qtnn developers, Apache-2.0"
 version = release = qtnn.__version__
 
 extensions = [
