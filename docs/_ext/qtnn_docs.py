@@ -70,7 +70,8 @@ def _import_first(candidates: list[str]) -> Any:
             return importlib.import_module(name)
         except ImportError as exc:  # the next alternative, or a warning below
             errors.append(f"{name}: {exc}")
-    logger.warning("qtnn_docs: none of %s imports (%s)", candidates, "; ".join(errors))
+    logger.warning("qtnn_docs: none of %s imports (%s); if the module moved, add its new name to "
+                   "API_MODULES in docs/_ext/qtnn_docs.py", candidates, "; ".join(errors))
     return None
 
 
