@@ -670,9 +670,10 @@ class Staircase:
 
         Returns
         -------
-        Dense: same kind and shape as ``state``.  MPS: a new MPS (``center =
-        n - 1`` for ascending circuits, ``0`` for descending ones; gauge fixed by
-        :func:`~qtnn.tn.linalg.svd_fixed`).
+        ndarray, torch.Tensor or MPS
+            Dense: same kind and shape as ``state``.  MPS: a new MPS (``center =
+            n - 1`` for ascending circuits, ``0`` for descending ones; gauge fixed by
+            :func:`~qtnn.tn.linalg.svd_fixed`).
 
         Examples
         --------
