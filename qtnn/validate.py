@@ -20,18 +20,34 @@ from qtnn.errors import QtnnError, QtnnSizeError, QtnnTypeError
 #: Override with the environment variable ``QTNN_MAX_BYTES``.
 DEFAULT_MAX_BYTES = 4 * 1024**3
 
+__all__ = ["check_int", "check_bond", "check_cutoff", "check_seed", "check_real", "check_bool", "check_path",
+           "check_dims", "check_choice", "as_float_array", "max_bytes", "check_alloc", "pow2", "is_torch",
+           "prod", "check_inputs", "check_output_weight", "short_repr", "DEFAULT_MAX_BYTES"]
+
 _S = TypeVar("_S", bound=str)
 
 
 def short_repr(value: Any) -> str:
-    """``repr(value)``, cut to 80 characters (for error messages)."""
+    """``repr(value)``, cut to 80 characters (for error messages).
+
+    Examples
+    --------
+    >>> short_repr('x' * 100)[-5:]
+    'xx...'
+    """
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def check_int(name: str, value: Any, *, minimum: int | None = None,
               maximum: int | None = None) -> int:
-    """Return ``value`` as an ``int`` after checking type and range."""
+    """Return ``value`` as an ``int`` after checking type and range.
+
+    Examples
+    --------
+    >>> check_int('layers', 3, minimum=1)
+    3
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise QtnnTypeError(f"{name} must be an integer, got {short_repr(value)}")
     value = int(value)
@@ -43,7 +59,13 @@ def check_int(name: str, value: Any, *, minimum: int | None = None,
 
 
 def check_bond(name: str, value: Any) -> int | None:
-    """A bond limit: ``None`` (no limit) or a positive integer."""
+    """A bond limit: ``None`` (no limit) or a positive integer.
+
+    Examples
+    --------
+    >>> check_bond('max_bond', 4), check_bond('max_bond', None)
+    (4, None)
+    """
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -52,7 +74,13 @@ def check_bond(name: str, value: Any) -> int | None:
 
 
 def check_cutoff(name: str, value: Any) -> float:
-    """A relative truncation budget in ``[0, 1)``."""
+    """A relative truncation budget in ``[0, 1)``.
+
+    Examples
+    --------
+    >>> check_cutoff('cutoff', 0.01)
+    0.01
+    """
     if value is None:
         return 0.0
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -64,7 +92,13 @@ def check_cutoff(name: str, value: Any) -> float:
 
 
 def check_seed(name: str, value: Any) -> int | None:
-    """A random seed: ``None`` (fresh entropy) or an integer ``>= 0``."""
+    """A random seed: ``None`` (fresh entropy) or an integer ``>= 0``.
+
+    Examples
+    --------
+    >>> check_seed('seed', 7)
+    7
+    """
     if value is None:
         return None
     return check_int(name, value, minimum=0)
@@ -73,7 +107,13 @@ def check_seed(name: str, value: Any) -> int | None:
 def check_real(name: str, value: Any, *, minimum: float | None = None,
                maximum: float | None = None, strict_min: bool = False,
                allow_inf: bool = False) -> float:
-    """A real number (never NaN; finite unless ``allow_inf``) within the given bounds."""
+    """A real number (never NaN; finite unless ``allow_inf``) within the given bounds.
+
+    Examples
+    --------
+    >>> check_real('lr', 1e-3, minimum=0, strict_min=True)
+    0.001
+    """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise QtnnTypeError(f"{name} must be a real number, got {short_repr(value)}")
     value = float(value)
@@ -88,14 +128,27 @@ def check_real(name: str, value: Any, *, minimum: float | None = None,
 
 
 def check_bool(name: str, value: Any) -> bool:
-    """A ``bool`` (or ``numpy.bool_``); anything else is a :class:`QtnnTypeError`."""
+    """A ``bool`` (or ``numpy.bool_``); anything else is a :class:`QtnnTypeError`.
+
+    Examples
+    --------
+    >>> check_bool('progress', False)
+    False
+    """
     if not isinstance(value, (bool, np.bool_)):
         raise QtnnTypeError(f"{name} must be a bool, got {short_repr(value)}")
     return bool(value)
 
 
 def check_path(name: str, value: Any) -> str:
-    """A file-system path (``str`` or ``os.PathLike``), returned as ``str``."""
+    """A file-system path (``str`` or ``os.PathLike``), returned as ``str``.
+
+    Examples
+    --------
+    >>> import pathlib
+    >>> check_path('path', pathlib.Path('runs') / 'x.json')
+    'runs/x.json'
+    """
     if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
         raise QtnnTypeError(f"{name} must be a str or os.PathLike path, got {type(value).__name__} "
                             f"{short_repr(value)}")
@@ -106,7 +159,13 @@ def check_path(name: str, value: Any) -> str:
 
 
 def check_dims(name: str, value: Any) -> tuple[int, ...]:
-    """A non-empty sequence of positive integers."""
+    """A non-empty sequence of positive integers.
+
+    Examples
+    --------
+    >>> check_dims('out_dims', [2, 2, 2])
+    (2, 2, 2)
+    """
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) == 0:
         raise QtnnError(f"{name} must be a non-empty sequence of positive integers, got {short_repr(value)}")
     out = []
@@ -119,7 +178,13 @@ def check_dims(name: str, value: Any) -> tuple[int, ...]:
 
 
 def check_choice(name: str, value: Any, choices: Sequence[_S]) -> _S:
-    """One of a fixed set of option strings (typed as the choices, e.g. a ``Literal``)."""
+    """One of a fixed set of option strings (typed as the choices, e.g. a ``Literal``).
+
+    Examples
+    --------
+    >>> check_choice('layout', 'brickwall', ('staircase', 'brickwall'))
+    'brickwall'
+    """
     if not isinstance(value, str) or value not in choices:
         raise QtnnError(f"{name} must be one of {', '.join(map(repr, choices))}; got {short_repr(value)}")
     return cast(_S, value)  # one of ``choices``, which the type checker cannot see from ``in``
@@ -130,6 +195,11 @@ def as_float_array(name: str, value: Any, *, ndim: int | None = None,
     """Convert to a finite float64 (or complex128) numpy array, checking shape.
 
     Torch tensors are detached and moved to the CPU.
+
+    Examples
+    --------
+    >>> as_float_array("W", [[1, 2], [3, 4]], ndim=2).dtype
+    dtype('float64')
     """
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu().numpy()
@@ -155,7 +225,13 @@ def as_float_array(name: str, value: Any, *, ndim: int | None = None,
 
 
 def max_bytes() -> int:
-    """The allocation limit in bytes (``QTNN_MAX_BYTES`` or 4 GiB)."""
+    """The allocation limit in bytes (``QTNN_MAX_BYTES`` or 4 GiB).
+
+    Examples
+    --------
+    >>> max_bytes() > 0
+    True
+    """
     env = os.environ.get("QTNN_MAX_BYTES")
     if env:
         try:
@@ -166,7 +242,15 @@ def max_bytes() -> int:
 
 
 def check_alloc(what: str, numel: int | float, itemsize: int = 8, *, hint: str = "") -> None:
-    """Refuse an allocation of ``numel`` elements that would exceed :func:`max_bytes`."""
+    """Refuse an allocation of ``numel`` elements that would exceed :func:`max_bytes`.
+
+    Examples
+    --------
+    >>> check_alloc('a 40-qubit state vector', 2.0**40)   # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    qtnn.errors.QtnnSizeError: a 40-qubit state vector would need 8.0 TiB, ...
+    """
     need = float(numel) * itemsize
     limit = max_bytes()
     if need > limit:
@@ -199,12 +283,24 @@ def _fmt_bytes(n: float) -> str:
 
 
 def is_torch(x: Any) -> bool:
-    """Whether ``x`` is a torch tensor (checked without importing torch)."""
+    """Whether ``x`` is a torch tensor (checked without importing torch).
+
+    Examples
+    --------
+    >>> is_torch([1.0])
+    False
+    """
     return type(x).__module__.startswith("torch")
 
 
 def prod(dims: Sequence[int]) -> int:
-    """Product of integer dims (1 for an empty sequence)."""
+    """Product of integer dims (1 for an empty sequence).
+
+    Examples
+    --------
+    >>> prod([2, 3, 4]), prod([])
+    (24, 1)
+    """
     return int(math.prod(dims))
 
 

@@ -33,25 +33,33 @@ logger = logging.getLogger(__name__)
 API_MODULES: list[tuple[str, list[str], str]] = [
     ("library", ["qtnn"], "Top level: the exception family and the sub-packages."),
     ("library", ["qtnn.tn"], "Pure tensor-network math: MPS, MPO, TT-SVD, contraction planning."),
+    ("library", ["qtnn.tn.linalg"], "Gauge-fixed dense linear algebra, whitening, BLAS threads."),
     ("library", ["qtnn.staircase"], "Staircase and brickwall circuits as arrays: encoding, "
                                     "disentangling, simulation."),
     ("library", ["qtnn.staircase.magic"], "Magic-basis parametrisation of real two-qubit gates."),
+    ("library", ["qtnn.staircase.kernel"], "The compiled reference kernel of trainable staircases."),
     ("library", ["qtnn.quantum"], "PennyLane glue: devices, the staircase template, batched QNodes."),
+    ("library", ["qtnn.quantum.ibm"], "IBM device models and backends."),
     ("library", ["qtnn.nn"], "Torch modules: tensorized and hybrid quantum layers."),
     ("library", ["qtnn.analysis"], "Qiskit export, OpenQASM, depth and cost on IBM device models."),
-    ("library", ["qtnn.compress"], "Compressing the linear layers of any PyTorch model."),
+    ("library", ["qtnn.compress"], "Compressing the linear layers of any PyTorch model; perplexity, "
+                                   "block caches and healing."),
     ("library", ["qtnn.errors"], "The exception family (also exported by the top level)."),
+    ("library", ["qtnn.validate"], "The argument checks every layer shares."),
     ("library", ["qtnn.io"], "Atomic file writing."),
     ("library", ["qtnn.checkpoint"], "Weights-only, atomic, checksummed checkpoints."),
-    ("applications", ["qtnn.apps.train", "qtnn.train"],
-     "The hybrid digits classifier and its training loop."),
-    ("applications", ["qtnn.apps.distributed", "qtnn.distributed"], "Data-parallel training (DDP)."),
-    ("applications", ["qtnn.apps.demo", "qtnn.demo"], "The compression demo and the digits data."),
-    ("applications", ["qtnn.apps.bench", "qtnn.bench"], "Benchmarks behind ``qtnn bench``."),
-    ("applications", ["qtnn.apps.lm", "qtnn.lm"], "A small language model offline: corpus, "
-                                                   "perplexity, block caches, healing."),
-    ("applications", ["qtnn.apps.catalogue", "qtnn.analysis.catalogue"], "The ``circuits/`` catalogue."),
+    ("applications", ["qtnn.apps.digits"], "The digits data set and the hybrid classifier."),
+    ("applications", ["qtnn.apps.loop"], "The training loop of one process and of every DDP rank."),
+    ("applications", ["qtnn.apps.train"], "The main job (``qtnn train``) and its checkpoints."),
+    ("applications", ["qtnn.apps.distributed"], "Data-parallel training (DDP)."),
+    ("applications", ["qtnn.apps.demo"], "The compression demo."),
+    ("applications", ["qtnn.apps.bench"], "Benchmarks behind ``qtnn bench``."),
+    ("applications", ["qtnn.apps.bench_circuits"], "Circuit benchmarks behind ``qtnn bench``."),
+    ("applications", ["qtnn.apps.lm"], "Language models and text offline: SmolLM2, MiniLM, corpora."),
+    ("applications", ["qtnn.apps.models"], "Compressed models on disk."),
+    ("applications", ["qtnn.apps.catalogue"], "The ``circuits/`` catalogue."),
     ("applications", ["qtnn.cli"], "The ``qtnn`` command (see also :doc:`/cli`)."),
+    ("applications", ["qtnn.cli.compress"], "``qtnn compress``."),
 ]
 
 

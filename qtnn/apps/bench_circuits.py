@@ -35,7 +35,7 @@ def _targets(n: int, seed: int) -> dict[str, tuple[str, MPS]]:
 def staircase_benchmark(n: int = 12, max_layers: int = 6,
                         methods: Sequence[str] = ("ran", "sweep", "iterative"), seed: int = 0,
                         *, k: int = 2, sweeps: int | None = None) -> dict[str, Any]:
-    """Fidelity of :func:`~qtnn.staircase.encode.encode_mps` for ``D = 1 .. max_layers``.
+    """Fidelity of :func:`~qtnn.staircase.encode.encode_mps` for depths ``D`` from 1 to ``max_layers``.
 
     Targets: the Heisenberg and critical Ising (``h = 1``) ground states on
     ``n`` qubits and random real MPS of bond 4 and 8 (``MPS.random(n, b, seed=seed)``).
