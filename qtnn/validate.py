@@ -22,7 +22,7 @@ DEFAULT_MAX_BYTES = 4 * 1024**3
 
 __all__ = ["check_int", "check_bond", "check_cutoff", "check_seed", "check_real", "check_bool", "check_path",
            "check_dims", "check_choice", "as_float_array", "max_bytes", "check_alloc", "pow2", "is_torch",
-           "prod", "check_inputs", "check_output_weight", "short_repr", "DEFAULT_MAX_BYTES"]
+           "prod", "check_inputs", "check_output_weight", "short_repr", "renamed", "DEFAULT_MAX_BYTES"]
 
 _S = TypeVar("_S", bound=str)
 
@@ -349,3 +349,32 @@ def check_output_weight(G: Any, out_features: int) -> np.ndarray:
         raise QtnnError(f"output_weight must be positive semi-definite, got an eigenvalue "
                         f"{lam_min:.3g}")
     return 0.5 * (G + G.T)
+
+
+def renamed(where: str, old: str, new: str, old_value: Any, new_value: Any, default: Any = None) -> Any:
+    """Resolve an argument renamed from ``old`` to ``new`` (the old name works for one release).
+
+    Returns ``new_value`` if it was given, else ``old_value`` with a
+    :class:`DeprecationWarning` naming ``where``, else ``default``; both given
+    is an error.  ``None`` means "not given".
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     renamed("MPOLinear", "bond_dim", "max_bond", 4, None)
+    4
+    >>> str(caught[0].message)
+    'MPOLinear: bond_dim= is deprecated, use max_bond= (the old name goes away in the next release)'
+    """
+    if old_value is None:
+        return default if new_value is None else new_value
+    if new_value is not None:
+        raise QtnnTypeError(f"{where}: give {new}= only (got both {new}={short_repr(new_value)} and the "
+                            f"deprecated {old}={short_repr(old_value)})")
+    import warnings
+
+    warnings.warn(f"{where}: {old}= is deprecated, use {new}= (the old name goes away in the next release)",
+                  DeprecationWarning, stacklevel=3)
+    return old_value

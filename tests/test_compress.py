@@ -388,7 +388,7 @@ def test_cli_compresses_a_hybrid_checkpoint_and_round_trips(tmp_path, capsys, hy
     p = tiny_cli()
     out = tmp_path / "small.pt"
     res = run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--method",
-                                "disentangle", "--bond", "2", "--layers", "1,2", "--sweeps", "2",
+                                "disentangle", "--max-bond", "2", "--layers", "1,2", "--sweeps", "2",
                                 "--restarts", "0", "--refine", "3", "--no-progress",
                                 "--out", str(out)]))
     text = capsys.readouterr().out
@@ -411,7 +411,7 @@ def test_cli_compresses_a_hybrid_checkpoint_and_round_trips(tmp_path, capsys, hy
     assert res3["targets"] == ["features"]
     # --workers: worker processes give the same figures
     res4 = run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--method",
-                                 "disentangle", "--bond", "2", "--layers", "1,2", "--sweeps", "2",
+                                 "disentangle", "--max-bond", "2", "--layers", "1,2", "--sweeps", "2",
                                  "--restarts", "0", "--refine", "3", "--no-progress",
                                  "--workers", "2"]))
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in res4["layers"]]
@@ -438,10 +438,10 @@ def test_cli_svd_calibration_heal_round_trip(tmp_path, capsys, hybrid_checkpoint
     loaded, _ = load_compressed(out)
     assert isinstance(loaded.features, LowRankLinear) and loaded.features.rank == 3
     with pytest.raises(QtnnError, match="--heal needs calibration inputs"):
-        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--bond", "2",
+        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--max-bond", "2",
                               "--heal", "5", "--no-progress"]))
     with pytest.raises(QtnnError, match="--calibration must be at most"):
-        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--bond", "2",
+        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--max-bond", "2",
                               "--calibration", "100000", "--no-progress"]))
 
 
@@ -449,7 +449,7 @@ def test_cli_brickwall_round_trip(tmp_path, hybrid_checkpoint):
     path, model = hybrid_checkpoint
     out = tmp_path / "brick.pt"
     res = run_cli(tiny_cli().parse_args(["compress", str(path), "--targets", "features", "--method",
-                                         "disentangle", "--bond", "1", "--layers", "2", "--layout",
+                                         "disentangle", "--max-bond", "1", "--layers", "2", "--layout",
                                          "brickwall", "--refine", "5", "--no-progress",
                                          "--out", str(out)]))
     (row,) = res["layers"]
@@ -465,7 +465,7 @@ def test_cli_brickwall_round_trip(tmp_path, hybrid_checkpoint):
 def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):
     path, _ = hybrid_checkpoint
     p = tiny_cli()
-    res = run_cli(p.parse_args(["compress", str(path), "--targets", "feat*", "--bond", "1",
+    res = run_cli(p.parse_args(["compress", str(path), "--targets", "feat*", "--max-bond", "1",
                                 "--no-progress"]))
     assert res["targets"] == ["features"] and res["layers"][0]["bond_dims"] == [1] * 5
     with pytest.raises(QtnnError, match=r"pattern 'head\.\*' matches no layer"):

@@ -316,7 +316,7 @@ def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
     add_parser(p.add_subparsers(dest="command"))
     target = "model.layers.1.self_attn.k_proj"
     res = run_cli(p.parse_args(["compress", "smollm2", "--targets", target, "--method", "disentangle",
-                                "--bond", "1", "--layers", "2", "--engine", "grow", "--refine", "5",
+                                "--max-bond", "1", "--layers", "2", "--engine", "grow", "--refine", "5",
                                 "--calibration", "4", "--heal", "3", "--perplexity", "3",
                                 "--no-progress"]))
     q = res["quality"]

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -66,7 +67,7 @@ class HybridConfig:
 
     in_features: int = 64
     hidden: int = 64
-    bond_dim: int = 8
+    max_bond: int = 8
     n_qubits: int = 6
     layers: int = 4
     n_classes: int = 10
@@ -75,6 +76,14 @@ class HybridConfig:
     batch_size: int = 32
     lr: float = 0.01
     seed: int = 0
+    #: deprecated name of ``max_bond`` (older checkpoints store it); not a field
+    bond_dim: InitVar[int | None] = None
+
+    def __post_init__(self, bond_dim: int | None) -> None:
+        if bond_dim is not None:
+            warnings.warn("HybridConfig: bond_dim= is deprecated, use max_bond= (the old name goes away "
+                          "in the next release)", DeprecationWarning, stacklevel=3)
+            self.max_bond = bond_dim
 
     def check(self) -> HybridConfig:
         """Validate every field; returns ``self`` (raises :class:`~qtnn.errors.QtnnError`).
@@ -84,7 +93,7 @@ class HybridConfig:
         >>> HybridConfig(layers=2).check().layers
         2
         """
-        for name in ("in_features", "hidden", "bond_dim", "n_qubits", "n_classes", "epochs",
+        for name in ("in_features", "hidden", "max_bond", "n_qubits", "n_classes", "epochs",
                      "batch_size"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("layers", self.layers, minimum=0)
@@ -117,21 +126,21 @@ class HybridClassifier(nn.Module):
 
         self.config = config.check()
         c = config
-        self.features = MPOLinear(c.in_features, c.hidden, c.bond_dim, dtype=dtype)
+        self.features = MPOLinear(c.in_features, c.hidden, c.max_bond, dtype=dtype)
         self.head: QuantumHead | DisentangledLinear
         if c.head == "quantum":
             self.head = QuantumHead(c.hidden, c.n_qubits, c.layers, c.n_classes, dtype=dtype)
         else:
-            head = DisentangledLinear(c.hidden, c.n_classes, c.layers, c.layers, c.bond_dim,
+            head = DisentangledLinear(c.hidden, c.n_classes, c.layers, c.layers, c.max_bond,
                                       dtype=dtype)
             self.head = head
             with torch.no_grad():  # start from random circuits, not the identity
                 for g in (head.U, head.V):
                     g.angles.uniform_(0, 6.283185307179586)
 
-    def set_backend(self, backend: str, device: Any = None) -> None:
-        """Switch the quantum part between the reference path and a PennyLane device."""
-        self.head.set_backend(backend, device)
+    def set_backend(self, backend: str, qdevice: Any = None, *, device: Any = None) -> None:
+        """Switch the quantum part between the reference path and a PennyLane device (``qdevice``)."""
+        self.head.set_backend(backend, qdevice, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.tanh(self.features(x)))

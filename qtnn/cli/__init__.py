@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from qtnn.cli._args import RenamedOption
 from qtnn.errors import QtnnError
 
 __all__ = ["main", "build_parser"]
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     t.add_argument("--layers", type=int, default=4, help="staircase layers of the quantum head (default 4)")
     t.add_argument("--qubits", type=int, default=6, help="qubits of the head (default 6: 64 amplitudes)")
-    t.add_argument("--bond", type=int, default=8, help="bond of the MPOLinear feature layer (default 8)")
+    t.add_argument("--max-bond", "--bond", type=int, default=8, action=RenamedOption, deprecated=("--bond",),
+                   help="bond of the MPOLinear feature layer (default 8)")
     t.add_argument("--head", choices=["quantum", "disentangled"], default="quantum",
                    help="quantum head (probabilities) or a DisentangledLinear layer (default quantum)")
     t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
@@ -318,7 +320,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.qubits < 1:
         raise QtnnError(f"--qubits must be a positive integer, got {args.qubits}")
-    cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, bond_dim=args.bond,
+    cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, max_bond=args.max_bond,
                        n_qubits=args.qubits, layers=args.layers, head=args.head, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     fake = None if args.fake.lower() == "none" else args.fake
@@ -335,7 +337,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         return r
     a = r["accuracy"]
     c = r["config"]
-    print(f"hybrid: MPOLinear(64->{c['hidden']}, bond {c['bond_dim']}) -> tanh -> "
+    print(f"hybrid: MPOLinear(64->{c['hidden']}, bond {c['max_bond']}) -> tanh -> "
           f"{'QuantumHead' if c['head'] == 'quantum' else 'DisentangledLinear'}"
           f"({c['n_qubits']} qubits, {c['layers']} layers); {r['params']['hybrid']} parameters "
           f"(dense MLP: {r['params']['dense_mlp']})")

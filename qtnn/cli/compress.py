@@ -15,6 +15,7 @@ from typing import Any
 
 from qtnn.apps.lm import embedding_agreement, encode_sentences, stdlib_sentences
 from qtnn.apps.models import load_model, save_compressed
+from qtnn.cli._args import RenamedOption
 from qtnn.compress import compress, heal, summarize
 from qtnn.compress.core import METHODS, linear_layers_text, linear_names
 from qtnn.errors import QtnnError
@@ -42,8 +43,8 @@ def add_parser(subparsers: Any) -> None:
     >>> import argparse
     >>> p = argparse.ArgumentParser(prog="qtnn")
     >>> add_parser(p.add_subparsers(dest="command"))
-    >>> a = p.parse_args(["compress", "minilm", "--targets", "*.query", "--bond", "2"])
-    >>> a.command, a.method, a.bond, a.layers
+    >>> a = p.parse_args(["compress", "minilm", "--targets", "*.query", "--max-bond", "2"])
+    >>> a.command, a.method, a.max_bond, a.layers
     ('compress', 'mpo', 2, None)
     """
     c = subparsers.add_parser(
@@ -82,7 +83,8 @@ def add_parser(subparsers: Any) -> None:
                         "match the original outputs (of the enclosing decoder block for smollm2) "
                         "on the calibration inputs (needs --calibration)")
     c.add_argument("--heal-lr", type=float, default=1e-3, help="learning rate of --heal (default 1e-3)")
-    c.add_argument("--bond", type=int, default=None,
+    c.add_argument("--max-bond", "--bond", type=int, default=None, action=RenamedOption,
+                   deprecated=("--bond",),
                    help="bond of the MPO / of the residual MPO (required for disentangle)")
     c.add_argument("--cutoff", type=float, default=None, help="relative truncation budget (mpo only)")
     c.add_argument("--layers", type=_layers_text, default=None,
@@ -204,7 +206,7 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     >>> save_checkpoint(path, {"config": asdict(cfg), "model": HybridClassifier(cfg).state_dict()})
     >>> parser = argparse.ArgumentParser(prog="qtnn")
     >>> add_parser(parser.add_subparsers(dest="command"))
-    >>> args = parser.parse_args(["compress", path, "--targets", "features", "--bond", "4",
+    >>> args = parser.parse_args(["compress", path, "--targets", "features", "--max-bond", "4",
     ...                           "--no-progress"])
     >>> import contextlib, io
     >>> with contextlib.redirect_stdout(io.StringIO()) as printed:
@@ -233,7 +235,7 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
     if args.heal and not args.calibration:
         raise QtnnError("--heal needs calibration inputs: pass --calibration N")
     calib = _calibration_data(source, args.calibration) if args.calibration else None
-    new, reports = compress(model, targets, args.method, max_bond=args.bond, cutoff=args.cutoff,
+    new, reports = compress(model, targets, args.method, max_bond=args.max_bond, cutoff=args.cutoff,
                             layers=args.layers, sweeps=args.sweeps, restarts=args.restarts,
                             refine=args.refine, seed=args.seed,
                             workers=None if args.workers == 0 else args.workers, rank=args.rank,

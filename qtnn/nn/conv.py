@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.validate import check_alloc, check_choice, check_int, short_repr
+from qtnn.validate import check_alloc, check_choice, check_int, check_real, renamed, short_repr
 
 __all__ = ["TuckerConv2d", "CPConv2d"]
 
@@ -475,8 +475,9 @@ class TuckerConv2d(_FactorizedConv2d):
         return f"{self._geometry_repr()}, ranks={self.ranks}"
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, ranks: int | tuple[int, int] | None = None,
-                  method: str = "hooi", n_iter: int = 100, tol: float = 1e-12) -> TuckerConv2d:
+    def from_conv(cls, conv: nn.Conv2d, ranks: int | tuple[int, int] | None = None, *,
+                  method: str = "hooi", max_iter: int | None = None, tol: float = 1e-12,
+                  n_iter: int | None = None) -> TuckerConv2d:
         r"""Compress a dense :class:`torch.nn.Conv2d` by a Tucker-2 decomposition.
 
         Parameters
@@ -493,8 +494,8 @@ class TuckerConv2d(_FactorizedConv2d):
             mode-``in`` unfoldings.  ``'hooi'`` (default): higher-order
             orthogonal iteration started from the HOSVD; its error is never
             larger than the HOSVD one.
-        n_iter : int, optional
-            Maximum number of HOOI sweeps (default 100).
+        max_iter : int, optional
+            Maximum number of HOOI sweeps (default 100; ``n_iter=`` is its deprecated name).
         tol : float, optional
             HOOI stops when ``||core||^2`` changes by at most
             ``tol * ||K||^2`` in a sweep (default 1e-12).
@@ -532,10 +533,9 @@ class TuckerConv2d(_FactorizedConv2d):
             ranks = (min(out, cin * kh * kw), min(cin, out * kh * kw))
         r_out, r_in = cls._check_ranks(ranks, out, cin)
         method = check_choice("method", method, _TUCKER_METHODS)
-        n_iter = check_int("n_iter", n_iter, minimum=0)
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (tol >= 0) \
-                or not math.isfinite(tol):
-            raise QtnnError(f"tol must be a finite real number >= 0, got {short_repr(tol)}")
+        n_iter = check_int("max_iter", renamed("TuckerConv2d.from_conv", "n_iter", "max_iter", n_iter,
+                                               max_iter, default=100), minimum=0)
+        tol = check_real("tol", tol, minimum=0)
         if method == "hosvd":
             u_out, u_in = _hosvd(w, r_out, r_in)
         else:
@@ -782,8 +782,8 @@ class CPConv2d(_FactorizedConv2d):
         return _cp_exact_bound(out, cin, kh, kw)[0]
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, rank: int | None = None, n_iter_max: int = 500,
-                  seed: int = 0, tol: float = 1e-12) -> CPConv2d:
+    def from_conv(cls, conv: nn.Conv2d, rank: int | None = None, *, max_iter: int | None = None,
+                  seed: int = 0, tol: float = 1e-12, n_iter_max: int | None = None) -> CPConv2d:
         r"""Compress a dense :class:`torch.nn.Conv2d` by a CP decomposition.
 
         Parameters
@@ -795,8 +795,8 @@ class CPConv2d(_FactorizedConv2d):
             CP rank.  ``None`` or any rank ``>=`` :meth:`exact_rank` gives an
             exact decomposition built explicitly (see Notes); a smaller rank is
             fitted by alternating least squares.
-        n_iter_max : int, optional
-            Maximum ALS sweeps (default 500).
+        max_iter : int, optional
+            Maximum ALS sweeps (default 500; ``n_iter_max=`` is its deprecated name).
         seed : int, optional
             Seed for the parts of the ALS initialization and of the padding
             components that are random (default 0); results are deterministic.
@@ -845,7 +845,8 @@ class CPConv2d(_FactorizedConv2d):
         bound, which = _cp_exact_bound(out, cin, kh, kw)
         if rank is not None:
             rank = check_int("rank", rank, minimum=1)
-        n_iter_max = check_int("n_iter_max", n_iter_max, minimum=1)
+        n_iter_max = check_int("max_iter", renamed("CPConv2d.from_conv", "n_iter_max", "max_iter", n_iter_max,
+                                                   max_iter, default=500), minimum=1)
         seed = check_int("seed", seed, minimum=0)
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (tol >= 0) \
                 or not math.isfinite(tol):

@@ -32,7 +32,7 @@ from torch import nn
 
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.nn.mpo_linear import _check_dtype
-from qtnn.validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2
+from qtnn.validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2, renamed
 
 __all__ = ["StaircaseGates", "QuantumStaircase", "DisentangledLinear", "QuantumHead",
            "circuit_matrix"]
@@ -166,6 +166,12 @@ def _from_numpy(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torc
     return t if dtype == torch.float64 and device.type == "cpu" else t.to(dtype=dtype, device=device)
 
 
+#: The staircase encoding of QuantumStaircase(encoding="staircase"), the same on both backends:
+#: :func:`qtnn.staircase.encode_mps`'s method and sweeps, the global sign fixed so <G0|x> >= 0.
+_ENCODING_METHOD = "iterative"
+_ENCODING_SWEEPS = 4
+
+
 @functools.lru_cache(maxsize=64)
 def _gate_positions(n: int, layers: int, inverse: bool, layout: str = "staircase") -> np.ndarray:
     """First qubit of every gate in the order the gates act (read-only)."""
@@ -207,6 +213,15 @@ def _device_ops(x: torch.Tensor, n: int) -> bool:
     return x.device.type != "cpu" and x.shape[0] * 2**n >= GPU_OPS_MIN_ENTRIES
 
 
+@torch.compiler.disable
+def _host_kernel(x: torch.Tensor, gates: StaircaseGates, n: int, probs: bool, inverse: bool,
+                 nonzero: bool) -> torch.Tensor:
+    """The compiled host kernel (numba on numpy views); ``torch.compile`` runs it eagerly, as a graph
+    break, since its arrays cannot be traced."""
+    return _staircase_kernel().apply(x, gates.angles, gates.dets_numpy(), n, probs, inverse, nonzero,
+                                     gates.layout)
+
+
 def _run_staircase(x: torch.Tensor, gates: StaircaseGates, n: int, *, probs: bool = False,
                    inverse: bool = False, nonzero: bool = False) -> torch.Tensor:
     """``C x`` (``C^T x`` with ``inverse``; ``|C x|^2 / ||x||^2`` with ``probs``) for rows ``x``.
@@ -216,8 +231,7 @@ def _run_staircase(x: torch.Tensor, gates: StaircaseGates, n: int, *, probs: boo
     """
     has_gates = gates.layers > 0 and n >= 2
     if has_gates and not _device_ops(x, n):
-        return _staircase_kernel().apply(x, gates.angles, gates.dets_numpy(), n, probs, inverse,
-                                         nonzero, gates.layout)
+        return _host_kernel(x, gates, n, probs, inverse, nonzero)
     # torch ops on x's device; magic_gates is differentiable in the angles
     y = (_apply_circuit(x, gates.gates().to(x.dtype), n, inverse=inverse, layout=gates.layout)
          if has_gates else x)
@@ -355,29 +369,47 @@ class StaircaseGates(nn.Module):
 class _QuantumModule(nn.Module):
     """Backend switching shared by the quantum modules."""
 
+    def _backend_repr(self) -> str:
+        """``backend='reference'`` or ``backend='pennylane', qdevice='<name>'`` (for ``repr``)."""
+        if self.backend == "reference" or self.qdevice is None:
+            return f"backend={self.backend!r}"
+        return f"backend={self.backend!r}, qdevice={self.qdevice.name!r}"
+
     backend: str
     qdevice: Any
 
-    def _init_backend(self, backend: str, device: Any) -> None:
+    def _init_backend(self, backend: str, qdevice: Any, device: Any = None) -> None:
         self.backend = "reference"
         self.qdevice = None
         self._qnodes: dict[Any, Any] = {}
-        self.set_backend(backend, device)
+        qdevice = renamed(type(self).__name__, "device", "qdevice", device, qdevice)
+        self.set_backend(backend, qdevice)
 
-    def set_backend(self, backend: str, device: Any = None) -> None:
+    def set_backend(self, backend: str, qdevice: Any = None, *, device: Any = None) -> None:
         """Switch between ``"reference"`` and ``"pennylane"`` (with a device or a device name).
 
         Parameters
         ----------
         backend : {"reference", "pennylane"}
-        device : QDevice or str, optional
-            Required for ``"pennylane"``; a name is passed to
-            :func:`qtnn.quantum.device` with the module's qubit count.
+        qdevice : QDevice or str, optional
+            The quantum device, required for ``"pennylane"``; a name is passed
+            to :func:`qtnn.quantum.device` with the module's qubit count.
+            (``device=`` is its deprecated name: ``device`` means the torch
+            device everywhere else.)
+
+        Examples
+        --------
+        >>> import torch
+        >>> layer = QuantumStaircase(3, 1).double()
+        >>> layer.set_backend("pennylane", "default.qubit")
+        >>> layer.backend, layer.qdevice.name
+        ('pennylane', 'default.qubit')
         """
+        device = renamed(f"{type(self).__name__}.set_backend", "device", "qdevice", device, qdevice)
         check_choice("backend", backend, _BACKENDS)
         if backend == "pennylane":
             if device is None:
-                raise QtnnError("backend='pennylane' needs a device (a qtnn.quantum.device(...) or a "
+                raise QtnnError("backend='pennylane' needs a qdevice (a qtnn.quantum.device(...) or a "
                                 "device name), got None")
             from qtnn.quantum import QDevice
             from qtnn.quantum import device as make_device
@@ -385,7 +417,7 @@ class _QuantumModule(nn.Module):
             if isinstance(device, str):
                 device = make_device(device, wires=self._max_wires())
             elif not isinstance(device, QDevice):
-                raise QtnnTypeError(f"device must be a qtnn.quantum.device(...) or a device name, "
+                raise QtnnTypeError(f"qdevice must be a qtnn.quantum.device(...) or a device name, "
                                     f"got {type(device).__name__} {device!r:.60}")
         self.backend = backend
         self.qdevice = device
@@ -441,7 +473,7 @@ class QuantumStaircase(_QuantumModule):
         prepared, approximate state is used, as a device would).
     readout : {"state", "probs", "expval"}
     backend : {"reference", "pennylane"}
-    device : QDevice or str, optional
+    qdevice : QDevice or str, optional
     layout : {"staircase", "brickwall"}
         The in-layer gate order of the trainable circuit.
 
@@ -457,8 +489,8 @@ class QuantumStaircase(_QuantumModule):
     def __init__(self, n_qubits: int, layers: int, k: int = 2, *, in_features: int | None = None,
                  encoding: str = "amplitude", readout: str = "state",
                  readout_wires: tuple[int, ...] | None = None, encoding_layers: int = 2,
-                 backend: str = "reference", device: Any = None, init: str = "random",
-                 dtype: torch.dtype | None = None, layout: str = "staircase") -> None:
+                 backend: str = "reference", qdevice: Any = None, init: str = "random",
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None) -> None:
         super().__init__()
         if check_int("k", k, minimum=2) != 2:
             raise QtnnError(f"k must be 2 for trainable staircases (magic-basis gates), got {k}")
@@ -482,7 +514,7 @@ class QuantumStaircase(_QuantumModule):
         self.encoding_layers = check_int("encoding_layers", encoding_layers, minimum=1)
         self.circuit = StaircaseGates(self.n_qubits, layers, init=init, dtype=dtype, layout=layout)
         self.last_encoding_fidelity: float | None = None
-        self._init_backend(backend, device)
+        self._init_backend(backend, qdevice, device)
 
     def _max_wires(self) -> int:
         return self.n_qubits
@@ -494,11 +526,20 @@ class QuantumStaircase(_QuantumModule):
 
         out, fids = [], []
         for row in xn.detach().reshape(-1, xn.shape[-1]).cpu().to(torch.float64).numpy():
-            st, rep = encode_mps(MPS.from_dense(row), self.encoding_layers)
-            out.append(st.state())
+            # the same encoding as the pennylane backend's QNode (method, sweeps, sign)
+            st, rep = encode_mps(MPS.from_dense(row), self.encoding_layers, method=_ENCODING_METHOD,
+                                 sweeps=_ENCODING_SWEEPS)
+            state = st.state()
+            out.append(-state if float(state @ row) < 0 else state)   # <G0|x> >= 0, as on the QNode
             fids.append(rep.final_fidelity)
         self.last_encoding_fidelity = float(np.mean(fids))
         return torch.as_tensor(np.stack(out), dtype=xn.dtype, device=xn.device).reshape(xn.shape)
+
+    def extra_repr(self) -> str:
+        enc = (f"encoding='staircase', encoding_layers={self.encoding_layers}" if self.encoding == "staircase"
+               else "encoding='amplitude'")
+        return (f"in_features={self.in_features}, n_qubits={self.n_qubits}, layers={self.circuit.layers}, "
+                f"{enc}, readout={self.readout!r}, layout={self.circuit.layout!r}, {self._backend_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_features(x, self.in_features)
@@ -518,9 +559,11 @@ class QuantumStaircase(_QuantumModule):
         if self.backend == "pennylane":
             qn = self._qnode("main", n_qubits=n, layers=self.circuit.layers, encoding=self.encoding,
                              readout=self.readout, readout_wires=self.readout_wires,
-                             encoding_layers=self.encoding_layers, layout=self.circuit.layout)
+                             encoding_layers=self.encoding_layers, encoding_method=_ENCODING_METHOD,
+                             encoding_sweeps=_ENCODING_SWEEPS, layout=self.circuit.layout)
             y = qn(xn.reshape(-1, 2**n), self.circuit.angles, self.circuit.dets)
-            self.last_encoding_fidelity = getattr(qn, "last_fidelity", None)
+            self.last_encoding_fidelity = (getattr(qn, "last_fidelity_mean", None)
+                                           if self.encoding == "staircase" else None)
             y = y.reshape((*x.shape[:-1], y.shape[-1])).to(x.dtype)
             return y * norm if self.readout == "state" else y
         xn = self._encode_reference(xn)       # the prepared (approximate) states, normalised
@@ -559,8 +602,8 @@ class QuantumHead(_QuantumModule):
     """
 
     def __init__(self, in_features: int, n_qubits: int, layers: int, n_classes: int, *,
-                 backend: str = "reference", device: Any = None, eps: float = 1e-6,
-                 dtype: torch.dtype | None = None, layout: str = "staircase") -> None:
+                 backend: str = "reference", qdevice: Any = None, eps: float = 1e-6,
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None) -> None:
         super().__init__()
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
         n_qubits = check_int("n_qubits", n_qubits, minimum=2)
@@ -574,14 +617,19 @@ class QuantumHead(_QuantumModule):
                                      layout=layout)
         self.in_features = self.body.in_features
         self.n_qubits = n_qubits
-        self._init_backend(backend, device)
+        self._init_backend(backend, qdevice, device)
 
     def _max_wires(self) -> int:
         return self.n_qubits
 
-    def set_backend(self, backend: str, device: Any = None) -> None:
-        super().set_backend(backend, device)
+    def set_backend(self, backend: str, qdevice: Any = None, *, device: Any = None) -> None:
+        super().set_backend(backend, qdevice, device=device)
         self.body.set_backend(backend, self.qdevice)
+
+    def extra_repr(self) -> str:
+        c = self.body.circuit
+        return (f"in_features={self.in_features}, n_qubits={self.n_qubits}, layers={c.layers}, "
+                f"n_classes={self.n_classes}, layout={c.layout!r}, {self._backend_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.body(x)
@@ -615,8 +663,8 @@ class DisentangledLinear(_QuantumModule):
     """
 
     def __init__(self, in_features: int, out_features: int, out_layers: int, in_layers: int,
-                 max_bond: int, *, bias: bool = True, backend: str = "reference", device: Any = None,
-                 dtype: torch.dtype | None = None, layout: str = "staircase") -> None:
+                 max_bond: int, *, bias: bool = True, backend: str = "reference", qdevice: Any = None,
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None) -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
@@ -643,7 +691,7 @@ class DisentangledLinear(_QuantumModule):
         self.bias = nn.Parameter(torch.empty(self.out_features, dtype=dtype)) if bias else None
         self.report: Any = None
         self.reset_parameters()
-        self._init_backend(backend, device)
+        self._init_backend(backend, qdevice, device)
 
     def reset_parameters(self) -> None:
         """Cores as in :class:`~qtnn.nn.MPOLinear` (``Var(W_ij) = 1/(3 in)``), identity gates."""
@@ -755,4 +803,6 @@ class DisentangledLinear(_QuantumModule):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"n_in={self.n_in}, n_out={self.n_out}, out_layers={self.U.layers}, "
-                f"in_layers={self.V.layers}, bond_dims={[int(c.shape[-1]) for c in list(self.cores)[:-1]]}")
+                f"in_layers={self.V.layers}, max_bond={self.max_bond}, "
+                f"bond_dims={[int(c.shape[-1]) for c in list(self.cores)[:-1]]}, layout={self.U.layout!r}, "
+                f"{self._backend_repr()}")

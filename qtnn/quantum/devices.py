@@ -195,7 +195,7 @@ def runtime_batch(dev: QDevice, max_time: int | str | None = None) -> Iterator[A
     >>> import torch
     >>> from qtnn.nn import QuantumStaircase
     >>> dev = device("fake:manila", wires=2, shots=100, seed=1)
-    >>> layer = QuantumStaircase(2, 1, readout="probs", backend="pennylane", device=dev)
+    >>> layer = QuantumStaircase(2, 1, readout="probs", backend="pennylane", qdevice=dev)
     >>> with runtime_batch(dev) as batch:
     ...     p = layer(torch.rand(3, 4))
     >>> type(batch).__name__, dev.pl.jobs_submitted

@@ -88,7 +88,7 @@ def _small_training():
     from qtnn.apps.digits import HybridConfig, load_digits_split
 
     torch.set_num_threads(1)
-    config = HybridConfig(layers=1, bond_dim=4, epochs=5, batch_size=64, lr=0.02, seed=3)
+    config = HybridConfig(layers=1, max_bond=4, epochs=5, batch_size=64, lr=0.02, seed=3)
     xtr, ytr, _, _ = load_digits_split(0)
     return config, (xtr[:320], ytr[:320])
 

@@ -184,7 +184,7 @@ CASES = [
     Case("run_compression_demo(hidden)", "size", st.one_of(non_positive(), NOT_INT, st.integers(10**9, 10**15)),
          lambda h: run_compression_demo(hidden=h, progress=False), ("hidden", "MLP")),
     Case("HybridConfig.check(ints)", "size", st.tuples(
-        st.sampled_from(["in_features", "hidden", "bond_dim", "n_qubits", "n_classes", "epochs", "batch_size"]),
+        st.sampled_from(["in_features", "hidden", "max_bond", "n_qubits", "n_classes", "epochs", "batch_size"]),
         st.one_of(non_positive(), NOT_INT)), lambda a: HybridConfig(**{a[0]: a[1]}).check(), lambda a: (a[0],)),
     Case("HybridConfig.check(head)", "option", unknown(("quantum", "disentangled")),
          lambda h: HybridConfig(head=h).check(), ("head",)),

@@ -105,7 +105,7 @@ def test_classifier_absurd_layers():
 def _tiny():
     from qtnn.apps.digits import HybridClassifier, HybridConfig
 
-    model = HybridClassifier(HybridConfig(layers=1, bond_dim=2))
+    model = HybridClassifier(HybridConfig(layers=1, max_bond=2))
     x = torch.rand(8, 64, dtype=torch.float64)
     y = torch.randint(0, 10, (8,))
     return model, x, y
