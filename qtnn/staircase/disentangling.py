@@ -580,8 +580,8 @@ class _NetworkEngine:
 
 # --------------------------------------------------------------------- main
 @_single_threaded_blas()
-def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: int = 20, k: int = 2,
-                restarts: int = 2, seed: int = 0, tol: float | None = None, method: str = "auto", *,
+def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweeps: int = 20, k: int = 2,
+                restarts: int = 2, seed: int = 0, tol: float | None = None, method: str = "auto",
                 refine: int = 100, work_bond: int | None = None, inputs: Any = None,
                 layout: str = "staircase", damp: float = 1e-2, output_weight: Any = None,
                 progress: bool = False) -> Disentangled:
