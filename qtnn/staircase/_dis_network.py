@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qtnn.tn.linalg import polar_unitary, svd_fixed, truncation_rank
+from qtnn.tn.tensortrain import canonicalize_cores
 
 __all__: list[str] = []
 
@@ -349,14 +350,6 @@ def _apply_block(block: np.ndarray, g_out: np.ndarray | None, g_in: np.ndarray |
     return block
 
 
-def _canon(cores: list[np.ndarray], center: int) -> list[np.ndarray]:
-    from qtnn.tn.mpo import MPO
-
-    m = MPO(cores, check=False)
-    m.canonicalize(center)
-    return m.cores
-
-
 def _split_ltr(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
     """Split ``(l, o0, i0, ..., r)`` into cores left to right (left-orthonormal but the last)."""
     out = []
@@ -411,7 +404,7 @@ def apply_circuit(cores: Sequence[np.ndarray], lay: Layout, gates: dict[str, np.
         if jmax < 0:
             continue
         js = range(jmax, -1, -1) if inverse else range(jmax + 1)
-        cs = _canon(cs, min(jmax + k - 1, n - 1)) if inverse else _canon(cs, 0)
+        cs = canonicalize_cores(cs, min(jmax + k - 1, n - 1)) if inverse else canonicalize_cores(cs, 0)
         for j in js:
             a = gu[j] if gu is not None and j < len(gu) else None
             b = gv[j] if gv is not None and j < len(gv) else None

@@ -25,6 +25,7 @@ from qtnn.tn.linalg import (
     svd_fixed,
     truncation_rank,
 )
+from qtnn.tn.tensortrain import canonicalize_cores
 
 __all__: list[str] = []
 
@@ -133,23 +134,6 @@ def split_all_right_to_left(block: np.ndarray, max_bond: int | None = None,
     return out[::-1]
 
 
-def canonicalize(cores: Sequence[np.ndarray], center: int) -> Cores:
-    """Mixed canonical form around ``center`` (QR with non-negative ``R`` diagonal)."""
-    cs = [np.asarray(c) for c in cores]
-    n = len(cs)
-    for k in range(center):
-        l_, p, r = cs[k].shape
-        q, rr = qr_pos(cs[k].reshape(l_ * p, r))
-        cs[k] = q.reshape(l_, p, -1)
-        cs[k + 1] = np.tensordot(rr, cs[k + 1], axes=(1, 0))
-    for k in range(n - 1, center, -1):
-        l_, p, r = cs[k].shape
-        q, rr = qr_pos(cs[k].reshape(l_, p * r).T)
-        cs[k] = q.T.reshape(-1, p, r)
-        cs[k - 1] = np.tensordot(cs[k - 1], rr.T, axes=(2, 0))
-    return cs
-
-
 def overlap(bra: Sequence[np.ndarray], ket: Sequence[np.ndarray]) -> complex:
     """``<bra|ket>`` (``bra`` conjugated)."""
     env = np.ones((1, 1))
@@ -198,7 +182,7 @@ def apply_layer(cores: Sequence[np.ndarray], layer: np.ndarray, k: int, *,
         cs = list(cores)
     else:
         s_left, s_right = split_left, split_right
-        cs = canonicalize(cores, n - 1 if descending else 0)
+        cs = canonicalize_cores(cores, n - 1 if descending else 0)
     if descending:
         out: list[np.ndarray | None] = [None] * n
         block = merge(cs[n - k:])
@@ -321,7 +305,7 @@ def truncate_right_canonical(cores: Sequence[np.ndarray], bond: int) -> Cores:
     result is right-canonical: every core but the first is right-orthonormal;
     the first holds the norm of the truncated state.
     """
-    cs = canonicalize(cores, len(cores) - 1)
+    cs = canonicalize_cores(cores, len(cores) - 1)
     for k in range(len(cs) - 1, 0, -1):
         l_, p, r = cs[k].shape
         mat = cs[k].reshape(l_, p * r)

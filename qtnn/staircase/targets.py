@@ -27,6 +27,7 @@ from qtnn.errors import QtnnError
 from qtnn.staircase import _mpsops as ops
 from qtnn.tn.linalg import svd_fixed, truncation_rank
 from qtnn.tn.mps import CORE_OVERHEAD, MPS, capped_power
+from qtnn.tn.tensortrain import canonicalize_cores
 from qtnn.validate import check_alloc, check_bond, check_choice, check_int, pow2
 
 __all__ = ["heisenberg_ground_state", "ising_ground_state"]
@@ -171,7 +172,7 @@ def _dmrg(model: str, n: int, h: float, max_bond: int | None, seed: int) -> MPS:
                 hint="use a smaller n or max_bond")
     mpo = _mpo(model, n, h)
     psi = MPS.random(n, min(bond, 8), seed=seed)
-    a = ops.canonicalize(psi.cores, 0)
+    a = canonicalize_cores(psi.cores, 0)
     a[0] = a[0] / np.linalg.norm(a[0])
     # environments by site, filled in by the sweeps (from the trivial ends 0 and n)
     left: dict[int, np.ndarray] = {0: np.ones((1, 1, 1))}
@@ -239,7 +240,7 @@ def _dmrg(model: str, n: int, h: float, max_bond: int | None, seed: int) -> MPS:
         if done:
             break
     _DMRG_INFO.update(sweeps=sweep + 1, energy=energy)
-    a = ops.canonicalize(a, 0)
+    a = canonicalize_cores(a, 0)
     ov = ops.overlap(_reference(model, n), a).real
     a[0] = a[0] / np.linalg.norm(a[0]) * (1.0 if ov >= 0 else -1.0)
     out = MPS(a, check=False)

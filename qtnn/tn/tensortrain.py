@@ -18,7 +18,7 @@ from qtnn.errors import QtnnError
 from qtnn.tn.linalg import entropy, qr_pos, svd_fixed, truncation_rank
 from qtnn.validate import as_float_array, check_bond, check_cutoff, check_dims, check_int, check_real
 
-__all__ = ["TensorTrain", "tt_svd"]
+__all__ = ["TensorTrain", "tt_svd", "canonicalize_cores"]
 
 T = TypeVar("T", bound="TensorTrain")
 
@@ -89,6 +89,39 @@ def tt_svd(tensor: np.ndarray, dims: Sequence[int], max_bond: int | None = None,
         left = r
     cores.append(rest.reshape(left, dims[-1], 1))
     return cores, discarded
+
+
+def canonicalize_cores(cores: Sequence[np.ndarray], center: int) -> list[np.ndarray]:
+    """Mixed canonical form of a list of cores around ``center`` (a new list; the cores are not changed).
+
+    Every core is read as ``(left, prod(phys), right)`` (any number of
+    physical legs).  Cores left of ``center`` become left-orthonormal, cores
+    right of it right-orthonormal, by QR / LQ with a non-negative ``R``
+    diagonal (:func:`~qtnn.tn.linalg.qr_pos`), so the result is unique for
+    full-rank cores.  ``center`` must lie in ``[0, len(cores))``; nothing is
+    validated (:meth:`TensorTrain.canonicalize` validates).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> cs = canonicalize_cores([rng.normal(size=(1, 2, 2)), rng.normal(size=(2, 2, 1))], 1)
+    >>> m = cs[0].reshape(2, 2)
+    >>> bool(np.allclose(m.T @ m, np.eye(2), rtol=0, atol=1e-12)), cs[1].shape
+    (True, (2, 2, 1))
+    """
+    cs = [np.asarray(c) for c in cores]
+    for k in range(center):
+        a = cs[k]
+        q, rr = qr_pos(a.reshape(-1, a.shape[-1]))
+        cs[k] = q.reshape(*a.shape[:-1], -1)
+        cs[k + 1] = np.tensordot(rr, cs[k + 1], axes=(1, 0))
+    for k in range(len(cs) - 1, center, -1):
+        a = cs[k]
+        q, rr = qr_pos(a.reshape(a.shape[0], -1).T)
+        cs[k] = q.T.reshape(-1, *a.shape[1:])
+        cs[k - 1] = np.tensordot(cs[k - 1], rr.T, axes=(-1, 0))
+    return cs
 
 
 def _scaled(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -204,24 +237,6 @@ class TensorTrain:
         return tuple(self.cores[k].shape[1:-1])
 
     # --------------------------------------------------------- canonical forms
-    def _shift_right(self, k: int) -> None:
-        """Make core ``k`` left-orthonormal, pushing the rest into core ``k+1``."""
-        a = self._flat(k)
-        l_, p, r = a.shape
-        q, rr = qr_pos(a.reshape(l_ * p, r))
-        self._set_flat(k, q.reshape(l_, p, -1), self._phys(k))
-        nxt = self._flat(k + 1)
-        self._set_flat(k + 1, np.tensordot(rr, nxt, axes=(1, 0)), self._phys(k + 1))
-
-    def _shift_left(self, k: int) -> None:
-        """Make core ``k`` right-orthonormal, pushing the rest into core ``k-1``."""
-        a = self._flat(k)
-        l_, p, r = a.shape
-        q, rr = qr_pos(a.reshape(l_, p * r).T)
-        self._set_flat(k, q.T.reshape(-1, p, r), self._phys(k))
-        prv = self._flat(k - 1)
-        self._set_flat(k - 1, np.tensordot(prv, rr.T, axes=(2, 0)), self._phys(k - 1))
-
     def canonicalize(self: T, center: int) -> T:
         """Bring the train into mixed canonical form around ``center`` (in place).
 
@@ -239,10 +254,7 @@ class TensorTrain:
         """
         n = self.num_sites
         center = check_int("center", center, minimum=-n, maximum=n - 1) % n
-        for k in range(0, center):
-            self._shift_right(k)
-        for k in range(n - 1, center, -1):
-            self._shift_left(k)
+        self.cores = canonicalize_cores(self.cores, center)
         self.center = center
         return self
 
