@@ -25,7 +25,7 @@ from qtnn.tn.linalg import (
     svd_fixed,
     truncation_rank,
 )
-from qtnn.tn.tensortrain import canonicalize_cores
+from qtnn.tn.tensortrain import canonicalize_cores, overlap_cores
 
 __all__: list[str] = []
 
@@ -136,10 +136,7 @@ def split_all_right_to_left(block: np.ndarray, max_bond: int | None = None,
 
 def overlap(bra: Sequence[np.ndarray], ket: Sequence[np.ndarray]) -> complex:
     """``<bra|ket>`` (``bra`` conjugated)."""
-    env = np.ones((1, 1))
-    for a, b in zip(bra, ket, strict=True):
-        env = np.einsum("ab,apc,bpd->cd", env, a.conj(), b, optimize=True)
-    return complex(env.item())
+    return complex(overlap_cores(bra, ket).item())
 
 
 def zero_state(n: int) -> Cores:

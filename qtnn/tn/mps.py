@@ -12,7 +12,7 @@ import numpy as np
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.factorize import balanced_dims, qubit_dims
 from qtnn.tn.linalg import qr_pos
-from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.tn.tensortrain import TensorTrain, overlap_cores, tt_svd
 from qtnn.validate import (
     as_float_array,
     check_alloc,
@@ -231,9 +231,7 @@ class MPS(TensorTrain):
             raise QtnnError(f"other must be an MPS, got {type(other).__name__}")
         if other.phys_dims != self.phys_dims:
             raise QtnnError(f"phys dims differ: {self.phys_dims} vs {other.phys_dims}")
-        env = np.ones((1, 1))
-        for a, b in zip(self.cores, other.cores, strict=True):
-            env = np.einsum("ab,apc,bpd->cd", env, a.conj(), b, optimize=True)
+        env = overlap_cores(self.cores, other.cores)
         val = env.item()
         return float(val.real) if np.isrealobj(env) else complex(val)
 

@@ -18,7 +18,7 @@ from qtnn.errors import QtnnError
 from qtnn.tn.linalg import entropy, qr_pos, svd_fixed, truncation_rank
 from qtnn.validate import as_float_array, check_bond, check_cutoff, check_dims, check_int, check_real
 
-__all__ = ["TensorTrain", "tt_svd", "canonicalize_cores"]
+__all__ = ["TensorTrain", "tt_svd", "canonicalize_cores", "transfer", "overlap_cores"]
 
 T = TypeVar("T", bound="TensorTrain")
 
@@ -122,6 +122,37 @@ def canonicalize_cores(cores: Sequence[np.ndarray], center: int) -> list[np.ndar
         cs[k] = q.T.reshape(-1, *a.shape[1:])
         cs[k - 1] = np.tensordot(cs[k - 1], rr.T, axes=(-1, 0))
     return cs
+
+
+def transfer(env: np.ndarray, bra: np.ndarray, ket: np.ndarray) -> np.ndarray:
+    """One step of an overlap's left environment: ``env[a, b] conj(bra[a, p, c]) ket[b, p, d]`` -> ``[c, d]``.
+
+    ``bra`` and ``ket`` are three-leg cores ``(left, phys, right)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.array([[[1.0], [2.0]]])                 # (1, 2, 1)
+    >>> transfer(np.ones((1, 1)), c, c)
+    array([[5.]])
+    """
+    return np.einsum("ab,apc,bpd->cd", env, bra.conj(), ket, optimize=True)
+
+
+def overlap_cores(bra: Sequence[np.ndarray], ket: Sequence[np.ndarray]) -> np.ndarray:
+    """``<bra|ket>`` (``bra`` conjugated) of two lists of three-leg cores, as a ``1 x 1`` array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.array([[[1.0], [2.0]]])
+    >>> overlap_cores([c, c], [c, c]).item()
+    25.0
+    """
+    env = np.ones((1, 1))
+    for a, b in zip(bra, ket, strict=True):
+        env = transfer(env, a, b)
+    return env
 
 
 def _scaled(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -286,7 +317,7 @@ class TensorTrain:
         for k in range(self.num_sites):  # neither overflow nor underflow
             a = self._flat(k)
             a, e = _scaled(a)
-            env, f = _scaled(np.einsum("ab,apc,bpd->cd", env, a.conj(), a, optimize=True))
+            env, f = _scaled(transfer(env, a, a))
             exp2 += 2 * e + f
         val = max(env.real.item(), 0.0)
         if exp2 % 2:
