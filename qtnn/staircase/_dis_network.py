@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qtnn.tn.linalg import polar_unitary, svd_fixed, truncation_rank
-from qtnn.tn.tensortrain import canonicalize_cores
+from qtnn.tn.tensortrain import canonicalize_cores, merge_bonds
 
 __all__: list[str] = []
 
@@ -309,13 +309,6 @@ def _squeeze_ends(core: np.ndarray, s: int, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------ circuits on an MPO
-def _merge(cores: Sequence[np.ndarray]) -> np.ndarray:
-    out = cores[0]
-    for c in cores[1:]:
-        out = np.tensordot(out, c, axes=(-1, 0))
-    return out  # (l, o0, i0, o1, i1, ..., r)
-
-
 def _keep(s: np.ndarray, cap: int | None) -> int:
     nrm = float(np.sqrt(np.sum(s * s)))
     if nrm == 0.0:
@@ -408,7 +401,7 @@ def apply_circuit(cores: Sequence[np.ndarray], lay: Layout, gates: dict[str, np.
         for j in js:
             a = gu[j] if gu is not None and j < len(gu) else None
             b = gv[j] if gv is not None and j < len(gv) else None
-            block = _apply_block(_merge(cs[j:j + k]), a, b, k)
+            block = _apply_block(merge_bonds(cs[j:j + k]), a, b, k)  # (l, o0, i0, o1, i1, ..., r)
             cs[j:j + k] = _split_rtl(block, cap) if inverse else _split_ltr(block, cap)
     return cs
 

@@ -25,7 +25,7 @@ from qtnn.tn.linalg import (
     svd_fixed,
     truncation_rank,
 )
-from qtnn.tn.tensortrain import canonicalize_cores, overlap_cores
+from qtnn.tn.tensortrain import canonicalize_cores, merge_bonds, overlap_cores
 
 __all__: list[str] = []
 
@@ -44,9 +44,7 @@ Cores = list[np.ndarray]
 # ---------------------------------------------------------------- basics
 def merge(cores: Sequence[np.ndarray]) -> np.ndarray:
     """Contract consecutive cores into one block ``(left, 2**w, right)``."""
-    out = cores[0]
-    for c in cores[1:]:
-        out = np.tensordot(out, c, axes=(-1, 0))
+    out = merge_bonds(cores)
     return out.reshape(out.shape[0], -1, out.shape[-1])
 
 

@@ -18,7 +18,7 @@ from qtnn.errors import QtnnError
 from qtnn.tn.linalg import entropy, qr_pos, svd_fixed, truncation_rank
 from qtnn.validate import as_float_array, check_bond, check_cutoff, check_dims, check_int, check_real
 
-__all__ = ["TensorTrain", "tt_svd", "canonicalize_cores", "transfer", "overlap_cores"]
+__all__ = ["TensorTrain", "tt_svd", "canonicalize_cores", "merge_bonds", "transfer", "overlap_cores"]
 
 T = TypeVar("T", bound="TensorTrain")
 
@@ -122,6 +122,21 @@ def canonicalize_cores(cores: Sequence[np.ndarray], center: int) -> list[np.ndar
         cs[k] = q.T.reshape(-1, *a.shape[1:])
         cs[k - 1] = np.tensordot(cs[k - 1], rr.T, axes=(-1, 0))
     return cs
+
+
+def merge_bonds(cores: Sequence[np.ndarray]) -> np.ndarray:
+    """Contract consecutive cores over their shared bonds: ``(left, *phys_0, *phys_1, ..., right)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> merge_bonds([np.ones((1, 2, 3)), np.ones((3, 2, 2, 4))]).shape
+    (1, 2, 2, 2, 4)
+    """
+    out = cores[0]
+    for c in cores[1:]:
+        out = np.tensordot(out, c, axes=(-1, 0))
+    return out
 
 
 def transfer(env: np.ndarray, bra: np.ndarray, ket: np.ndarray) -> np.ndarray:
