@@ -441,16 +441,3 @@ def dense_circuit(T: np.ndarray, lay: Layout, gates: dict[str, np.ndarray], *, i
             g = g.conj().T
         T = dense_apply(T, g, gate_axes(lay, side, j), lay.k)
     return T
-
-
-def mpo_full_dense(cores: Sequence[np.ndarray]) -> np.ndarray:
-    """The padded dense matrix ``(prod out_dims, prod in_dims)`` of MPO cores (no cropping)."""
-    n = len(cores)
-    out = cores[0].reshape(cores[0].shape[1:])
-    for c in cores[1:]:
-        out = np.tensordot(out, c, axes=(-1, 0))
-    out = out.reshape(out.shape[:-1])
-    perm = [2 * s for s in range(n)] + [2 * s + 1 for s in range(n)]
-    po = math.prod(c.shape[1] for c in cores)
-    pi = math.prod(c.shape[2] for c in cores)
-    return out.transpose(perm).reshape(po, pi)

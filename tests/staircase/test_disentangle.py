@@ -193,7 +193,7 @@ def test_mpo_path_at_24_qubits_never_forms_dense_matrices(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("dense matrix formed")
 
-    monkeypatch.setattr(dis_mod, "mpo_full_dense", refuse)
+    monkeypatch.setattr(dis_mod, "mpo_dense", refuse)
     monkeypatch.setattr(MPO, "to_dense", refuse)
     monkeypatch.setenv("QTNN_MAX_BYTES", str(64 * 1024**2))  # a 2^12 x 2^12 matrix is 128 MiB
     W = MPO.random((2,) * 12, (2,) * 12, 8, seed=5)
