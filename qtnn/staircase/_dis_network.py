@@ -35,14 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qtnn.tn.linalg import polar_unitary, svd_fixed, truncation_rank
+from qtnn.staircase._mpsops import keep_rank
+from qtnn.tn.linalg import polar_unitary, svd_fixed
 from qtnn.tn.tensortrain import canonicalize_cores, merge_bonds
 
 __all__: list[str] = []
-
-#: Singular values whose tail has a norm below this fraction of the block's
-#: norm are numerically zero and dropped when a gate block is split.
-ZERO_TOL = 1e-14
 
 Entry = tuple  # ("M", s) | ("W", s) | ("U", l, j) | ("V", l, j)
 
@@ -309,13 +306,6 @@ def _squeeze_ends(core: np.ndarray, s: int, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------ circuits on an MPO
-def _keep(s: np.ndarray, cap: int | None) -> int:
-    nrm = float(np.sqrt(np.sum(s * s)))
-    if nrm == 0.0:
-        return 1
-    return truncation_rank(s, cap, ZERO_TOL * nrm)
-
-
 def _apply_block(block: np.ndarray, g_out: np.ndarray | None, g_in: np.ndarray | None, k: int) -> np.ndarray:
     """Gates on the output / input legs of a ``k``-site block ``(l, o0, i0, ..., r)``."""
     nd = block.ndim
@@ -350,7 +340,7 @@ def _split_ltr(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
         l_, o, i = block.shape[:3]
         rest_shape = block.shape[3:]
         u, s, vh = svd_fixed(block.reshape(l_ * o * i, -1))
-        keep = _keep(s, cap)
+        keep = keep_rank(s, cap)
         out.append(u[:, :keep].reshape(l_, o, i, keep))
         block = (s[:keep, None] * vh[:keep]).reshape((keep, *rest_shape))
     out.append(block)
@@ -364,7 +354,7 @@ def _split_rtl(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
         o, i, r = block.shape[-3:]
         lead = block.shape[:-3]
         u, s, vh = svd_fixed(block.reshape(-1, o * i * r))
-        keep = _keep(s, cap)
+        keep = keep_rank(s, cap)
         out.append(vh[:keep].reshape(keep, o, i, r))
         block = (u[:, :keep] * s[:keep]).reshape((*lead, keep))
     out.append(block)

@@ -53,7 +53,9 @@ def apply_gate_block(gate: np.ndarray, block: np.ndarray) -> np.ndarray:
     return np.einsum("ab,xbz->xaz", gate, block, optimize=True)
 
 
-def _keep(s: np.ndarray, max_bond: int | None, cutoff: float) -> int:
+def keep_rank(s: np.ndarray, max_bond: int | None = None, cutoff: float = 0.0) -> int:
+    """Singular values to keep: at most ``max_bond``, dropping a tail of relative norm
+    ``max(cutoff, ZERO_TOL)`` (at least one value, also for an all-zero ``s``)."""
     nrm = float(np.sqrt(np.sum(s * s)))
     if nrm == 0.0:
         return 1
@@ -69,7 +71,7 @@ def split_left(block: np.ndarray, max_bond: int | None = None,
     """
     l_, m, r = block.shape
     u, s, vh = svd_fixed(block.reshape(l_ * 2, (m // 2) * r))
-    keep = _keep(s, max_bond, cutoff)
+    keep = keep_rank(s, max_bond, cutoff)
     core = u[:, :keep].reshape(l_, 2, keep)
     rest = (s[:keep, None] * vh[:keep]).reshape(keep, m // 2, r)
     return core, rest
@@ -84,7 +86,7 @@ def split_right(block: np.ndarray, max_bond: int | None = None,
     """
     l_, m, r = block.shape
     u, s, vh = svd_fixed(block.reshape(l_ * (m // 2), 2 * r))
-    keep = _keep(s, max_bond, cutoff)
+    keep = keep_rank(s, max_bond, cutoff)
     core = vh[:keep].reshape(keep, 2, r)
     rest = (u[:, :keep] * s[:keep]).reshape(l_, m // 2, keep)
     return rest, core
@@ -306,7 +308,7 @@ def truncate_right_canonical(cores: Sequence[np.ndarray], bond: int) -> Cores:
         mat = cs[k].reshape(l_, p * r)
         _, s, vh = svd_fixed(mat)
         vh = canonical_cluster_rows(s, vh)
-        keep = min(bond, _keep(s, None, 0.0))
+        keep = min(bond, keep_rank(s))
         vk = vh[:keep]
         cs[k] = vk.reshape(keep, p, r)
         cs[k - 1] = np.tensordot(cs[k - 1], mat @ vk.conj().T, axes=(2, 0))
