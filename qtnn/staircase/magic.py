@@ -46,7 +46,8 @@ import numpy as np
 from qtnn.errors import QtnnError
 from qtnn.validate import as_float_array, check_real, is_torch
 
-__all__ = ["MAGIC", "REFLECTION", "magic_gates", "magic_angles", "su2_from_euler", "euler_from_su2"]
+__all__ = ["MAGIC", "REFLECTION", "NATIVE_GATES", "native_sequence", "magic_gates", "magic_angles",
+           "su2_from_euler", "euler_from_su2"]
 
 _S2 = 1.0 / math.sqrt(2.0)
 
@@ -60,6 +61,35 @@ MAGIC.setflags(write=False)
 #: The fixed reflection used for ``det = -1`` gates (``CZ``), acting first.
 REFLECTION: np.ndarray = np.diag([1.0, 1.0, 1.0, -1.0])
 REFLECTION.setflags(write=False)
+
+#: The native gates of one magic-basis gate with ``det = +1``, first gate first:
+#: ``(name, qubits, angle)`` with ``qubits`` indices into the gate's two qubits (0: its
+#: first qubit) and ``angle`` the index of the angle a rotation takes (``None``: fixed).
+#: ``M`` (``s``, ``s``, ``h``, ``cx``), ``A (x) B`` (``rz ry rz`` on each qubit), ``M^dagger``.
+NATIVE_GATES: tuple[tuple[str, tuple[int, ...], int | None], ...] = (
+    ("s", (0,), None), ("s", (1,), None), ("h", (1,), None), ("cx", (1, 0), None),
+    ("rz", (0,), 0), ("ry", (0,), 1), ("rz", (0,), 2),
+    ("rz", (1,), 3), ("ry", (1,), 4), ("rz", (1,), 5),
+    ("cx", (1, 0), None), ("h", (1,), None), ("sdg", (0,), None), ("sdg", (1,), None),
+)
+
+
+def native_sequence(det: float) -> tuple[tuple[str, tuple[int, ...], int | None], ...]:
+    """The native gates of one magic-basis gate of determinant ``det`` (:data:`NATIVE_GATES`,
+    after a ``cz`` when ``det < 0``), first gate first.
+
+    The one decomposition that :class:`qtnn.quantum.StaircaseTemplate` and
+    :func:`qtnn.analysis.to_qiskit` write out: ``cx`` has control ``qubits[0]``
+    and target ``qubits[1]``; ``sdg`` is ``S^dagger``.
+
+    Examples
+    --------
+    >>> [name for name, _, _ in native_sequence(-1)][:5]
+    ['cz', 's', 's', 'h', 'cx']
+    >>> native_sequence(1)[4]
+    ('rz', (0,), 0)
+    """
+    return ((("cz", (0, 1), None),) if det < 0 else ()) + NATIVE_GATES
 
 
 def su2_from_euler(phi: Any, theta: Any, omega: Any) -> Any:
