@@ -430,21 +430,10 @@ class StaircaseQNode:
         return weights
 
     def _check_dets(self, dets: Any) -> tuple:
-        shape = self.weight_shape[:2]
-        if dets is None:
-            return tuple((1,) * shape[1] for _ in range(shape[0]))
-        if is_torch(dets):
-            dets = dets.detach().cpu().numpy()
-        arr = np.asarray(dets)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise QtnnTypeError(f"dets must hold +1/-1 values, got dtype {arr.dtype}")
-        if arr.size == 0 and 0 in shape:
-            arr = arr.reshape(shape)
-        if arr.shape != shape:
-            raise QtnnError(f"dets must have shape (layers, n_qubits-k+1) = {shape}, got {arr.shape}")
-        arr = arr.astype(np.float64)
-        if not np.all((arr == 1.0) | (arr == -1.0)):
-            raise QtnnError(f"dets must all be +1 or -1, got values {np.unique(arr)[:6].tolist()}")
+        from qtnn.staircase.magic import check_dets
+
+        shape = tuple(self.weight_shape[:2])
+        arr = check_dets(dets, shape, shape_text=f"(layers, n_qubits-k+1) = {shape}")
         return tuple(tuple(int(v) for v in row) for row in arr)
 
     # -------------------------------------------------------------- encoding

@@ -42,25 +42,11 @@ __all__ = ["StaircaseTemplate"]
 
 
 def _check_dets(dets: Any, layers: int, g_count: int) -> tuple[tuple[int, ...], ...]:
+    from qtnn.staircase.magic import check_dets
+
     want = (layers, g_count)
-    if dets is None:
-        return tuple((1,) * g_count for _ in range(layers))
-    if isinstance(dets, tuple) and all(isinstance(r, tuple) for r in dets):
-        arr = np.asarray(dets, dtype=object)
-    else:
-        if hasattr(dets, "detach"):
-            dets = dets.detach().cpu().numpy()
-        arr = np.asarray(dets)
-    try:
-        arr = np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise QtnnError(f"dets must be an array of +1/-1 of shape {want}, got {dets!r}") from None
-    if arr.shape != want:
-        raise QtnnError(f"dets must have shape (layers, n_wires-1) = {want}, got {arr.shape}")
-    if not np.all((arr == 1.0) | (arr == -1.0)):
-        bad = np.unique(arr[(arr != 1.0) & (arr != -1.0)])[:6]
-        raise QtnnError(f"dets must all be +1 or -1, got values {bad.tolist()}")
-    return tuple(tuple(int(v) for v in row) for row in arr)
+    d = check_dets(dets, want, shape_text=f"(layers, n_wires-1) = {want}")
+    return tuple(tuple(int(v) for v in row) for row in d)
 
 
 class StaircaseTemplate(Operation):
