@@ -12,7 +12,7 @@ import numpy as np
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.factorize import balanced_dims, qubit_dims
 from qtnn.tn.linalg import qr_pos
-from qtnn.tn.tensortrain import TensorTrain, overlap_cores, tt_svd
+from qtnn.tn.tensortrain import TensorTrain, merge_bonds, overlap_cores, tt_svd
 from qtnn.validate import (
     as_float_array,
     check_alloc,
@@ -213,10 +213,7 @@ class MPS(TensorTrain):
         full = math.prod(self.phys_dims)
         check_alloc(f"a dense vector of {full} entries", full, self.dtype.itemsize,
                     hint="keep the state as an MPS")
-        out = self.cores[0].reshape(-1, self.cores[0].shape[-1])
-        for c in self.cores[1:]:
-            out = np.tensordot(out, c, axes=(1, 0)).reshape(-1, c.shape[-1])
-        return out.reshape(-1)[: self.size]
+        return merge_bonds(self.cores).reshape(-1)[: self.size]
 
     def overlap(self, other: MPS) -> complex | float:
         """Inner product ``<self|other>`` (``self`` conjugated), without dense vectors.
