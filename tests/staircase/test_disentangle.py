@@ -281,7 +281,7 @@ def test_dense_path_refuses_over_the_memory_limit(monkeypatch):
     (dict(sweeps=-1), "sweeps must be an integer >= 0, got -1"),
     (dict(restarts=-1), "restarts must be an integer >= 0, got -1"),
     (dict(refine=-3), "refine must be an integer >= 0, got -3"),
-    (dict(tol=-0.5), "tol must be a finite real number >= 0, got -0.5"),
+    (dict(tol=-0.5), "tol must be a real number >= 0, got -0.5"),
     (dict(tol=float("nan")), "tol must be a finite real number >= 0, got nan"),
     (dict(method="svd"), "method must be one of 'auto', 'dense', 'mpo', 'grow'; got 'svd'"),
     (dict(k=0), "k must be an integer >= 1, got 0"),
