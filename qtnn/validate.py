@@ -118,7 +118,10 @@ def check_real(name: str, value: Any, *, minimum: float | None = None,
         raise QtnnTypeError(f"{name} must be a real number, got {short_repr(value)}")
     value = float(value)
     if math.isnan(value) or (math.isinf(value) and not allow_inf):
-        raise QtnnError(f"{name} must be a finite real number, got {value!r}")
+        bounds = "" if minimum is None else f" {'>' if strict_min else '>='} {minimum:g}"
+        bounds += "" if maximum is None else f"{',' if bounds else ''} <= {maximum:g}"
+        raise QtnnError(f"{name} must be a {'' if allow_inf else 'finite '}real number{bounds}, "
+                        f"got {value!r}")
     if minimum is not None and (value < minimum or (strict_min and value == minimum)):
         raise QtnnError(f"{name} must be a real number {'>' if strict_min else '>='} {minimum:g}, "
                         f"got {value!r}")

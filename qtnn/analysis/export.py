@@ -121,7 +121,7 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
     from qiskit.circuit.library import UnitaryGate
 
     from qtnn.staircase.circuit import window_order
-    from qtnn.staircase.magic import magic_angles
+    from qtnn.staircase.magic import magic_angles, native_sequence
 
     c = _check_staircase("staircase", staircase)
     decompose = check_choice("decompose", decompose, ("native", "unitary"))
@@ -148,23 +148,12 @@ def to_qiskit(staircase: Staircase, *, decompose: str = "native") -> QuantumCirc
         for j in order:
             if native and real_mask[layer, j]:
                 w0, w1 = n - 1 - j, n - 2 - j          # qiskit indices of qtnn qubits j, j+1
-                ang = angles[layer, j]
-                if dets[layer, j] < 0:
-                    qc.cz(w0, w1)
-                qc.s(w0)
-                qc.s(w1)
-                qc.h(w1)
-                qc.cx(w1, w0)
-                qc.rz(float(ang[0]), w0)
-                qc.ry(float(ang[1]), w0)
-                qc.rz(float(ang[2]), w0)
-                qc.rz(float(ang[3]), w1)
-                qc.ry(float(ang[4]), w1)
-                qc.rz(float(ang[5]), w1)
-                qc.cx(w1, w0)
-                qc.h(w1)
-                qc.sdg(w0)
-                qc.sdg(w1)
+                for name, qubits, angle in native_sequence(dets[layer, j]):
+                    ws = [(w0, w1)[q] for q in qubits]
+                    if angle is None:
+                        getattr(qc, name)(*ws)
+                    else:
+                        getattr(qc, name)(float(angles[layer, j, angle]), *ws)
             else:
                 mat = gates[layer, j]
                 qc.append(UnitaryGate(mat, label=f"g[{layer},{j}]", check_input=False),

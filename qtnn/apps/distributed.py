@@ -210,9 +210,8 @@ def ddp_train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, bat
     """
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
-    from tqdm.auto import tqdm
 
-    from qtnn.apps.loop import _batches
+    from qtnn.apps.loop import epoch_loop
 
     if not (dist.is_available() and dist.is_initialized()):
         raise QtnnError("ddp_train_model needs an initialised torch.distributed process group "
@@ -220,45 +219,32 @@ def ddp_train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, bat
                         "qtnn.apps.distributed.train_ddp); got none")
     epochs = check_int("epochs", epochs, minimum=1)
     batch_size = check_int("batch_size", batch_size, minimum=1)
-    from qtnn.apps.loop import _training_state
-
     rank, world = dist.get_rank(), dist.get_world_size()
     dev = next(model.parameters()).device
     ddp = DistributedDataParallel(model, device_ids=[dev] if dev.type == "cuda" else None,
                                   find_unused_parameters=find_unused_parameters,
                                   **_no_buffer_sync())
     xtr, ytr = data[0], data[1]
-    opt, gen, losses, start = _training_state(model, lr, seed, state)
-    bar = tqdm(range(start, epochs), desc=f"{desc} [{world} ranks]",
-               disable=not progress or rank != 0, leave=False)
-    new_state: dict[str, Any] = {"epoch": start, "optimizer": opt.state_dict(),
-                                 "generator": gen.get_state(), "losses": losses}
-    for done, epoch in enumerate(bar, start=1):
-        ddp.train()
-        local_sum = torch.zeros((), dtype=torch.float64)
-        count = 0
-        for idx in _batches(len(xtr), batch_size, gen):
-            part = shard(idx, rank, world)
-            weight = world / len(idx)
-            if len(part) == 0:          # fewer samples than ranks: join the all-reduce with zero weight
-                part, weight = idx[:1], 0.0
-            opt.zero_grad()
-            out = ddp(xtr[part].to(dev))
-            loss_sum = nn.functional.cross_entropy(out, ytr[part].to(dev), reduction="sum")
-            (loss_sum * weight).backward()
-            opt.step()
-            if weight:
-                local_sum += loss_sum.detach().to("cpu", torch.float64)
-            count += len(idx)
-        total = _all_reduce_sum(local_sum, dev)
-        losses.append(float(total) / count)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        new_state = {"epoch": epoch + 1, "optimizer": opt.state_dict(),
-                     "generator": gen.get_state(), "losses": losses}
-        if checkpoint is not None and rank == 0:
-            checkpoint(model, new_state)
-        if stop_after is not None and done >= stop_after:
-            break
+
+    def step(idx: torch.Tensor) -> Any:
+        part = shard(idx, rank, world)
+        weight = world / len(idx)
+        if len(part) == 0:          # fewer samples than ranks: join the all-reduce with zero weight
+            part, weight = idx[:1], 0.0
+        out = ddp(xtr[part].to(dev))
+        loss_sum = nn.functional.cross_entropy(out, ytr[part].to(dev), reduction="sum")
+        (loss_sum * weight).backward()
+        return loss_sum.detach().to("cpu", torch.float64) if weight else 0.0
+
+    def epoch_loss(local_sum: Any, count: int) -> float:
+        total = _all_reduce_sum(torch.as_tensor(local_sum, dtype=torch.float64), dev)
+        return float(total) / count
+
+    new_state = epoch_loop(model, len(xtr), step, epoch_loss, epochs=epochs, batch_size=batch_size,
+                           lr=lr, seed=seed, state=state,
+                           checkpoint=checkpoint if rank == 0 else None, stop_after=stop_after,
+                           progress=progress and rank == 0, desc=f"{desc} [{world} ranks]",
+                           trainee=ddp)
     return {**new_state, "rank": rank, "world_size": world, "backend": dist.get_backend(),
             "rank_divergence": _rank_divergence(model, dev)}
 

@@ -8,6 +8,7 @@ runs the same loop on every rank of a process group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from qtnn.apps.digits import HybridConfig
     pass
 
-__all__ = ["train_model", "evaluate"]
+__all__ = ["train_model", "evaluate", "epoch_loop"]
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
@@ -49,6 +50,70 @@ def _training_state(model: nn.Module, lr: float, seed: int, state: dict[str, Any
     return opt, gen, losses, start
 
 
+def epoch_loop(model: nn.Module, n: int, step: Callable[[torch.Tensor], Any],
+               epoch_loss: Callable[[Any, int], float], *, epochs: int, batch_size: int, lr: float,
+               seed: int, state: dict[str, Any] | None = None, checkpoint: Any = None,
+               stop_after: int | None = None, progress: bool = True, desc: str = "train",
+               trainee: nn.Module | None = None) -> dict[str, Any]:
+    """The epoch loop of :func:`train_model` and :func:`qtnn.apps.distributed.ddp_train_model`.
+
+    Adam on ``model``'s parameters and a shuffling generator seeded with
+    ``seed`` (resumed from ``state``, a checkpoint's training state); every
+    epoch ``trainee`` (default ``model``) is put in training mode and, for
+    every shuffled mini-batch of ``batch_size`` of the ``n`` sample indices,
+    the gradients are zeroed, ``step(idx)`` runs the forward and backward pass
+    and returns the batch's contribution to the epoch's summed loss, and Adam
+    steps.  ``epoch_loss(total, count)`` turns the sum of those contributions
+    (starting from ``0.0``) and the number of samples into the epoch's mean
+    loss.  ``checkpoint(model, state)`` runs after every epoch if given;
+    ``stop_after`` ends after that many epochs in this call.
+
+    Returns the training state after the last epoch (``epoch``, ``optimizer``,
+    ``generator``, ``losses``; the resumed one if no epoch ran).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = torch.nn.Linear(2, 2).double()
+    >>> x, y = torch.randn(6, 2, dtype=torch.float64), torch.tensor([0, 1, 0, 1, 0, 1])
+    >>> def step(idx):
+    ...     loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+    ...     loss.backward()
+    ...     return float(loss.detach()) * len(idx)
+    >>> st = epoch_loop(model, 6, step, lambda total, count: total / count, epochs=3, batch_size=4,
+    ...                 lr=0.1, seed=0, progress=False)
+    >>> st["epoch"], len(st["losses"])
+    (3, 3)
+    """
+    from tqdm.auto import tqdm
+
+    epochs = check_int("epochs", epochs, minimum=1)
+    batch_size = check_int("batch_size", batch_size, minimum=1)
+    opt, gen, losses, start = _training_state(model, lr, seed, state)
+    trainee = model if trainee is None else trainee
+    bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
+    new_state: dict[str, Any] = {"epoch": start, "optimizer": opt.state_dict(),
+                                 "generator": gen.get_state(), "losses": losses}
+    for done, epoch in enumerate(bar, start=1):
+        trainee.train()
+        total: Any = 0.0
+        count = 0
+        for idx in _batches(n, batch_size, gen):
+            opt.zero_grad()
+            total = total + step(idx)
+            opt.step()
+            count += len(idx)
+        losses.append(epoch_loss(total, count))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        new_state = {"epoch": epoch + 1, "optimizer": opt.state_dict(),
+                     "generator": gen.get_state(), "losses": losses}
+        if checkpoint is not None:
+            checkpoint(model, new_state)
+        if stop_after is not None and done >= stop_after:
+            break
+    return new_state
+
+
 def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_size: int, lr: float,
                 seed: int, progress: bool = True, desc: str = "train",
                 state: dict[str, Any] | None = None,
@@ -61,6 +126,7 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
     the loss history, so the curve continues exactly as an uninterrupted run.
     ``checkpoint(model, state)`` is called after every epoch if given.
     ``stop_after`` ends after that many epochs in this call (for tests).
+    The loop is :func:`epoch_loop`, shared with DDP training.
 
     Examples
     --------
@@ -70,43 +136,29 @@ def train_model(model: nn.Module, data: tuple[Any, ...], *, epochs: int, batch_s
     >>> len(train_model(model, (x, y), epochs=2, batch_size=4, lr=0.1, seed=0, progress=False)["losses"])
     2
     """
-    from tqdm.auto import tqdm
-
-    epochs = check_int("epochs", epochs, minimum=1)
-    batch_size = check_int("batch_size", batch_size, minimum=1)
     xtr, ytr = data[0], data[1]
-    opt, gen, losses, start = _training_state(model, lr, seed, state)
     dev = _model_device(model)
-    # the label range once, checked against the class count at the first forward pass
-    # (not per batch: each check would be two device syncs on the hot path)
-    y_range = (int(ytr.min()), int(ytr.max())) if len(ytr) else None
-    bar = tqdm(range(start, epochs), desc=desc, disable=not progress, leave=False)
-    for done, epoch in enumerate(bar, start=1):
-        model.train()
-        total, count = 0.0, 0
-        for idx in _batches(len(xtr), batch_size, gen):
-            opt.zero_grad()
-            logits = model(xtr[idx].to(dev))
-            if y_range is not None:
-                if y_range[0] < 0 or y_range[1] >= logits.shape[-1]:
-                    raise QtnnError(f"labels (data[1]) must be class indices in [0, "
-                                    f"{logits.shape[-1]}), got values from {y_range[0]} to "
-                                    f"{y_range[1]}")
-                y_range = None
-            loss = nn.functional.cross_entropy(logits, ytr[idx].to(dev))
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        losses.append(total / count)
-        bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        new_state = {"epoch": epoch + 1, "optimizer": opt.state_dict(),
-                     "generator": gen.get_state(), "losses": losses}
-        if checkpoint is not None:
-            checkpoint(model, new_state)
-        if stop_after is not None and done >= stop_after:
-            break
-    return {"losses": losses}
+    labels_checked = False
+
+    def step(idx: torch.Tensor) -> float:
+        nonlocal labels_checked
+        logits = model(xtr[idx].to(dev))
+        if not labels_checked:
+            # the label range once, against the class count at the first forward pass
+            # (not per batch: each check would be two device syncs on the hot path)
+            labels_checked = True
+            lo, hi = int(ytr.min()), int(ytr.max())
+            if lo < 0 or hi >= logits.shape[-1]:
+                raise QtnnError(f"labels (data[1]) must be class indices in [0, "
+                                f"{logits.shape[-1]}), got values from {lo} to {hi}")
+        loss = nn.functional.cross_entropy(logits, ytr[idx].to(dev))
+        loss.backward()
+        return float(loss.detach()) * len(idx)
+
+    end = epoch_loop(model, len(xtr), step, lambda total, count: total / count, epochs=epochs,
+                     batch_size=batch_size, lr=lr, seed=seed, state=state, checkpoint=checkpoint,
+                     stop_after=stop_after, progress=progress, desc=desc)
+    return {"losses": end["losses"]}
 
 
 @torch.no_grad()

@@ -453,8 +453,7 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
                         "set max_bond, and no cutoff / out_dims / in_dims")
     check_choice("layout", layout, ("staircase", "brickwall"))
     check_choice("engine", engine, ("auto", "dense", "mpo", "grow"))
-    if isinstance(damp, bool) or not isinstance(damp, numbers.Real) or not damp >= 0:
-        raise QtnnError(f"damp must be a real number >= 0, got {damp!r}")
+    damp = check_real("damp", damp, minimum=0)
     cut = check_cutoff("cutoff", cutoff)
     d_out, d_in = _layers_arg(layers, method)
     for name_, v in (("sweeps", sweeps), ("restarts", restarts), ("refine", refine), ("seed", seed)):
@@ -508,12 +507,13 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
             if method == "mpo":
                 new: nn.Module = MPOLinear.from_mpo(pay["mpo"], bias, dtype=dtype, device=device)
             elif method == "svd":
-                new = LowRankLinear(in_f, out_f, rank, bias=bias is not None, dtype=dtype,
+                low = LowRankLinear(in_f, out_f, rank, bias=bias is not None, dtype=dtype,
                                     device=device)
-                new.A.copy_(torch.as_tensor(pay["factors"][1]))
-                new.B.copy_(torch.as_tensor(pay["factors"][0]))
-                if bias is not None:
-                    new.bias.copy_(bias)
+                low.A.copy_(torch.as_tensor(pay["factors"][1]))
+                low.B.copy_(torch.as_tensor(pay["factors"][0]))
+                if bias is not None and low.bias is not None:
+                    low.bias.copy_(bias)
+                new = low
             else:
                 res = pay["result"]
                 new = DisentangledLinear._from_result(res, in_f, out_f, res.U.layers, res.V.layers,

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.validate import check_alloc, check_choice, check_int, check_real, renamed, short_repr
+from qtnn.validate import check_alloc, check_bool, check_choice, check_int, check_real, renamed, short_repr
 
 __all__ = ["TuckerConv2d", "CPConv2d"]
 
@@ -113,12 +113,6 @@ def _check_groups(groups: Any) -> None:
         raise QtnnError(f"groups must be 1 (only groups=1 is supported), got {groups}")
 
 
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise QtnnTypeError(f"{name} must be a bool, got {short_repr(value)}")
-    return value
-
-
 def _check_dtype(dtype: Any) -> None:
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise QtnnTypeError(f"dtype must be a real floating torch.dtype or None, got {short_repr(dtype)}")
@@ -171,7 +165,7 @@ class _FactorizedConv2d(nn.Module):
         self.padding = _check_padding(padding, self.stride)
         _check_groups(groups)
         self.groups = 1
-        _check_bool("bias", bias)
+        check_bool("bias", bias)
         self.padding_mode = check_choice("padding_mode", padding_mode, _PADDING_MODES)
         _check_dtype(dtype)
         self._pads = _pad4(self.padding, self.kernel_size, self.dilation)
@@ -848,9 +842,7 @@ class CPConv2d(_FactorizedConv2d):
         n_iter_max = check_int("max_iter", renamed("CPConv2d.from_conv", "n_iter_max", "max_iter", n_iter_max,
                                                    max_iter, default=500), minimum=1)
         seed = check_int("seed", seed, minimum=0)
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (tol >= 0) \
-                or not math.isfinite(tol):
-            raise QtnnError(f"tol must be a finite real number >= 0, got {short_repr(tol)}")
+        tol = check_real("tol", tol, minimum=0)
         if rank is None or rank >= bound:
             target = bound if rank is None else rank
             check_alloc("CPConv2d.from_conv factors", target * (out + cin + kh + kw))

@@ -91,6 +91,7 @@ in ``last_stats`` (``qml.Tracker`` totals), ``last_tapes`` and ``last_jobs``
 from __future__ import annotations
 
 import contextlib
+import functools
 import numbers
 from collections.abc import Iterator
 from typing import Any
@@ -101,7 +102,7 @@ from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.quantum.devices import QDevice
 from qtnn.validate import check_choice, check_int, check_real, is_torch
 
-__all__ = ["StaircaseQNode", "ENCODINGS", "READOUTS", "GATE_MODES", "DIFF_METHODS"]
+__all__ = ["StaircaseQNode", "expval_from_probs", "ENCODINGS", "READOUTS", "GATE_MODES", "DIFF_METHODS"]
 
 ENCODINGS = ("amplitude", "staircase", "none")
 READOUTS = ("state", "probs", "expval")
@@ -129,6 +130,33 @@ def _float64_results(active: bool) -> Iterator[None]:
         yield
     finally:
         torch.set_default_dtype(old)
+
+
+def expval_from_probs(probs: Any) -> Any:
+    """``<Z_i>`` of every wire from the probabilities of ``r`` wires (wire 0 the most significant bit).
+
+    ``probs`` is a torch tensor ``(..., 2**r)``; the result ``(..., r)`` has its
+    dtype and device: ``probs @ S`` with ``S[b, i] = 1 - 2 * (bit i of b)``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> expval_from_probs(torch.tensor([0.5, 0.0, 0.25, 0.25], dtype=torch.float64))
+    tensor([0.0000, 0.5000], dtype=torch.float64)
+    """
+    size = int(probs.shape[-1])
+    r = size.bit_length() - 1
+    if size < 2 or size != 2**r:
+        raise QtnnError(f"probs must have 2**r entries (r >= 1) on its last axis, got {size}")
+    return probs @ _z_signs(r, probs.dtype, probs.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _z_signs(r: int, dtype: Any, device: Any) -> Any:
+    import torch
+
+    bits = (np.arange(2**r)[:, None] >> np.arange(r - 1, -1, -1)[None, :]) & 1
+    return torch.as_tensor(1.0 - 2.0 * bits, dtype=dtype, device=device)   # (2**r, r)
 
 
 class StaircaseQNode:
@@ -323,12 +351,6 @@ class StaircaseQNode:
         self.diff_method = diff_method
 
         self._probs_for_expval = self.readout == "expval" and self._qiskit
-        if self._probs_for_expval:
-            import torch
-
-            r = len(wires)
-            bits = (np.arange(2**r)[:, None] >> np.arange(r - 1, -1, -1)[None, :]) & 1
-            self._zsign = torch.as_tensor(1.0 - 2.0 * bits, dtype=torch.float64)   # (2**r, r)
 
         self.last_fidelities: np.ndarray | None = None
         self.last_fidelity_mean: float | None = None
@@ -437,21 +459,10 @@ class StaircaseQNode:
         return weights
 
     def _check_dets(self, dets: Any) -> tuple:
-        shape = self.weight_shape[:2]
-        if dets is None:
-            return tuple((1,) * shape[1] for _ in range(shape[0]))
-        if is_torch(dets):
-            dets = dets.detach().cpu().numpy()
-        arr = np.asarray(dets)
-        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-            raise QtnnTypeError(f"dets must hold +1/-1 values, got dtype {arr.dtype}")
-        if arr.size == 0 and 0 in shape:
-            arr = arr.reshape(shape)
-        if arr.shape != shape:
-            raise QtnnError(f"dets must have shape (layers, n_qubits-k+1) = {shape}, got {arr.shape}")
-        arr = arr.astype(np.float64)
-        if not np.all((arr == 1.0) | (arr == -1.0)):
-            raise QtnnError(f"dets must all be +1 or -1, got values {np.unique(arr)[:6].tolist()}")
+        from qtnn.staircase.magic import check_dets
+
+        shape = tuple(self.weight_shape[:2])
+        arr = check_dets(dets, shape, shape_text=f"(layers, n_qubits-k+1) = {shape}")
         return tuple(tuple(int(v) for v in row) for row in arr)
 
     # -------------------------------------------------------------- encoding
@@ -626,7 +637,7 @@ class StaircaseQNode:
         if isinstance(out, (list, tuple)):
             out = torch.stack(list(out), dim=-1)
         if self._probs_for_expval:
-            out = out.to(torch.float64) @ self._zsign
+            out = expval_from_probs(out.to(torch.float64))
         if self.readout == "state":
             real_in = (x is None or not x.is_complex()) and (enc is None or not enc.is_complex())
             if real_in and not self.complex:

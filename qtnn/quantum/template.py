@@ -42,25 +42,11 @@ __all__ = ["StaircaseTemplate"]
 
 
 def _check_dets(dets: Any, layers: int, g_count: int) -> tuple[tuple[int, ...], ...]:
+    from qtnn.staircase.magic import check_dets
+
     want = (layers, g_count)
-    if dets is None:
-        return tuple((1,) * g_count for _ in range(layers))
-    if isinstance(dets, tuple) and all(isinstance(r, tuple) for r in dets):
-        arr = np.asarray(dets, dtype=object)
-    else:
-        if hasattr(dets, "detach"):
-            dets = dets.detach().cpu().numpy()
-        arr = np.asarray(dets)
-    try:
-        arr = np.asarray(arr, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise QtnnError(f"dets must be an array of +1/-1 of shape {want}, got {dets!r}") from None
-    if arr.shape != want:
-        raise QtnnError(f"dets must have shape (layers, n_wires-1) = {want}, got {arr.shape}")
-    if not np.all((arr == 1.0) | (arr == -1.0)):
-        bad = np.unique(arr[(arr != 1.0) & (arr != -1.0)])[:6]
-        raise QtnnError(f"dets must all be +1 or -1, got values {bad.tolist()}")
-    return tuple(tuple(int(v) for v in row) for row in arr)
+    d = check_dets(dets, want, shape_text=f"(layers, n_wires-1) = {want}")
+    return tuple(tuple(int(v) for v in row) for row in d)
 
 
 class StaircaseTemplate(Operation):
@@ -223,24 +209,28 @@ class StaircaseTemplate(Operation):
         ['CZ', 'S', 'S', 'Hadamard', 'CNOT']
         """
         from qtnn.staircase.circuit import window_order
+        from qtnn.staircase.magic import native_sequence
 
         wires = Wires(wires)
         ops: list = []
         order = window_order(len(wires), 2, layout)
         for layer, row in enumerate(dets):
             for j in order:
-                det = row[j]
-                w0, w1 = wires[j], wires[j + 1]
-                if det < 0:
-                    ops.append(qml.CZ(wires=[w0, w1]))
-                ops += [qml.S(w0), qml.S(w1), qml.Hadamard(w1), qml.CNOT(wires=[w1, w0])]
-                ops += [qml.RZ(weights[..., layer, j, 0], w0), qml.RY(weights[..., layer, j, 1], w0),
-                        qml.RZ(weights[..., layer, j, 2], w0)]
-                ops += [qml.RZ(weights[..., layer, j, 3], w1), qml.RY(weights[..., layer, j, 4], w1),
-                        qml.RZ(weights[..., layer, j, 5], w1)]
-                ops += [qml.CNOT(wires=[w1, w0]), qml.Hadamard(w1), qml.adjoint(qml.S(w0)),
-                        qml.adjoint(qml.S(w1))]
+                pair = (wires[j], wires[j + 1])
+                for name, qubits, angle in native_sequence(row[j]):
+                    ws = [pair[q] for q in qubits]
+                    if angle is not None:
+                        ops.append(_ROTATIONS[name](weights[..., layer, j, angle], ws))
+                    elif name == "sdg":
+                        ops.append(qml.adjoint(qml.S(ws)))
+                    else:
+                        ops.append(_FIXED[name](wires=ws))
         return ops
+
+
+#: PennyLane's gates for the names of :func:`qtnn.staircase.magic.native_sequence`
+_ROTATIONS: dict[str, Any] = {"rz": qml.RZ, "ry": qml.RY}
+_FIXED: dict[str, Any] = {"s": qml.S, "h": qml.Hadamard, "cx": qml.CNOT, "cz": qml.CZ}
 
 
 def _resources(num_wires: int, num_layers: int, num_reflections: int) -> dict:

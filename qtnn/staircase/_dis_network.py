@@ -35,13 +35,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qtnn.tn.linalg import polar_unitary, svd_fixed, truncation_rank
+from qtnn.staircase._mpsops import keep_rank
+from qtnn.tn.linalg import polar_unitary, svd_fixed
+from qtnn.tn.tensortrain import canonicalize_cores, merge_bonds
 
 __all__: list[str] = []
-
-#: Singular values whose tail has a norm below this fraction of the block's
-#: norm are numerically zero and dropped when a gate block is split.
-ZERO_TOL = 1e-14
 
 Entry = tuple  # ("M", s) | ("W", s) | ("U", l, j) | ("V", l, j)
 
@@ -308,20 +306,6 @@ def _squeeze_ends(core: np.ndarray, s: int, n: int) -> np.ndarray:
 
 
 # ------------------------------------------------------ circuits on an MPO
-def _merge(cores: Sequence[np.ndarray]) -> np.ndarray:
-    out = cores[0]
-    for c in cores[1:]:
-        out = np.tensordot(out, c, axes=(-1, 0))
-    return out  # (l, o0, i0, o1, i1, ..., r)
-
-
-def _keep(s: np.ndarray, cap: int | None) -> int:
-    nrm = float(np.sqrt(np.sum(s * s)))
-    if nrm == 0.0:
-        return 1
-    return truncation_rank(s, cap, ZERO_TOL * nrm)
-
-
 def _apply_block(block: np.ndarray, g_out: np.ndarray | None, g_in: np.ndarray | None, k: int) -> np.ndarray:
     """Gates on the output / input legs of a ``k``-site block ``(l, o0, i0, ..., r)``."""
     nd = block.ndim
@@ -349,14 +333,6 @@ def _apply_block(block: np.ndarray, g_out: np.ndarray | None, g_in: np.ndarray |
     return block
 
 
-def _canon(cores: list[np.ndarray], center: int) -> list[np.ndarray]:
-    from qtnn.tn.mpo import MPO
-
-    m = MPO(cores, check=False)
-    m.canonicalize(center)
-    return m.cores
-
-
 def _split_ltr(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
     """Split ``(l, o0, i0, ..., r)`` into cores left to right (left-orthonormal but the last)."""
     out = []
@@ -364,7 +340,7 @@ def _split_ltr(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
         l_, o, i = block.shape[:3]
         rest_shape = block.shape[3:]
         u, s, vh = svd_fixed(block.reshape(l_ * o * i, -1))
-        keep = _keep(s, cap)
+        keep = keep_rank(s, cap)
         out.append(u[:, :keep].reshape(l_, o, i, keep))
         block = (s[:keep, None] * vh[:keep]).reshape((keep, *rest_shape))
     out.append(block)
@@ -378,7 +354,7 @@ def _split_rtl(block: np.ndarray, cap: int | None) -> list[np.ndarray]:
         o, i, r = block.shape[-3:]
         lead = block.shape[:-3]
         u, s, vh = svd_fixed(block.reshape(-1, o * i * r))
-        keep = _keep(s, cap)
+        keep = keep_rank(s, cap)
         out.append(vh[:keep].reshape(keep, o, i, r))
         block = (u[:, :keep] * s[:keep]).reshape((*lead, keep))
     out.append(block)
@@ -411,11 +387,11 @@ def apply_circuit(cores: Sequence[np.ndarray], lay: Layout, gates: dict[str, np.
         if jmax < 0:
             continue
         js = range(jmax, -1, -1) if inverse else range(jmax + 1)
-        cs = _canon(cs, min(jmax + k - 1, n - 1)) if inverse else _canon(cs, 0)
+        cs = canonicalize_cores(cs, min(jmax + k - 1, n - 1)) if inverse else canonicalize_cores(cs, 0)
         for j in js:
             a = gu[j] if gu is not None and j < len(gu) else None
             b = gv[j] if gv is not None and j < len(gv) else None
-            block = _apply_block(_merge(cs[j:j + k]), a, b, k)
+            block = _apply_block(merge_bonds(cs[j:j + k]), a, b, k)  # (l, o0, i0, o1, i1, ..., r)
             cs[j:j + k] = _split_rtl(block, cap) if inverse else _split_ltr(block, cap)
     return cs
 
@@ -455,16 +431,3 @@ def dense_circuit(T: np.ndarray, lay: Layout, gates: dict[str, np.ndarray], *, i
             g = g.conj().T
         T = dense_apply(T, g, gate_axes(lay, side, j), lay.k)
     return T
-
-
-def mpo_full_dense(cores: Sequence[np.ndarray]) -> np.ndarray:
-    """The padded dense matrix ``(prod out_dims, prod in_dims)`` of MPO cores (no cropping)."""
-    n = len(cores)
-    out = cores[0].reshape(cores[0].shape[1:])
-    for c in cores[1:]:
-        out = np.tensordot(out, c, axes=(-1, 0))
-    out = out.reshape(out.shape[:-1])
-    perm = [2 * s for s in range(n)] + [2 * s + 1 for s in range(n)]
-    po = math.prod(c.shape[1] for c in cores)
-    pi = math.prod(c.shape[2] for c in cores)
-    return out.transpose(perm).reshape(po, pi)

@@ -25,6 +25,7 @@ from qtnn.tn.linalg import (
     svd_fixed,
     truncation_rank,
 )
+from qtnn.tn.tensortrain import canonicalize_cores, merge_bonds, overlap_cores
 
 __all__: list[str] = []
 
@@ -43,9 +44,7 @@ Cores = list[np.ndarray]
 # ---------------------------------------------------------------- basics
 def merge(cores: Sequence[np.ndarray]) -> np.ndarray:
     """Contract consecutive cores into one block ``(left, 2**w, right)``."""
-    out = cores[0]
-    for c in cores[1:]:
-        out = np.tensordot(out, c, axes=(-1, 0))
+    out = merge_bonds(cores)
     return out.reshape(out.shape[0], -1, out.shape[-1])
 
 
@@ -54,7 +53,9 @@ def apply_gate_block(gate: np.ndarray, block: np.ndarray) -> np.ndarray:
     return np.einsum("ab,xbz->xaz", gate, block, optimize=True)
 
 
-def _keep(s: np.ndarray, max_bond: int | None, cutoff: float) -> int:
+def keep_rank(s: np.ndarray, max_bond: int | None = None, cutoff: float = 0.0) -> int:
+    """Singular values to keep: at most ``max_bond``, dropping a tail of relative norm
+    ``max(cutoff, ZERO_TOL)`` (at least one value, also for an all-zero ``s``)."""
     nrm = float(np.sqrt(np.sum(s * s)))
     if nrm == 0.0:
         return 1
@@ -70,7 +71,7 @@ def split_left(block: np.ndarray, max_bond: int | None = None,
     """
     l_, m, r = block.shape
     u, s, vh = svd_fixed(block.reshape(l_ * 2, (m // 2) * r))
-    keep = _keep(s, max_bond, cutoff)
+    keep = keep_rank(s, max_bond, cutoff)
     core = u[:, :keep].reshape(l_, 2, keep)
     rest = (s[:keep, None] * vh[:keep]).reshape(keep, m // 2, r)
     return core, rest
@@ -85,7 +86,7 @@ def split_right(block: np.ndarray, max_bond: int | None = None,
     """
     l_, m, r = block.shape
     u, s, vh = svd_fixed(block.reshape(l_ * (m // 2), 2 * r))
-    keep = _keep(s, max_bond, cutoff)
+    keep = keep_rank(s, max_bond, cutoff)
     core = vh[:keep].reshape(keep, 2, r)
     rest = (u[:, :keep] * s[:keep]).reshape(l_, m // 2, keep)
     return rest, core
@@ -133,29 +134,9 @@ def split_all_right_to_left(block: np.ndarray, max_bond: int | None = None,
     return out[::-1]
 
 
-def canonicalize(cores: Sequence[np.ndarray], center: int) -> Cores:
-    """Mixed canonical form around ``center`` (QR with non-negative ``R`` diagonal)."""
-    cs = [np.asarray(c) for c in cores]
-    n = len(cs)
-    for k in range(center):
-        l_, p, r = cs[k].shape
-        q, rr = qr_pos(cs[k].reshape(l_ * p, r))
-        cs[k] = q.reshape(l_, p, -1)
-        cs[k + 1] = np.tensordot(rr, cs[k + 1], axes=(1, 0))
-    for k in range(n - 1, center, -1):
-        l_, p, r = cs[k].shape
-        q, rr = qr_pos(cs[k].reshape(l_, p * r).T)
-        cs[k] = q.T.reshape(-1, p, r)
-        cs[k - 1] = np.tensordot(cs[k - 1], rr.T, axes=(2, 0))
-    return cs
-
-
 def overlap(bra: Sequence[np.ndarray], ket: Sequence[np.ndarray]) -> complex:
     """``<bra|ket>`` (``bra`` conjugated)."""
-    env = np.ones((1, 1))
-    for a, b in zip(bra, ket, strict=True):
-        env = np.einsum("ab,apc,bpd->cd", env, a.conj(), b, optimize=True)
-    return complex(env.item())
+    return complex(overlap_cores(bra, ket).item())
 
 
 def zero_state(n: int) -> Cores:
@@ -198,7 +179,7 @@ def apply_layer(cores: Sequence[np.ndarray], layer: np.ndarray, k: int, *,
         cs = list(cores)
     else:
         s_left, s_right = split_left, split_right
-        cs = canonicalize(cores, n - 1 if descending else 0)
+        cs = canonicalize_cores(cores, n - 1 if descending else 0)
     if descending:
         out: list[np.ndarray | None] = [None] * n
         block = merge(cs[n - k:])
@@ -321,13 +302,13 @@ def truncate_right_canonical(cores: Sequence[np.ndarray], bond: int) -> Cores:
     result is right-canonical: every core but the first is right-orthonormal;
     the first holds the norm of the truncated state.
     """
-    cs = canonicalize(cores, len(cores) - 1)
+    cs = canonicalize_cores(cores, len(cores) - 1)
     for k in range(len(cs) - 1, 0, -1):
         l_, p, r = cs[k].shape
         mat = cs[k].reshape(l_, p * r)
         _, s, vh = svd_fixed(mat)
         vh = canonical_cluster_rows(s, vh)
-        keep = min(bond, _keep(s, None, 0.0))
+        keep = min(bond, keep_rank(s))
         vk = vh[:keep]
         cs[k] = vk.reshape(keep, p, r)
         cs[k - 1] = np.tensordot(cs[k - 1], mat @ vk.conj().T, axes=(2, 0))

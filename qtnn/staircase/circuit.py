@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from typing import Any
 
 import numpy as np
 
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.io import atomic_open
 from qtnn.staircase import _mpsops
 from qtnn.tn.linalg import qr_pos
 from qtnn.tn.mps import CORE_OVERHEAD, MPS
@@ -848,9 +848,11 @@ class Staircase:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Save as an ``.npz`` file (no pickle), atomically.
 
-        The file is written to a temporary file in the same directory and moved
-        into place with :func:`os.replace`, so readers never see a half-written
-        file.  The name is used as given (no suffix is added).
+        The file is written by :func:`qtnn.io.atomic_open` (a temporary file in
+        the same directory, moved into place with :func:`os.replace`), so
+        readers never see a half-written file, and it gets the permissions a
+        plain ``open`` would give it.  The name is used as given (no suffix is
+        added).
 
         Examples
         --------
@@ -865,20 +867,11 @@ class Staircase:
         directory = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(directory):
             raise QtnnError(f"path must be in an existing directory, got {path!r}")
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".staircase-", suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, format=np.array(_FORMAT), n_qubits=np.array(self.n_qubits),
-                         layers=np.array(self.layers), k=np.array(self.k),
-                         complex=np.array(self.is_complex), descending=np.array(self.descending),
-                         layout=np.array(self.layout), gates=np.asarray(self.gates))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_open(path, "wb") as fh:
+            np.savez(fh, format=np.array(_FORMAT), n_qubits=np.array(self.n_qubits),
+                     layers=np.array(self.layers), k=np.array(self.k),
+                     complex=np.array(self.is_complex), descending=np.array(self.descending),
+                     layout=np.array(self.layout), gates=np.asarray(self.gates))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Staircase:

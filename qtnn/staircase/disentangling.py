@@ -107,14 +107,13 @@ from qtnn.staircase._dis_network import (
     dense_env,
     gate_axes,
     gate_order,
-    mpo_full_dense,
     polar_update,
 )
 from qtnn.staircase._dis_opt import lbfgs_refine
 from qtnn.staircase.circuit import MAX_LAYERS, Staircase, brickwall_as_staircase
 from qtnn.tn.linalg import polar_unitary, psd_factor, relative_error, whitening
 from qtnn.tn.linalg import single_threaded_blas as _single_threaded_blas
-from qtnn.tn.mpo import MPO
+from qtnn.tn.mpo import MPO, mpo_dense
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
 from qtnn.validate import (
     as_float_array,
@@ -267,7 +266,7 @@ class Disentangled:
         check_alloc(f"a dense {po} x {pi} matrix", 3.0 * po * pi, itemsize,
                     hint="use to_mpo() or keep the factors")
         lay, gates = self._staircase_form()
-        T = mpo_full_dense(self.M.cores).reshape((2,) * lay.n_out + (2,) * lay.n_in)
+        T = mpo_dense(self.M.cores).reshape((2,) * lay.n_out + (2,) * lay.n_in)
         T = dense_circuit(T, lay, gates, inverse=False)
         return np.ascontiguousarray(T.reshape(po, pi)[: self.shape[0], : self.shape[1]])
 
@@ -456,7 +455,7 @@ class _DenseEngine:
                     16 if is_complex else 8, hint='use method="mpo"')
         self.lay, self.gates, self.is_complex, self.max_bond = lay, gates, is_complex, max_bond
         self.shape = (2,) * lay.n_out + (2,) * lay.n_in
-        self.Wt = mpo_full_dense(W.cores).reshape(self.shape)
+        self.Wt = mpo_dense(W.cores).reshape(self.shape)
         self.out_dims, self.in_dims = W.out_dims, W.in_dims
         self.order = gate_order(lay)
         self._X: np.ndarray | None = None
@@ -476,13 +475,13 @@ class _DenseEngine:
         return M
 
     def overlap(self, M: MPO) -> complex:
-        Mt = mpo_full_dense(M.cores).reshape(self.shape)
+        Mt = mpo_dense(M.cores).reshape(self.shape)
         return complex(np.vdot(self._x(), Mt))
 
     def sweep(self, M: MPO) -> complex:
         k = self.lay.k
         top = self._x()
-        bot = mpo_full_dense(M.cores).reshape(self.shape)
+        bot = mpo_dense(M.cores).reshape(self.shape)
         for side, l_, j in self.order:
             ax = gate_axes(self.lay, side, j)
             top = dense_apply(top, self.gates[side][l_, j], ax, k)
@@ -497,7 +496,7 @@ class _DenseEngine:
         k = self.lay.k
         X = self._x()
         top = X
-        bot = mpo_full_dense(M.cores).reshape(self.shape)
+        bot = mpo_dense(M.cores).reshape(self.shape)
         genv = {}
         for side, l_, j in self.order:
             ax = gate_axes(self.lay, side, j)
@@ -525,7 +524,7 @@ class _DenseEngine:
                              axes=(2, 1))
             menv.append(e.reshape(c.shape))
             left = (left @ c.reshape(c.shape[0], -1)).reshape(dl * d[s], c.shape[-1])
-        return complex(np.vdot(X, mpo_full_dense(M.cores).reshape(self.shape))), genv, menv
+        return complex(np.vdot(X, mpo_dense(M.cores).reshape(self.shape))), genv, menv
 
 
 class _NetworkEngine:

@@ -43,11 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from qtnn.errors import QtnnError
-from qtnn.validate import as_float_array, check_real, is_torch
+from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import as_float_array, check_real, is_torch, short_repr
 
-__all__ = ["MAGIC", "REFLECTION", "magic_gates", "magic_angles", "su2_from_euler", "euler_from_su2",
-           "MagicAngles"]
+__all__ = ["MAGIC", "REFLECTION", "NATIVE_GATES", "native_sequence", "check_dets", "magic_gates",
+           "magic_angles", "su2_from_euler", "euler_from_su2", "MagicAngles"]
 
 
 class MagicAngles(np.ndarray):
@@ -78,6 +78,35 @@ MAGIC.setflags(write=False)
 #: The fixed reflection used for ``det = -1`` gates (``CZ``), acting first.
 REFLECTION: np.ndarray = np.diag([1.0, 1.0, 1.0, -1.0])
 REFLECTION.setflags(write=False)
+
+#: The native gates of one magic-basis gate with ``det = +1``, first gate first:
+#: ``(name, qubits, angle)`` with ``qubits`` indices into the gate's two qubits (0: its
+#: first qubit) and ``angle`` the index of the angle a rotation takes (``None``: fixed).
+#: ``M`` (``s``, ``s``, ``h``, ``cx``), ``A (x) B`` (``rz ry rz`` on each qubit), ``M^dagger``.
+NATIVE_GATES: tuple[tuple[str, tuple[int, ...], int | None], ...] = (
+    ("s", (0,), None), ("s", (1,), None), ("h", (1,), None), ("cx", (1, 0), None),
+    ("rz", (0,), 0), ("ry", (0,), 1), ("rz", (0,), 2),
+    ("rz", (1,), 3), ("ry", (1,), 4), ("rz", (1,), 5),
+    ("cx", (1, 0), None), ("h", (1,), None), ("sdg", (0,), None), ("sdg", (1,), None),
+)
+
+
+def native_sequence(det: float) -> tuple[tuple[str, tuple[int, ...], int | None], ...]:
+    """The native gates of one magic-basis gate of determinant ``det`` (:data:`NATIVE_GATES`,
+    after a ``cz`` when ``det < 0``), first gate first.
+
+    The one decomposition that :class:`qtnn.quantum.StaircaseTemplate` and
+    :func:`qtnn.analysis.to_qiskit` write out: ``cx`` has control ``qubits[0]``
+    and target ``qubits[1]``; ``sdg`` is ``S^dagger``.
+
+    Examples
+    --------
+    >>> [name for name, _, _ in native_sequence(-1)][:5]
+    ['cz', 's', 's', 'h', 'cx']
+    >>> native_sequence(1)[4]
+    ('rz', (0,), 0)
+    """
+    return ((("cz", (0, 1), None),) if det < 0 else ()) + NATIVE_GATES
 
 
 def su2_from_euler(phi: Any, theta: Any, omega: Any) -> Any:
@@ -136,17 +165,56 @@ def euler_from_su2(u: np.ndarray) -> np.ndarray:
     return np.stack([-arg_a - arg_b, theta, arg_b - arg_a], axis=-1)
 
 
-def _check_dets(dets: Any, lead: tuple[int, ...]) -> np.ndarray:
+def check_dets(dets: Any, shape: tuple[int, ...], *, broadcast: bool = False,
+               shape_text: str | None = None) -> np.ndarray:
+    """Validate gate determinants: a float64 array of ``+1`` / ``-1`` of ``shape``.
+
+    ``dets`` is array-like or a torch tensor (``None``: all ``+1``).  With
+    ``broadcast`` it may be anything that broadcasts to ``shape``; otherwise
+    it must have that shape.  ``shape_text`` names the shape in the error
+    message (default: ``shape`` itself).
+
+    Raises
+    ------
+    QtnnTypeError
+        If ``dets`` does not hold numbers.
+    QtnnError
+        For the wrong shape or a value other than ``+1`` / ``-1``.
+
+    Examples
+    --------
+    >>> check_dets([[1, -1]], (1, 2))
+    array([[ 1., -1.]])
+    >>> check_dets(None, (2,))
+    array([1., 1.])
+    >>> check_dets([[1, 0]], (1, 2))
+    Traceback (most recent call last):
+    ...
+    qtnn.errors.QtnnError: dets must all be +1 or -1, got values [0.0]
+    """
+    shape = tuple(shape)
+    want = str(shape) if shape_text is None else shape_text
+    if dets is None:
+        return np.ones(shape)
     if is_torch(dets):
         dets = dets.detach().cpu().numpy()
-    d = np.asarray(dets)
-    if d.dtype == object or not (np.issubdtype(d.dtype, np.number) or d.dtype == bool):
-        raise QtnnError(f"dets must hold +1 or -1 values, got dtype {d.dtype}")
     try:
-        d = np.broadcast_to(d.astype(np.float64), lead)
-    except ValueError:
-        raise QtnnError(f"dets must have shape {lead} (the angles' leading shape), got "
-                        f"{d.shape}") from None
+        d = np.asarray(dets)
+    except ValueError:  # ragged nested sequences
+        raise QtnnError(f"dets must be an array of +1/-1 of shape {want}, got {short_repr(dets)}") from None
+    if d.dtype == object or not (np.issubdtype(d.dtype, np.number) or d.dtype == bool):
+        raise QtnnTypeError(f"dets must hold +1 or -1 values, got dtype {d.dtype}")
+    d = d.astype(np.float64)
+    if broadcast:
+        try:
+            d = np.broadcast_to(d, shape)
+        except ValueError:
+            raise QtnnError(f"dets must have shape {want}, got {d.shape}") from None
+    else:
+        if d.size == 0 and 0 in shape:
+            d = d.reshape(shape)
+        if d.shape != shape:
+            raise QtnnError(f"dets must have shape {want}, got {d.shape}")
     if not np.all((d == 1.0) | (d == -1.0)):
         bad = np.unique(d[(d != 1.0) & (d != -1.0)])[:6]
         raise QtnnError(f"dets must all be +1 or -1, got values {bad.tolist()}")
@@ -213,7 +281,8 @@ def magic_gates(angles: Any, dets: Any = None) -> Any:
         m = torch.as_tensor(np.array(MAGIC), dtype=cdtype, device=t.device)
         g = (m.conj().T @ ab.to(cdtype) @ m).real
         if dets is not None:
-            d = _check_dets(dets, lead)
+            d = check_dets(dets, lead, broadcast=True,
+                           shape_text=f"{lead} (the angles' leading shape)")
             if np.any(d < 0):
                 col = torch.ones(*lead, 4, dtype=g.dtype, device=g.device)
                 col[..., 3] = torch.as_tensor(np.array(d), dtype=g.dtype, device=g.device)
@@ -228,7 +297,8 @@ def magic_gates(angles: Any, dets: Any = None) -> Any:
     ab = (a[..., :, None, :, None] * b[..., None, :, None, :]).reshape(*lead, 4, 4)
     g = np.ascontiguousarray((MAGIC.conj().T @ ab @ MAGIC).real)
     if dets is not None:
-        d = _check_dets(dets, lead)
+        d = check_dets(dets, lead, broadcast=True,
+                           shape_text=f"{lead} (the angles' leading shape)")
         g[..., :, 3] *= d[..., None]
     return g
 

@@ -18,7 +18,6 @@ the member with ``S_z = +1/2`` (one more ``|0>`` than ``|1>``) is returned.
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,8 @@ from qtnn.errors import QtnnError
 from qtnn.staircase import _mpsops as ops
 from qtnn.tn.linalg import svd_fixed, truncation_rank
 from qtnn.tn.mps import CORE_OVERHEAD, MPS, capped_power
-from qtnn.validate import check_alloc, check_bond, check_choice, check_int, pow2
+from qtnn.tn.tensortrain import canonicalize_cores
+from qtnn.validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2
 
 __all__ = ["heisenberg_ground_state", "ising_ground_state"]
 
@@ -171,7 +171,7 @@ def _dmrg(model: str, n: int, h: float, max_bond: int | None, seed: int) -> MPS:
                 hint="use a smaller n or max_bond")
     mpo = _mpo(model, n, h)
     psi = MPS.random(n, min(bond, 8), seed=seed)
-    a = ops.canonicalize(psi.cores, 0)
+    a = canonicalize_cores(psi.cores, 0)
     a[0] = a[0] / np.linalg.norm(a[0])
     # environments by site, filled in by the sweeps (from the trivial ends 0 and n)
     left: dict[int, np.ndarray] = {0: np.ones((1, 1, 1))}
@@ -239,7 +239,7 @@ def _dmrg(model: str, n: int, h: float, max_bond: int | None, seed: int) -> MPS:
         if done:
             break
     _DMRG_INFO.update(sweeps=sweep + 1, energy=energy)
-    a = ops.canonicalize(a, 0)
+    a = canonicalize_cores(a, 0)
     ov = ops.overlap(_reference(model, n), a).real
     a[0] = a[0] / np.linalg.norm(a[0]) * (1.0 if ov >= 0 else -1.0)
     out = MPS(a, check=False)
@@ -324,6 +324,5 @@ def ising_ground_state(n: int, h: float = 1.0, max_bond: int | None = None, *,
     >>> bool(psi.to_dense().min() > 0)
     True
     """
-    if isinstance(h, bool) or not isinstance(h, numbers.Real) or not math.isfinite(h) or h <= 0:
-        raise QtnnError(f"h must be a finite real number > 0, got {h!r}")
-    return _ground_state("ising", n, float(h), max_bond, method, seed)
+    h = check_real("h", h, minimum=0, strict_min=True)
+    return _ground_state("ising", n, h, max_bond, method, seed)

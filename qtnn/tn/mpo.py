@@ -13,7 +13,7 @@ from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
 from qtnn.tn.factorize import qubit_dims
 from qtnn.tn.mps import CORE_OVERHEAD, MPS, resolve_dims
-from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.tn.tensortrain import TensorTrain, merge_bonds, tt_svd
 from qtnn.validate import (
     as_float_array,
     check_alloc,
@@ -26,7 +26,7 @@ from qtnn.validate import (
     is_torch,
 )
 
-__all__ = ["MPO", "site_dims"]
+__all__ = ["MPO", "site_dims", "mpo_dense"]
 
 
 def site_dims(out_features: int, in_features: int, out_dims: Any,
@@ -65,6 +65,29 @@ def site_dims(out_features: int, in_features: int, out_dims: Any,
     if len(od) != len(idm):
         raise QtnnError(f"out_dims {od} and in_dims {idm} must have the same number of sites")
     return od, idm
+
+
+def mpo_dense(cores: Sequence[np.ndarray]) -> np.ndarray:
+    """The padded dense matrix ``(prod out_dims, prod in_dims)`` of MPO cores (no cropping, no size check).
+
+    :meth:`MPO.to_dense` checks the size and crops the padding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> mpo_dense([np.eye(2).reshape(1, 2, 2, 1)] * 2)
+    array([[1., 0., 0., 0.],
+           [0., 1., 0., 0.],
+           [0., 0., 1., 0.],
+           [0., 0., 0., 1.]])
+    """
+    n = len(cores)
+    out = merge_bonds(cores)
+    out = out.reshape(out.shape[1:-1])  # (o0, i0, o1, i1, ...)
+    perm = [2 * k for k in range(n)] + [2 * k + 1 for k in range(n)]
+    po = math.prod(c.shape[1] for c in cores)
+    pi = math.prod(c.shape[2] for c in cores)
+    return out.transpose(perm).reshape(po, pi)
 
 
 class MPO(TensorTrain):
@@ -223,14 +246,7 @@ class MPO(TensorTrain):
         po, pi = self.padded_shape
         check_alloc(f"a dense {po} x {pi} matrix", po * pi, self.dtype.itemsize,
                     hint="use MPO.apply or keep the operator as an MPO")
-        n = self.num_sites
-        out = self.cores[0].reshape(self.cores[0].shape[1:])  # (o, i, r)
-        for c in self.cores[1:]:
-            out = np.tensordot(out, c, axes=(-1, 0))
-        out = out.reshape(out.shape[:-1])  # (o0, i0, o1, i1, ...)
-        perm = [2 * k for k in range(n)] + [2 * k + 1 for k in range(n)]
-        full = out.transpose(perm).reshape(po, pi)
-        return full[: self.shape[0], : self.shape[1]]
+        return mpo_dense(self.cores)[: self.shape[0], : self.shape[1]]
 
     def apply(self, x: Any) -> Any:
         """``y = W x`` for a batch ``x`` of shape ``(..., in_features)``, without forming ``W``.

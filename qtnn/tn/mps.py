@@ -12,7 +12,7 @@ import numpy as np
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.tn.factorize import balanced_dims, qubit_dims
 from qtnn.tn.linalg import qr_pos
-from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.tn.tensortrain import TensorTrain, merge_bonds, overlap_cores, tt_svd
 from qtnn.validate import (
     as_float_array,
     check_alloc,
@@ -213,10 +213,7 @@ class MPS(TensorTrain):
         full = math.prod(self.phys_dims)
         check_alloc(f"a dense vector of {full} entries", full, self.dtype.itemsize,
                     hint="keep the state as an MPS")
-        out = self.cores[0].reshape(-1, self.cores[0].shape[-1])
-        for c in self.cores[1:]:
-            out = np.tensordot(out, c, axes=(1, 0)).reshape(-1, c.shape[-1])
-        return out.reshape(-1)[: self.size]
+        return merge_bonds(self.cores).reshape(-1)[: self.size]
 
     def overlap(self, other: MPS) -> complex | float:
         """Inner product ``<self|other>`` (``self`` conjugated), without dense vectors.
@@ -231,9 +228,7 @@ class MPS(TensorTrain):
             raise QtnnError(f"other must be an MPS, got {type(other).__name__}")
         if other.phys_dims != self.phys_dims:
             raise QtnnError(f"phys dims differ: {self.phys_dims} vs {other.phys_dims}")
-        env = np.ones((1, 1))
-        for a, b in zip(self.cores, other.cores, strict=True):
-            env = np.einsum("ab,apc,bpd->cd", env, a.conj(), b, optimize=True)
+        env = overlap_cores(self.cores, other.cores)
         val = env.item()
         return float(val.real) if np.isrealobj(env) else complex(val)
 

@@ -18,7 +18,7 @@ from qtnn.errors import QtnnError
 from qtnn.tn.linalg import entropy, qr_pos, svd_fixed, truncation_rank
 from qtnn.validate import as_float_array, check_bond, check_cutoff, check_dims, check_int, check_real
 
-__all__ = ["TensorTrain", "tt_svd"]
+__all__ = ["TensorTrain", "tt_svd", "canonicalize_cores", "merge_bonds", "transfer", "overlap_cores"]
 
 T = TypeVar("T", bound="TensorTrain")
 
@@ -89,6 +89,85 @@ def tt_svd(tensor: np.ndarray, dims: Sequence[int], max_bond: int | None = None,
         left = r
     cores.append(rest.reshape(left, dims[-1], 1))
     return cores, discarded
+
+
+def canonicalize_cores(cores: Sequence[np.ndarray], center: int) -> list[np.ndarray]:
+    """Mixed canonical form of a list of cores around ``center`` (a new list; the cores are not changed).
+
+    Every core is read as ``(left, prod(phys), right)`` (any number of
+    physical legs).  Cores left of ``center`` become left-orthonormal, cores
+    right of it right-orthonormal, by QR / LQ with a non-negative ``R``
+    diagonal (:func:`~qtnn.tn.linalg.qr_pos`), so the result is unique for
+    full-rank cores.  ``center`` must lie in ``[0, len(cores))``; nothing is
+    validated (:meth:`TensorTrain.canonicalize` validates).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> cs = canonicalize_cores([rng.normal(size=(1, 2, 2)), rng.normal(size=(2, 2, 1))], 1)
+    >>> m = cs[0].reshape(2, 2)
+    >>> bool(np.allclose(m.T @ m, np.eye(2), rtol=0, atol=1e-12)), cs[1].shape
+    (True, (2, 2, 1))
+    """
+    cs = [np.asarray(c) for c in cores]
+    for k in range(center):
+        a = cs[k]
+        q, rr = qr_pos(a.reshape(-1, a.shape[-1]))
+        cs[k] = q.reshape(*a.shape[:-1], -1)
+        cs[k + 1] = np.tensordot(rr, cs[k + 1], axes=(1, 0))
+    for k in range(len(cs) - 1, center, -1):
+        a = cs[k]
+        q, rr = qr_pos(a.reshape(a.shape[0], -1).T)
+        cs[k] = q.T.reshape(-1, *a.shape[1:])
+        cs[k - 1] = np.tensordot(cs[k - 1], rr.T, axes=(-1, 0))
+    return cs
+
+
+def merge_bonds(cores: Sequence[np.ndarray]) -> np.ndarray:
+    """Contract consecutive cores over their shared bonds: ``(left, *phys_0, *phys_1, ..., right)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> merge_bonds([np.ones((1, 2, 3)), np.ones((3, 2, 2, 4))]).shape
+    (1, 2, 2, 2, 4)
+    """
+    out = cores[0]
+    for c in cores[1:]:
+        out = np.tensordot(out, c, axes=(-1, 0))
+    return out
+
+
+def transfer(env: np.ndarray, bra: np.ndarray, ket: np.ndarray) -> np.ndarray:
+    """One step of an overlap's left environment: ``env[a, b] conj(bra[a, p, c]) ket[b, p, d]`` -> ``[c, d]``.
+
+    ``bra`` and ``ket`` are three-leg cores ``(left, phys, right)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.array([[[1.0], [2.0]]])                 # (1, 2, 1)
+    >>> transfer(np.ones((1, 1)), c, c)
+    array([[5.]])
+    """
+    return np.einsum("ab,apc,bpd->cd", env, bra.conj(), ket, optimize=True)
+
+
+def overlap_cores(bra: Sequence[np.ndarray], ket: Sequence[np.ndarray]) -> np.ndarray:
+    """``<bra|ket>`` (``bra`` conjugated) of two lists of three-leg cores, as a ``1 x 1`` array.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.array([[[1.0], [2.0]]])
+    >>> overlap_cores([c, c], [c, c]).item()
+    25.0
+    """
+    env = np.ones((1, 1))
+    for a, b in zip(bra, ket, strict=True):
+        env = transfer(env, a, b)
+    return env
 
 
 def _scaled(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -204,24 +283,6 @@ class TensorTrain:
         return tuple(self.cores[k].shape[1:-1])
 
     # --------------------------------------------------------- canonical forms
-    def _shift_right(self, k: int) -> None:
-        """Make core ``k`` left-orthonormal, pushing the rest into core ``k+1``."""
-        a = self._flat(k)
-        l_, p, r = a.shape
-        q, rr = qr_pos(a.reshape(l_ * p, r))
-        self._set_flat(k, q.reshape(l_, p, -1), self._phys(k))
-        nxt = self._flat(k + 1)
-        self._set_flat(k + 1, np.tensordot(rr, nxt, axes=(1, 0)), self._phys(k + 1))
-
-    def _shift_left(self, k: int) -> None:
-        """Make core ``k`` right-orthonormal, pushing the rest into core ``k-1``."""
-        a = self._flat(k)
-        l_, p, r = a.shape
-        q, rr = qr_pos(a.reshape(l_, p * r).T)
-        self._set_flat(k, q.T.reshape(-1, p, r), self._phys(k))
-        prv = self._flat(k - 1)
-        self._set_flat(k - 1, np.tensordot(prv, rr.T, axes=(2, 0)), self._phys(k - 1))
-
     def canonicalize(self: T, center: int) -> T:
         """Bring the train into mixed canonical form around ``center`` (in place).
 
@@ -239,10 +300,7 @@ class TensorTrain:
         """
         n = self.num_sites
         center = check_int("center", center, minimum=-n, maximum=n - 1) % n
-        for k in range(0, center):
-            self._shift_right(k)
-        for k in range(n - 1, center, -1):
-            self._shift_left(k)
+        self.cores = canonicalize_cores(self.cores, center)
         self.center = center
         return self
 
@@ -274,7 +332,7 @@ class TensorTrain:
         for k in range(self.num_sites):  # neither overflow nor underflow
             a = self._flat(k)
             a, e = _scaled(a)
-            env, f = _scaled(np.einsum("ab,apc,bpd->cd", env, a.conj(), a, optimize=True))
+            env, f = _scaled(transfer(env, a, a))
             exp2 += 2 * e + f
         val = max(env.real.item(), 0.0)
         if exp2 % 2:

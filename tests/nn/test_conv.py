@@ -411,7 +411,7 @@ def test_from_conv_rejects_bad_options():
         TuckerConv2d.from_conv(conv, method="svd")
     with pytest.raises(QtnnError, match=r"max_iter must be an integer >= 0, got -1"):
         TuckerConv2d.from_conv(conv, ranks=2, max_iter=-1)
-    with pytest.raises(QtnnError, match=r"tol must be a finite real number, got nan"):
+    with pytest.raises(QtnnError, match=r"tol must be a finite real number >= 0, got nan"):
         TuckerConv2d.from_conv(conv, ranks=2, tol=float("nan"))
     with pytest.raises(QtnnError, match=r"max_iter must be an integer >= 1, got 0"):
         CPConv2d.from_conv(conv, rank=2, max_iter=0)

@@ -277,6 +277,17 @@ def test_load_refuses_tampered_files(tmp_path):
         c.save(tmp_path / "no" / "such" / "dir.npz")
 
 
+def test_save_gives_the_permissions_of_a_plain_open(tmp_path):
+    import os
+    import stat
+
+    plain = tmp_path / "plain.npz"
+    plain.write_bytes(b"")
+    p = tmp_path / "c.npz"
+    Staircase.random(3, 1, seed=0).save(p)   # through qtnn.io.atomic_open: not mkstemp's 0600
+    assert stat.S_IMODE(os.stat(p).st_mode) == stat.S_IMODE(os.stat(plain).st_mode)
+
+
 # ------------------------------------------------------------------ bad inputs
 def test_bad_inputs_raise_qtnn_errors():
     q = np.linalg.qr(np.random.default_rng(0).normal(size=(4, 4)))[0]

@@ -193,7 +193,7 @@ def test_mpo_path_at_24_qubits_never_forms_dense_matrices(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("dense matrix formed")
 
-    monkeypatch.setattr(dis_mod, "mpo_full_dense", refuse)
+    monkeypatch.setattr(dis_mod, "mpo_dense", refuse)
     monkeypatch.setattr(MPO, "to_dense", refuse)
     monkeypatch.setenv("QTNN_MAX_BYTES", str(64 * 1024**2))  # a 2^12 x 2^12 matrix is 128 MiB
     W = MPO.random((2,) * 12, (2,) * 12, 8, seed=5)
@@ -282,7 +282,7 @@ def test_dense_path_refuses_over_the_memory_limit(monkeypatch):
     (dict(restarts=-1), "restarts must be an integer >= 0, got -1"),
     (dict(refine=-3), "refine must be an integer >= 0, got -3"),
     (dict(tol=-0.5), "tol must be a real number >= 0, got -0.5"),
-    (dict(tol=float("nan")), "tol must be a finite real number, got nan"),
+    (dict(tol=float("nan")), "tol must be a finite real number >= 0, got nan"),
     (dict(method="svd"), "method must be one of 'auto', 'dense', 'mpo', 'grow'; got 'svd'"),
     (dict(k=0), "k must be an integer >= 1, got 0"),
     (dict(k=5, out_layers=1), "out_layers must be 0 when W has fewer than k=5 qubits"),
