@@ -66,7 +66,8 @@ API_MODULES: list[tuple[str, list[str], str]] = [
 #: Base classes whose members are not repeated on every subclass's page: what torch, PennyLane
 #: and Python's own classes provide.  Members that a class inherits from qtnn's own (private)
 #: base classes, such as the backend switching of the quantum layers, are documented with it.
-NOT_INHERITED = ",".join(["Module", "Operation", "Operator", "BaseException", "Exception", "ValueError",
+NOT_INHERITED = ",".join(["ndarray", "Module", "Operation", "Operator", "BaseException", "Exception",
+                          "ValueError",
                           "TypeError", "RuntimeError", "OSError", "TimeoutError", "tuple", "dict",
                           "object"])
 
