@@ -16,7 +16,64 @@ from typing import Any
 from qtnn._validate import check_alloc, check_int
 from qtnn.errors import QtnnError
 
-__all__ = ["bench_mpo_linear", "bench_hybrid", "time_interleaved"]
+__all__ = ["bench_mpo_linear", "bench_hybrid", "time_interleaved", "environment", "format_environment"]
+
+#: Environment variables that change how threaded libraries behave (reported, not relied on).
+_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMBA_", "TORCH_")
+
+
+def environment() -> dict[str, Any]:
+    """The threading environment a benchmark ran in.
+
+    CPUs available to the process, torch's intra- and inter-op threads and
+    OpenMP runtime, the threads of the staircase kernels
+    (:func:`qtnn.staircase._jit.kernel_threads`), the load average, and every
+    set variable of the OpenMP, MKL, OpenBLAS, numba and torch families.
+
+    Examples
+    --------
+    >>> env = environment()
+    >>> env["cpus"] >= 1 and env["kernel_threads"] >= 1
+    True
+    """
+    import os
+
+    import torch
+
+    from qtnn.staircase._jit import kernel_threads
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cpus = os.cpu_count() or 1
+    info = torch.__config__.parallel_info()
+    backend = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                    if line.startswith("ATen parallel backend")), "unknown")
+    try:
+        load = list(os.getloadavg())
+    except OSError:  # pragma: no cover - Windows
+        load = []
+    return {"cpus": cpus, "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(), "torch_parallel": backend,
+            "kernel_threads": kernel_threads(), "load_average": load,
+            "variables": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)}}
+
+
+def format_environment(env: dict[str, Any]) -> str:
+    """One line for :func:`environment` (``OMP_WAIT_POLICY`` and friends, or "no thread variables set").
+
+    Examples
+    --------
+    >>> format_environment({"cpus": 2, "torch_threads": 2, "torch_interop_threads": 2,
+    ...     "torch_parallel": "OpenMP", "kernel_threads": 2, "load_average": [0.5, 0.4, 0.3],
+    ...     "variables": {"OMP_WAIT_POLICY": "active"}}).split("; ")
+    ['environment: 2 CPUs, torch 2 threads (OpenMP), staircase kernel 2 threads, load 0.50', \
+'OMP_WAIT_POLICY=active']
+    """
+    var = ", ".join(f"{k}={v}" for k, v in env["variables"].items()) or "no thread variables set"
+    load = f", load {env['load_average'][0]:.2f}" if env["load_average"] else ""
+    return (f"environment: {env['cpus']} CPUs, torch {env['torch_threads']} threads "
+            f"({env['torch_parallel']}), staircase kernel {env['kernel_threads']} threads{load}; {var}")
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 7,
@@ -157,7 +214,7 @@ def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2,
         for bsz in batches:
             rows.append(_bench_hybrid_row(n, layers, bsz, repeats, aer_batch, progress))
     return {"benchmark": "hybrid", "what": "forward+backward samples/s, QuantumStaircase",
-            "rows": rows}
+            "environment": environment(), "rows": rows}
 
 
 #: Each timed sample of :func:`bench_hybrid` runs consecutive steps for at least this long.

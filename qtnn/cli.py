@@ -390,8 +390,11 @@ def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
         raise QtnnError("--aer-batch and --repeats must be positive and --layers >= 0")
     r = bench_hybrid(qubits=args.qubits, layers=args.layers, batch=args.batch,
                      repeats=args.repeats, aer_batch=args.aer_batch)
+    from qtnn.bench import format_environment
+
     print(f"forward+backward samples/s, {args.layers} staircase layers "
           f"(qiskit.aer: batch {args.aer_batch}, parameter-shift)")
+    print(format_environment(r["environment"]))
     names = list(r["rows"][0]["samples_per_s"])
     print("qubits  batch  " + "  ".join(f"{n:>16}" for n in names) + "  reference / fastest QNode")
     for row in r["rows"]:
