@@ -80,7 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline in the same run)")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
-    bsub.required = True
+    b.add_argument("--all", action="store_true", dest="bench_all",
+                   help="run the summary of every benchmark (qtnn.bench_summary) and write "
+                        "PREFIX.json and PREFIX.png (see --prefix)")
+    b.add_argument("--prefix", default="bench-all",
+                   help="with --all: path prefix of the JSON and PNG files (default bench-all)")
     m = bsub.add_parser("mpo-linear", help="forward+backward time of MPOLinear against nn.Linear")
     m.add_argument("--sizes", type=_ints, default=[1024, 4096], help="square layer sizes (default 1024,4096)")
     m.add_argument("--bonds", type=_ints, default=[8, 16, 32], help="bond dims (default 8,16,32)")
@@ -362,6 +366,20 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "bench_all", False):
+        if args.bench is not None:
+            raise QtnnError(f"--all runs every benchmark; leave out the benchmark name {args.bench!r}")
+        from qtnn.bench_summary import bench_all, format_summary, plot_summary
+        from qtnn.io import write_json
+
+        r = bench_all()
+        print(format_summary(r))
+        write_json(args.prefix + ".json", r)
+        plot_summary(r, args.prefix + ".png")
+        print(f"wrote {args.prefix}.json and {args.prefix}.png")
+        return r
+    if args.bench is None:
+        raise QtnnError("bench needs a benchmark name (mpo-linear, hybrid, staircase, planted) or --all")
     if args.bench == "staircase":
         return _cmd_bench_staircase(args)
     if args.bench == "hybrid":
