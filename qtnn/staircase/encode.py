@@ -220,8 +220,11 @@ def _right_step(env: np.ndarray, bra: np.ndarray, ket: np.ndarray) -> np.ndarray
     return np.tensordot(bra.conj(), t, axes=([1, 2], [1, 2]))       # (x, y)
 
 
-def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores:
-    """Update the gates of one layer left to right (in place); return ``layer |ket>``.
+def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> tuple[Cores, complex]:
+    """Update the gates of one layer left to right (in place); return ``(layer |ket>, overlap)``.
+
+    ``overlap`` is ``<bra| layer |ket>`` after the last update (the
+    environment's contraction with the last gate: no extra pass needed).
 
     ``ket`` = the layers below applied to ``|0>``, ``bra`` = the inverses of the
     layers above applied to ``psi``.  First the bra is swept right to left
@@ -252,10 +255,12 @@ def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores
     env = np.ones((1, 1))
     kwin = ops.merge(ket[:k])
     rest = kwin
+    overlap = 0j
     for j in range(g_count):
         mat = _contract_env(env, bra_w[j], kwin, rights[j])
         g = polar_unitary(mat.conj())
         layer[j] = g
+        overlap = complex(np.sum(g * mat))
         w2 = _gate_on(g, kwin)
         if k == 1:
             core = w2
@@ -269,11 +274,12 @@ def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores
         env = _left_step(env, bra[j], core)
     if k > 1:
         out.extend(ops.split_all_left_to_right(rest, qr=True))
-    return out
+    return out, overlap
 
 
-def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores:
-    """Mirror of :func:`_update_layer_up`: gates updated right to left; returns ``layer^dagger |bra>``."""
+def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> tuple[Cores, complex]:
+    """Mirror of :func:`_update_layer_up`: gates updated right to left; returns
+    ``(layer^dagger |bra>, overlap)``."""
     n = len(ket)
     g_count = n - k + 1
     ket_w: list[np.ndarray] = [np.empty(0)] * g_count
@@ -297,10 +303,12 @@ def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cor
     env = np.ones((1, 1))
     bwin = ops.merge(bra[g_count - 1:])
     rest = bwin
+    overlap = 0j
     for j in range(g_count - 1, -1, -1):
         mat = _contract_env(lefts[j], bwin, ket_w[j], env)
         g = polar_unitary(mat.conj())
         layer[j] = g
+        overlap = complex(np.sum(g * mat))
         w2 = _gate_on(g.conj().T, bwin)
         if k == 1:
             core = w2
@@ -315,7 +323,7 @@ def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cor
     if k > 1:
         head = ops.split_all_right_to_left(rest, qr=True)
         out[: len(head)] = head
-    return [c for c in out if c is not None]
+    return [c for c in out if c is not None], overlap
 
 
 
@@ -347,13 +355,15 @@ def _sweep(psi: Cores, gates: np.ndarray, k: int, sweeps: int, tol: float, f0: f
                                    descending=True, qr=True)
     best_g, best_f, f_prev = gates.copy(), f0, f0
     for s in range(1, sweeps + 1):
+        # the fidelity after a pass is |<psi|G|0>|^2 read off the environment of the pass's
+        # last gate update (exact: every split is a QR), instead of rebuilding G|0>
         if s % 2 == 1:
             for li in range(d_layers):
-                kets[li + 1] = _update_layer_up(kets[li], bras[li + 1], gates[li], k)
+                kets[li + 1], overlap = _update_layer_up(kets[li], bras[li + 1], gates[li], k)
         else:
             for li in range(d_layers - 1, -1, -1):
-                bras[li] = _update_layer_down(kets[li], bras[li + 1], gates[li], k)
-        f = _fidelity(psi, gates, k)
+                bras[li], overlap = _update_layer_down(kets[li], bras[li + 1], gates[li], k)
+        f = abs(overlap) ** 2
         log(stage, d_layers, s, f)
         if f > best_f:
             best_g, best_f = gates.copy(), f
