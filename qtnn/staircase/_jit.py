@@ -43,6 +43,7 @@ cores.  Results do not depend on the thread count.
 from __future__ import annotations
 
 import ctypes
+import functools
 import itertools
 import math
 import os
@@ -435,6 +436,12 @@ def kernel_threads() -> int:
     """
     if _THREADS is not None:
         return _THREADS
+    return _available_cpus()
+
+
+@functools.lru_cache(maxsize=1)
+def _available_cpus() -> int:
+    """CPUs this process may run on (read once: a system call per kernel call would show at n=6)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - macOS, Windows
