@@ -200,6 +200,8 @@ def plot_summary(result: dict[str, Any], path: str | os.PathLike[str] | None = N
             ax.text(v, i, f" {v:.4g}", va="center", fontsize=8)
         if metric == "time / nn.Linear":
             ax.axvline(1.0, color="k", lw=0.8)
+        if metric == "samples/s" and min(vals) > 0:
+            ax.set_xscale("log")
         ax.set_title(f"{bench} ({metric}: {rows[0]['better']} is better)", fontsize=9)
     fig.suptitle(f"qtnn bench --all, commit {result.get('commit', '?')}", fontsize=10)
     fig.tight_layout()
