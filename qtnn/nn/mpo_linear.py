@@ -193,6 +193,12 @@ class MPOLinear(nn.Module):
         The dense plan runs as ``torch.nn.functional.linear`` on the weight
         built from the cores; without gradients that weight is kept until a
         core changes (or the layer moves), so inference is one dense product.
+        Plans are timed once per power of two of the batch size.  Every plan is
+        exact, but they round differently: which one wins can differ between
+        machines and runs (the timing decides), so outputs can differ in the
+        last bits (about 1e-7 relative in float32).  For bit-reproducible runs
+        set ``qtnn.nn.mpo_linear.MEASURE_PLANS = False`` (the cost model's plan,
+        a function of the shapes alone).
         """
         self._check_input(x)
         cores = list(self.cores)
@@ -213,7 +219,10 @@ class MPOLinear(nn.Module):
 
         grad = torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores))
         batch = math.prod(x.shape[:-1])
-        return measured_plan(batch, [tuple(c.shape) for c in cores], device=x.device,
+        # timed once per power of two: varying batches (sequence lengths, the last batch of an
+        # epoch) reuse the plan of their bucket instead of each paying for a calibration
+        bucket = 1 << max(batch - 1, 0).bit_length()
+        return measured_plan(bucket, [tuple(c.shape) for c in cores], device=x.device,
                              dtype=cores[0].dtype, grad=grad)
 
     def _dense_weight(self, split: int, cores: list[torch.Tensor]) -> torch.Tensor:

@@ -187,3 +187,20 @@ def test_inference_weight_is_rebuilt_when_a_core_changes(monkeypatch):
     torch.testing.assert_close(second - layer.bias, 2.0 * (first - layer.bias), rtol=0, atol=1e-13)
     torch.testing.assert_close(second, x @ layer.weight.detach().T + layer.bias.detach(), rtol=0,
                                atol=1e-13)
+
+
+def test_batches_share_the_plan_of_their_power_of_two(monkeypatch):
+    import qtnn.tn.contract as contract
+
+    asked = []
+    real = contract.measured_plan
+
+    def spy(batch, *a, **k):
+        asked.append(batch)
+        return real(batch, *a, **k)
+
+    monkeypatch.setattr(contract, "measured_plan", spy)
+    layer = MPOLinear(16, 16, 2, dtype=torch.float64)
+    for b in (1, 5, 7, 8, 9):
+        layer(torch.randn(b, 16, dtype=torch.float64))
+    assert asked == [1, 8, 8, 8, 16]
