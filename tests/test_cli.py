@@ -150,3 +150,22 @@ def test_bench_planted_small(tmp_path, capsys):
         assert all(b <= a * (1 + 1e-12) for a, b in zip(r["stage_errors"], r["stage_errors"][1:]))
     assert "recovered" in capsys.readouterr().out
     assert main(["bench", "planted", "--qubits", "3"]) == 2
+
+
+def test_bench_all_writes_the_summary_json_and_png(tmp_path, capsys, monkeypatch):
+    import qtnn.apps.bench_summary as summary
+
+    rows = [summary._row("encode", "n=12 D=4 heisenberg", "fidelity", 0.9989, "", "higher"),
+            summary._row("mpo-linear", "1024^2 bond 8 batch 256 train", "time / nn.Linear", 0.8,
+                         "x", "lower")]
+    monkeypatch.setattr(summary, "bench_all", lambda: {"benchmark": "all", "commit": "abc",
+                                                       "environment": {}, "seconds": 1.0,
+                                                       "rows": rows})
+    prefix = str(tmp_path / "sum")
+    assert main(["bench", "--all", "--prefix", prefix]) == 0
+    out = capsys.readouterr().out
+    assert "0.800x" in out and "0.9989" in out
+    assert json.loads((tmp_path / "sum.json").read_text())["rows"] == rows
+    assert (tmp_path / "sum.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["bench"]) == 2
+    assert "--all" in capsys.readouterr().err

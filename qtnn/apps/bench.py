@@ -16,7 +16,64 @@ from typing import Any
 from qtnn.errors import QtnnError
 from qtnn.validate import check_alloc, check_int
 
-__all__ = ["bench_mpo_linear", "bench_hybrid", "time_interleaved"]
+__all__ = ["bench_mpo_linear", "bench_hybrid", "time_interleaved", "environment", "format_environment"]
+
+#: Environment variables that change how threaded libraries behave (reported, not relied on).
+_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "NUMBA_", "TORCH_")
+
+
+def environment() -> dict[str, Any]:
+    """The threading environment a benchmark ran in.
+
+    CPUs available to the process, torch's intra- and inter-op threads and
+    OpenMP runtime, the threads of the staircase kernels
+    (:func:`qtnn.staircase.kernel.kernel_threads`), the load average, and every
+    set variable of the OpenMP, MKL, OpenBLAS, numba and torch families.
+
+    Examples
+    --------
+    >>> env = environment()
+    >>> env["cpus"] >= 1 and env["kernel_threads"] >= 1
+    True
+    """
+    import os
+
+    import torch
+
+    from qtnn.staircase.kernel import kernel_threads
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        cpus = os.cpu_count() or 1
+    info = torch.__config__.parallel_info()
+    backend = next((line.split(":", 1)[1].strip() for line in info.splitlines()
+                    if line.startswith("ATen parallel backend")), "unknown")
+    try:
+        load = list(os.getloadavg())
+    except OSError:  # pragma: no cover - Windows
+        load = []
+    return {"cpus": cpus, "torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(), "torch_parallel": backend,
+            "kernel_threads": kernel_threads(), "load_average": load,
+            "variables": {k: v for k, v in sorted(os.environ.items()) if k.startswith(_ENV_PREFIXES)}}
+
+
+def format_environment(env: dict[str, Any]) -> str:
+    """One line for :func:`environment` (``OMP_WAIT_POLICY`` and friends, or "no thread variables set").
+
+    Examples
+    --------
+    >>> format_environment({"cpus": 2, "torch_threads": 2, "torch_interop_threads": 2,
+    ...     "torch_parallel": "OpenMP", "kernel_threads": 2, "load_average": [0.5, 0.4, 0.3],
+    ...     "variables": {"OMP_WAIT_POLICY": "active"}}).split("; ")
+    ['environment: 2 CPUs, torch 2 threads (OpenMP), staircase kernel 2 threads, load 0.50', \
+'OMP_WAIT_POLICY=active']
+    """
+    var = ", ".join(f"{k}={v}" for k, v in env["variables"].items()) or "no thread variables set"
+    load = f", load {env['load_average'][0]:.2f}" if env["load_average"] else ""
+    return (f"environment: {env['cpus']} CPUs, torch {env['torch_threads']} threads "
+            f"({env['torch_parallel']}), staircase kernel {env['kernel_threads']} threads{load}; {var}")
 
 
 def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 7,
@@ -32,6 +89,11 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 7,
     >>> sorted(t), all(v >= 0 for v in t.values())
     (['a', 'b'], True)
     """
+    return {k: statistics.median(v) for k, v in _samples(fns, repeats, warmup).items()}
+
+
+def _samples(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Wall times of each callable, called in turn each repeat (after ``warmup`` untimed rounds)."""
     samples: dict[str, list[float]] = {k: [] for k in fns}
     for r in range(warmup + repeats):
         for name, fn in fns.items():
@@ -40,18 +102,25 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 7,
             dt = time.perf_counter() - t0
             if r >= warmup:
                 samples[name].append(dt)
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return samples
 
 
 def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] = (8, 16, 32),
-                     batch: int = 256, repeats: int = 7, dtype: str = "float32",
-                     device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Forward+backward time of :class:`~qtnn.nn.MPOLinear` against ``nn.Linear``.
+                     batch: int | Sequence[int] = 256, repeats: int = 7, dtype: str = "float32",
+                     device: str = "cpu", progress: bool = True,
+                     modes: Sequence[str] = ("train",), warmup: int = 2) -> dict[str, Any]:
+    """Time of :class:`~qtnn.nn.MPOLinear` against ``nn.Linear``, per size, bond, batch and mode.
 
     For each size ``N`` (square ``N x N`` layers with 4 balanced cores per
-    side) and bond, reports the median time of both layers measured in the
-    same loop, their ratio, the plan's strategy and FLOPs as a fraction of the
-    dense matmul's.
+    side), bond, batch and mode (``"train"``: forward+backward to the input
+    and the parameters; ``"infer"``: forward under ``torch.no_grad``) it
+    reports the median time of three layers measured in the same loop:
+    ``nn.Linear``, ``MPOLinear`` with its measured plans
+    (:func:`qtnn.tn.contract.measured_plan`) and ``MPOLinear`` with the cost
+    model's plan alone (``model_ms``, the behaviour before measured plans);
+    ``ratio`` is the measured plan's time over ``nn.Linear``'s (medians;
+    ``ratio_min``: of the least times, steadier on a shared machine).  Also the plan
+    chosen, the cost model's and FLOPs as a fraction of the dense matmul's.
 
     Examples
     --------
@@ -62,8 +131,10 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
     import torch
     from tqdm.auto import tqdm
 
+    import qtnn.nn.mpo_linear as mpo_linear
     from qtnn.nn import MPOLinear
-    from qtnn.tn.contract import mpo_apply_cost
+    from qtnn.tn.contract import measured_plan, mpo_apply_cost
+    from qtnn.validate import check_choice
 
     dt = getattr(torch, dtype)
     try:
@@ -74,43 +145,60 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise QtnnError(f"device={device!r} needs CUDA, which this torch build or machine lacks")
     sizes = [check_int("sizes[...]", n, minimum=1) for n in sizes]
+    batches = [check_int("batch", b, minimum=1) for b in ([batch] if isinstance(batch, int) else batch)]
+    modes = [check_choice("modes[...]", m, ("train", "infer")) for m in modes]
     for n in sizes:
         check_alloc(f"the dense {n} x {n} baseline layer (size={n})", n * n,
                     hint="benchmark smaller sizes")
     rows = []
-    cases = [(n, b) for n in sizes for b in bonds]
+    cases = [(n, b, bs, mode) for n in sizes for b in bonds for bs in batches for mode in modes]
     gen = torch.Generator().manual_seed(0)
-    for n, bond in tqdm(cases, desc="mpo-linear", disable=not progress):
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    for n, bond, bsz, mode in tqdm(cases, desc="mpo-linear", disable=not progress):
         torch.manual_seed(0)
         lin = torch.nn.Linear(n, n, dtype=dt, device=device)
         mpo = MPOLinear(n, n, bond, out_dims=4, in_dims=4, dtype=dt, device=device)
-        x = torch.randn(batch, n, generator=gen, dtype=dt).to(device).requires_grad_(True)
+        x = torch.randn(bsz, n, generator=gen, dtype=dt).to(device).requires_grad_(mode == "train")
 
-        def step(m: torch.nn.Module, x: torch.Tensor) -> Callable[[], None]:
+        def step(m: torch.nn.Module, measured: bool, x: torch.Tensor = x,
+                 mode: str = mode) -> Callable[[], None]:
             def run() -> None:
-                x.grad = None
-                m.zero_grad(set_to_none=True)
-                m(x).sum().backward()
-                if device != "cpu":
-                    torch.cuda.synchronize()
+                mpo_linear.MEASURE_PLANS = measured
+                try:
+                    if mode == "train":
+                        x.grad = None
+                        m.zero_grad(set_to_none=True)
+                        m(x).sum().backward()
+                    else:
+                        with torch.no_grad():
+                            m(x)
+                    sync()
+                finally:
+                    mpo_linear.MEASURE_PLANS = True
             return run
 
-        t = time_interleaved({"linear": step(lin, x), "mpo": step(mpo, x)}, repeats=repeats)
-        cost = mpo_apply_cost((batch, *mpo.in_dims), [tuple(c.shape) for c in mpo.cores])
+        samples = _samples({"linear": step(lin, True), "mpo": step(mpo, True),
+                            "model": step(mpo, False)}, repeats, warmup)
+        t = {k: statistics.median(v) for k, v in samples.items()}
+        least = {k: min(v) for k, v in samples.items()}
+        shapes = [tuple(c.shape) for c in mpo.cores]
+        cost = mpo_apply_cost((bsz, *mpo.in_dims), shapes)
+        plan = measured_plan(bsz, shapes, device=dev, dtype=dt, grad=mode == "train")
         rows.append({
-            "size": n, "bond": bond, "batch": batch, "dims": list(mpo.in_dims),
-            "bond_dims": mpo.bond_dims, "strategy": cost["strategy"],
+            "size": n, "bond": bond, "batch": bsz, "mode": mode, "dims": list(mpo.in_dims),
+            "bond_dims": mpo.bond_dims, "strategy": plan.strategy, "model_strategy": cost["strategy"],
             "flops_planned_ratio": cost["planned"] / cost["dense"],
             "flops_sequential_ratio": cost["sequential"] / cost["dense"],
-            "linear_ms": 1e3 * t["linear"], "mpo_ms": 1e3 * t["mpo"],
-            "ratio": t["mpo"] / t["linear"],
+            "linear_ms": 1e3 * t["linear"], "mpo_ms": 1e3 * t["mpo"], "model_ms": 1e3 * t["model"],
+            "ratio": t["mpo"] / t["linear"], "model_ratio": t["model"] / t["linear"],
+            "ratio_min": least["mpo"] / least["linear"], "model_ratio_min": least["model"] / least["linear"],
             "params_ratio": sum(c.numel() for c in mpo.cores) / (n * n),
         })
     return {
-        "benchmark": "mpo-linear", "what": "forward+backward, median wall time",
+        "benchmark": "mpo-linear", "what": "median wall time; train: forward+backward, infer: forward",
         "dtype": dtype, "device": device, "repeats": repeats,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
-        "machine": platform.machine(), "rows": rows,
+        "machine": platform.machine(), "environment": environment(), "rows": rows,
     }
 
 
@@ -157,7 +245,7 @@ def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2,
         for bsz in batches:
             rows.append(_bench_hybrid_row(n, layers, bsz, repeats, aer_batch, progress))
     return {"benchmark": "hybrid", "what": "forward+backward samples/s, QuantumStaircase",
-            "rows": rows}
+            "environment": environment(), "rows": rows}
 
 
 #: Each timed sample of :func:`bench_hybrid` runs consecutive steps for at least this long.

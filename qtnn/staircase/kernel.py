@@ -27,8 +27,11 @@ from qtnn.staircase._jit import (
     MODE_PROBS,
     MODE_STATE,
     ZERO_ROW,
+    kernel_threads,
+    set_kernel_threads,
     staircase_backward,
     staircase_forward,
 )
 
-__all__ = ["staircase_forward", "staircase_backward", "MODE_STATE", "MODE_PROBS", "BAD_ANGLES", "ZERO_ROW"]
+__all__ = ["staircase_forward", "staircase_backward", "kernel_threads", "set_kernel_threads", "MODE_STATE",
+           "MODE_PROBS", "BAD_ANGLES", "ZERO_ROW"]

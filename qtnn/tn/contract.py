@@ -29,11 +29,13 @@ import functools
 import math
 import numbers
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["mpo_apply_equation", "mpo_apply_expression", "mpo_apply_cost",
-           "plan_mpo_apply", "execute_mpo_apply", "MPOApplyPlan"]
+           "plan_mpo_apply", "execute_mpo_apply", "MPOApplyPlan", "candidate_plans", "measured_plan",
+           "dense_weight", "clear_measured_plans"]
 
 #: Time per FLOP of the opt_einsum/tensordot path relative to a single GEMM
 #: (measured: 0.25 of the dense FLOPs ran in 0.5 of the dense time at
@@ -177,22 +179,18 @@ def _merge_cost(shapes: Sequence[tuple[int, ...]]) -> float:
 
 
 @functools.lru_cache(maxsize=512)
-def _plan(batch: int, shapes: tuple[tuple[int, ...], ...], gpu: bool = False) -> MPOApplyPlan:
+def _all_plans(batch: int, shapes: tuple[tuple[int, ...], ...],
+               gpu: bool = False) -> tuple[MPOApplyPlan, ...]:
+    """Every plan the cost model considers, in the order considered."""
     split_penalty = GPU_SPLIT_PENALTY if gpu else SPLIT_PENALTY
     einsum_penalty = GPU_EINSUM_PENALTY if gpu else EINSUM_PENALTY
     n = len(shapes)
     outs = [s[1] for s in shapes]
     ins = [s[2] for s in shapes]
     O, I = math.prod(outs), math.prod(ins)
-    best: MPOApplyPlan | None = None
-
-    def consider(p: MPOApplyPlan) -> None:
-        nonlocal best
-        if best is None or p.score < best.score:
-            best = p
-
     if n == 1:
-        return MPOApplyPlan("dense", 0, False, 2.0 * batch * O * I, 2.0 * batch * O * I)
+        return (MPOApplyPlan("dense", 0, False, 2.0 * batch * O * I, 2.0 * batch * O * I),)
+    plans = []
     for m in range(n - 1):
         o1, i1 = math.prod(outs[: m + 1]), math.prod(ins[: m + 1])
         o2, i2 = O // o1, I // i1
@@ -200,19 +198,28 @@ def _plan(batch: int, shapes: tuple[tuple[int, ...], ...], gpu: bool = False) ->
         merge = _merge_cost(shapes[: m + 1]) + _merge_cost(shapes[m + 1:])
         right = 2.0 * batch * (i1 * i2 * chi * o2 + i1 * chi * o2 * o1)
         left = 2.0 * batch * (o1 * chi * i1 * i2 + o1 * chi * i2 * o2)
-        consider(MPOApplyPlan("split", m, True, merge + right, merge + split_penalty * right))
+        plans.append(MPOApplyPlan("split", m, True, merge + right, merge + split_penalty * right))
         if left < right:
-            consider(MPOApplyPlan("split", m, False, merge + left, merge + split_penalty * left))
+            plans.append(MPOApplyPlan("split", m, False, merge + left, merge + split_penalty * left))
         dense = merge + 2.0 * o1 * i1 * chi * o2 * i2 + 2.0 * batch * O * I
-        consider(MPOApplyPlan("dense", m, False, dense, dense))
+        plans.append(MPOApplyPlan("dense", m, False, dense, dense))
     if n > 2:
         import opt_einsum as oe
 
         eq = mpo_apply_equation(n)
         _, info = oe.contract_path(eq, (batch, *ins), *shapes, shapes=True, optimize=_path_strategy(n))
         flops = float(info.opt_cost)
-        consider(MPOApplyPlan("einsum", 0, False, flops, einsum_penalty * flops))
-    if best is None:  # pragma: no cover - n >= 2 always considers at least one split
+        plans.append(MPOApplyPlan("einsum", 0, False, flops, einsum_penalty * flops))
+    return tuple(plans)
+
+
+@functools.lru_cache(maxsize=512)
+def _plan(batch: int, shapes: tuple[tuple[int, ...], ...], gpu: bool = False) -> MPOApplyPlan:
+    best: MPOApplyPlan | None = None
+    for p in _all_plans(batch, shapes, gpu):   # first of equal scores, as considered
+        if best is None or p.score < best.score:
+            best = p
+    if best is None:  # pragma: no cover - there is always at least one plan
         raise RuntimeError("no contraction plan found")
     return best
 
@@ -296,6 +303,31 @@ def merge_cores(cores: Sequence[Any]) -> Any:
     return block
 
 
+def dense_weight(split: int, cores: Sequence[Any]) -> Any:
+    """The matrix ``W`` (``prod(out_dims) x prod(in_dims)``) of ``cores``, built through bond ``split``.
+
+    Cores ``0..split`` and the rest are merged into two blocks whose product
+    over the bond is ``W`` (numpy or torch, differentiable in torch).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from qtnn.tn import MPO
+    >>> w = np.arange(12.0).reshape(3, 4)
+    >>> mpo = MPO.from_dense(w, out_dims=(3, 1), in_dims=(2, 2))
+    >>> bool(np.allclose(dense_weight(0, mpo.cores), w))
+    True
+    """
+    left = merge_cores(cores[: split + 1])    # (1, o1, i1, chi)
+    if len(cores) == 1:
+        return left.reshape(left.shape[1], left.shape[2])
+    right = merge_cores(cores[split + 1:])   # (chi, o2, i2, 1)
+    _, o1, i1, chi = left.shape
+    o2, i2 = right.shape[1], right.shape[2]
+    w = (left.reshape(o1 * i1, chi) @ right.reshape(chi, o2 * i2)).reshape(o1, i1, o2, i2)
+    return _permute(w, (0, 2, 1, 3)).reshape(o1 * o2, i1 * i2)
+
+
 def execute_mpo_apply(plan: MPOApplyPlan, x: Any, cores: Sequence[Any]) -> Any:
     """Run ``plan`` on ``x`` of shape ``(batch, prod(in_dims))``; returns ``(batch, prod(out_dims))``.
 
@@ -307,18 +339,15 @@ def execute_mpo_apply(plan: MPOApplyPlan, x: Any, cores: Sequence[Any]) -> Any:
         expr = mpo_apply_expression((batch, *ins), [tuple(c.shape) for c in cores])
         return expr(x.reshape((batch, *ins)), *cores).reshape(batch, -1)
     m = plan.split
+    if plan.strategy == "dense" or len(cores) == 1:
+        return x @ _permute(dense_weight(m, cores), (1, 0))
     left = merge_cores(cores[: m + 1])    # (1, o1, i1, chi)
-    if len(cores) == 1:
-        w = left.reshape(left.shape[1], left.shape[2])
-        return x @ _permute(w, (1, 0))
     right = merge_cores(cores[m + 1:])   # (chi, o2, i2, 1)
     _, o1, i1, chi = left.shape
     o2, i2 = right.shape[1], right.shape[2]
-    if plan.strategy == "dense":
-        w = (left.reshape(o1 * i1, chi) @ right.reshape(chi, o2 * i2)).reshape(o1, i1, o2, i2)
-        w = _permute(w, (0, 2, 1, 3)).reshape(o1 * o2, i1 * i2)
-        return x @ _permute(w, (1, 0))
-    torch_cpu = hasattr(x, "is_cuda") and not x.is_cuda
+    # the host kernel below is for torch tensors in CPU memory only (CUDA, MPS, XPU... take the
+    # plain torch path, as the planner assumed for any device but the CPU)
+    torch_cpu = getattr(getattr(x, "device", None), "type", None) == "cpu"
     if torch_cpu:
         # Both orders run as the right-first kernel; left-first is its mirror
         # image (sites reversed), which only transposes the small x and y.
@@ -415,14 +444,177 @@ def _split_kernel() -> Any:
                 g = gy[s: s + ctx.chunk]
                 if need_l:
                     t = ctx.ts[s // ctx.chunk] if ctx.ts else (x2 @ r2).reshape(c, k, o2)
-                    gl2 += g.permute(1, 0, 2).reshape(o1, c * o2) @ t.permute(0, 2, 1).reshape(c * o2, k)
+                    # conjugate transposes: torch's gradient convention for complex tensors
+                    # (no-ops on real ones)
+                    tt = t.permute(0, 2, 1).reshape(c * o2, k).conj()
+                    gl2 += g.permute(1, 0, 2).reshape(o1, c * o2) @ tt
                 if need_x or need_r:
-                    gt = torch.matmul(l2.T, g).reshape(c * i1, -1)
+                    gt = torch.matmul(l2.mH, g).reshape(c * i1, -1)
                     if gx is not None:  # need_x
-                        gx[s: s + c] = (gt @ r2.T).reshape(c, i1, i2)
+                        gx[s: s + c] = (gt @ r2.mH).reshape(c, i1, i2)
                     if need_r:
-                        gr2 += x2.T @ gt
+                        gr2 += x2.mH @ gt
             ctx.ts = []
             return gx, gr2, gl2, None
 
     return SplitApply.apply
+
+
+# ----------------------------------------------------------- measured plans
+#: Plans whose cost-model score is within this factor of the best are timed by
+#: :func:`measured_plan`; the others are not worth the calibration's time.
+CANDIDATE_RATIO = 4.0
+
+#: Timed rounds of :func:`measured_plan` after one warm-up round (every candidate
+#: once per round, interleaved; the least time decides: load from other work
+#: only ever adds time, so the minimum is the steadiest estimate on a shared machine).
+CALIBRATION_ROUNDS = 3
+
+_MEASURED: dict[tuple[Any, ...], MPOApplyPlan] = {}
+
+
+def candidate_plans(batch: int, core_shapes: Sequence[Sequence[int]], *,
+                    device_type: str = "cpu") -> list[MPOApplyPlan]:
+    """The best plan of each strategy (split, dense, einsum) whose score is within :data:`CANDIDATE_RATIO`.
+
+    The cost model's own choice (:func:`plan_mpo_apply`) comes first.
+
+    Examples
+    --------
+    >>> shapes = [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)]
+    >>> [p.strategy for p in candidate_plans(32, shapes)]
+    ['split', 'dense', 'einsum']
+    """
+    best = plan_mpo_apply(batch, core_shapes, device_type=device_type)
+    per: dict[str, MPOApplyPlan] = {}
+    for p in _all_plans(batch, _check_core_shapes(core_shapes), device_type != "cpu"):
+        if p.strategy not in per or p.score < per[p.strategy].score:
+            per[p.strategy] = p
+    rest = [p for p in per.values() if p != best and p.score <= CANDIDATE_RATIO * best.score]
+    return [best, *rest]
+
+
+def clear_measured_plans() -> None:
+    """Forget every plan :func:`measured_plan` has timed (e.g. after the machine's load changed).
+
+    Examples
+    --------
+    >>> clear_measured_plans()
+    >>> len(_MEASURED)
+    0
+    """
+    _MEASURED.clear()
+
+
+def measured_plan(batch: int, core_shapes: Sequence[Sequence[int]], *, device: Any = "cpu",
+                  dtype: Any = None, grad: bool = True) -> MPOApplyPlan:
+    """The fastest of :func:`candidate_plans`, timed on this machine (cached per shape, device, dtype, mode).
+
+    On the first call for a key, every candidate runs on random tensors of
+    these shapes, one warm-up and :data:`CALIBRATION_ROUNDS` timed rounds,
+    interleaved; the least time decides.  ``grad``: time forward and backward (to
+    the input and the cores), as in training; otherwise the forward pass under
+    ``torch.no_grad``, where the dense plan's weight counts as already built
+    (:class:`qtnn.nn.MPOLinear` keeps it while its cores are unchanged).  On
+    the ``meta`` device, and where a single candidate remains, the cost model
+    decides without timing.
+
+    Parameters
+    ----------
+    batch : int
+        Rows of the input.
+    core_shapes : sequence of (left, out, in, right)
+        Shapes of the MPO cores.
+    device : str or torch.device
+        Where the tensors live.
+    dtype : torch.dtype, optional
+        Of the tensors (default: torch's default dtype).
+    grad : bool
+        Whether the product is differentiated (forward+backward) or not.
+
+    Returns
+    -------
+    MPOApplyPlan
+        One of :func:`candidate_plans`.
+
+    Examples
+    --------
+    >>> shapes = [(1, 4, 4, 2), (2, 4, 4, 1)]
+    >>> p = measured_plan(8, shapes, grad=False)
+    >>> p in candidate_plans(8, shapes), p is measured_plan(8, shapes, grad=False)
+    (True, True)
+    """
+    import torch
+
+    from qtnn.errors import QtnnError, QtnnTypeError
+    from qtnn.validate import check_bool, check_int
+
+    batch = check_int("batch", batch, minimum=0)
+    shapes = _check_core_shapes(core_shapes)
+    grad = check_bool("grad", grad)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise QtnnError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}: "
+                        f"{exc}") from None
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise QtnnTypeError(f"dtype must be a real floating torch.dtype, got {dtype!r:.80}")
+    key = (batch, shapes, str(dev), dtype, grad)
+    hit = _MEASURED.get(key)
+    if hit is not None:
+        return hit
+    cands = candidate_plans(batch, shapes, device_type=dev.type)
+    if dev.type == "meta" or len(cands) == 1 or batch == 0:
+        plan = cands[0]
+    else:
+        plan = _fastest(cands, batch, shapes, dev, dtype, grad)
+    _MEASURED[key] = plan
+    return plan
+
+
+def _fastest(cands: Sequence[MPOApplyPlan], batch: int, shapes: tuple[tuple[int, ...], ...],
+             dev: Any, dtype: Any, grad: bool) -> MPOApplyPlan:
+    """Time ``cands`` on random tensors (see :func:`measured_plan`); the one of least time."""
+    import time
+
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    n_in = math.prod(c[2] for c in shapes)
+    with torch.no_grad():
+        x = torch.randn(batch, n_in, generator=gen, dtype=dtype).to(dev)
+        cores = [(0.3 * torch.randn(s, generator=gen, dtype=dtype)).to(dev) for s in shapes]
+        dense = {p.split: dense_weight(p.split, cores) for p in cands if p.strategy == "dense"}
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if grad:
+        x.requires_grad_(True)
+        for c in cores:
+            c.requires_grad_(True)
+
+    def run(plan: MPOApplyPlan) -> None:
+        if grad:
+            y = execute_mpo_apply(plan, x, cores)
+            y.backward(torch.ones_like(y))
+            x.grad = None
+            for c in cores:
+                c.grad = None
+        else:
+            with torch.no_grad():
+                if plan.strategy == "dense":
+                    x @ dense[plan.split].T
+                else:
+                    execute_mpo_apply(plan, x, cores)
+        sync()
+
+    times: list[list[float]] = [[] for _ in cands]
+    with torch.autocast(dev.type, enabled=False) if dev.type in ("cpu", "cuda") else nullcontext():
+        for r in range(1 + CALIBRATION_ROUNDS):
+            for k, p in enumerate(cands):
+                t0 = time.perf_counter()
+                run(p)
+                if r:
+                    times[k].append(time.perf_counter() - t0)
+    best = [min(t) for t in times]
+    return cands[min(range(len(cands)), key=best.__getitem__)]
+

@@ -364,12 +364,12 @@ class MPO(TensorTrain):
     __hash__ = None  # type: ignore[assignment]
 
 
-def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int]) -> Any:
+def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int], plan: Any = None) -> Any:
     """``y = W x`` from raw cores (numpy or torch), ``shape = (out_features, in_features)``.
 
-    Pads ``x`` with zeros to ``prod(in_dims)``, contracts with the cached
-    plan and crops the output.  Shared by :meth:`MPO.apply` and
-    :class:`qtnn.nn.MPOLinear`.
+    Pads ``x`` with zeros to ``prod(in_dims)``, contracts with ``plan``
+    (default: the cost model's cached plan, :func:`plan_mpo_apply`) and crops
+    the output.  Shared by :meth:`MPO.apply` and :class:`qtnn.nn.MPOLinear`.
     """
     out_dims = tuple(int(c.shape[1]) for c in cores)
     in_dims = tuple(int(c.shape[2]) for c in cores)
@@ -387,8 +387,9 @@ def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int]) -> Any:
         xf = np.asarray(x).reshape(batch, shape[1])
         if n_in != shape[1]:
             xf = np.pad(xf, ((0, 0), (0, n_in - shape[1])))
-    plan = plan_mpo_apply(batch, [tuple(c.shape) for c in cores],
-                          device_type=x.device.type if torch_mode else "cpu")
+    if plan is None:
+        plan = plan_mpo_apply(batch, [tuple(c.shape) for c in cores],
+                              device_type=x.device.type if torch_mode else "cpu")
     y = execute_mpo_apply(plan, xf, cores)
     if n_out != shape[0]:
         y = y[:, : shape[0]]

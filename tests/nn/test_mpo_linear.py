@@ -132,3 +132,75 @@ def test_cuda_matches_cpu():
     x = torch.randn(16, 256, dtype=torch.float64)
     ref = layer(x)
     torch.testing.assert_close(layer.cuda()(x.cuda()).cpu(), ref, rtol=0, atol=1e-10)
+
+
+def _forced(monkeypatch, plan):
+    import qtnn.tn.contract as contract
+
+    monkeypatch.setattr(contract, "measured_plan", lambda *a, **k: plan)
+
+
+@pytest.mark.parametrize("pick", range(3))
+def test_every_measured_plan_equals_the_dense_reference(monkeypatch, pick):
+    from qtnn.tn.contract import candidate_plans
+
+    torch.manual_seed(0)
+    layer = MPOLinear(60, 50, 5, out_dims=3, in_dims=3, dtype=torch.float64)   # padded to 64 / 64
+    cands = candidate_plans(7, [tuple(c.shape) for c in layer.cores])
+    plan = cands[min(pick, len(cands) - 1)]
+    _forced(monkeypatch, plan)
+    w, b = layer.weight.detach(), layer.bias.detach()
+    x = torch.randn(7, 60, dtype=torch.float64, requires_grad=True)
+    ref = x.detach() @ w.T + b
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), ref, rtol=0, atol=1e-13)
+    y = layer(x)
+    torch.testing.assert_close(y.detach(), ref, rtol=0, atol=1e-13)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    torch.testing.assert_close(x.grad, gy @ w, rtol=0, atol=1e-13)
+    # the cores' gradients against those of the cost model's own plan
+    got = [c.grad.clone() for c in layer.cores]
+    layer.zero_grad()
+    import qtnn.nn.mpo_linear as mpo_linear
+
+    monkeypatch.setattr(mpo_linear, "MEASURE_PLANS", False)
+    layer(x).backward(gy)
+    for g, c in zip(got, layer.cores, strict=True):
+        torch.testing.assert_close(g, c.grad, rtol=0, atol=1e-12)
+
+
+def test_inference_weight_is_rebuilt_when_a_core_changes(monkeypatch):
+    from qtnn.tn.contract import MPOApplyPlan
+
+    _forced(monkeypatch, MPOApplyPlan("dense", 0, False, 0.0))
+    layer = MPOLinear(64, 64, 4, dtype=torch.float64)
+    x = torch.randn(3, 64, dtype=torch.float64)
+    with torch.no_grad():
+        first = layer(x)
+        kept = layer._weight_cache[1]
+        torch.testing.assert_close(layer(x), first, rtol=0, atol=0)
+        assert layer._weight_cache[1] is kept
+        layer.cores[0].mul_(2.0)      # an optimiser step changes the cores in place
+        second = layer(x)
+    assert layer._weight_cache[1] is not kept
+    torch.testing.assert_close(second - layer.bias, 2.0 * (first - layer.bias), rtol=0, atol=1e-13)
+    torch.testing.assert_close(second, x @ layer.weight.detach().T + layer.bias.detach(), rtol=0,
+                               atol=1e-13)
+
+
+def test_batches_share_the_plan_of_their_power_of_two(monkeypatch):
+    import qtnn.tn.contract as contract
+
+    asked = []
+    real = contract.measured_plan
+
+    def spy(batch, *a, **k):
+        asked.append(batch)
+        return real(batch, *a, **k)
+
+    monkeypatch.setattr(contract, "measured_plan", spy)
+    layer = MPOLinear(16, 16, 2, dtype=torch.float64)
+    for b in (1, 5, 7, 8, 9):
+        layer(torch.randn(b, 16, dtype=torch.float64))
+    assert asked == [1, 8, 8, 8, 16]

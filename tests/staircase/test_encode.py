@@ -114,9 +114,13 @@ def test_iterative_monotone_in_depth_and_never_below_ran(which, request):
     assert all(b >= a - 1e-12 for a, b in zip(f_it, f_it[1:]))
     assert all(a >= b - 1e-12 for a, b in zip(f_it, f_ran))
     assert 1 - f_it[-1] < 0.5 * (1 - f_ran[-1])      # the sweeps do help
-    # the per-depth values equal separate runs with fewer layers (the algorithm is incremental)
-    _, rep2 = encode_mps(psi, 2, method="iterative", sweeps=6)
+    # the per-depth values equal separate runs with fewer layers (the algorithm is incremental
+    # up to the last depth's polishing, which only adds sweeps)
+    _, rep2 = encode_mps(psi, 2, method="iterative", sweeps=6, polish=0)
     assert rep2.final_fidelity == pytest.approx(f_it[1], abs=1e-12)
+    _, rep2p = encode_mps(psi, 2, method="iterative", sweeps=6)
+    polished = [f for stage, _, _, f in rep2p.fidelities if stage == "polish"]
+    assert polished and rep2p.final_fidelity == max(f_it[1], *polished) >= f_it[1]
     # sweeps never lower the fidelity
     _, rep_sw = encode_mps(psi, 3, method="sweep", sweeps=6)
     sw = [f for stage, _, _, f in rep_sw.fidelities if stage == "sweep"]
@@ -274,3 +278,11 @@ def test_first_layer_gates_are_rotations(method, k):
     assert (np.linalg.det(np.asarray(circ.gates[0])) > 0).all()
     ref = psi.to_dense() / np.linalg.norm(psi.to_dense())
     assert abs(abs(np.vdot(ref, circ.state())) ** 2 - rep.final_fidelity) < 1e-12
+
+
+def test_polish_options_are_checked():
+    psi = MPS.random(4, 2, seed=0)
+    with pytest.raises(QtnnError, match="polish"):
+        encode_mps(psi, 1, polish=-1)
+    with pytest.raises(QtnnError, match="rtol"):
+        encode_mps(psi, 1, rtol=float("nan"))

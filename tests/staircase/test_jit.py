@@ -81,3 +81,44 @@ def test_falls_back_to_uncached_compilation(monkeypatch):
 
     assert f(1) == 2
     assert calls == [True, False]
+
+
+@pytest.mark.parametrize("mode", [_jit.MODE_STATE, _jit.MODE_PROBS])
+@pytest.mark.parametrize("transpose", [False, True])
+def test_threaded_calls_equal_the_serial_ones_bit_for_bit(monkeypatch, mode, transpose):
+    # 12 qubits, 37 rows: chunks of 8 rows, the last one partial
+    rng = np.random.default_rng(3)
+    n, batch, m = 12, 37, 22
+    angles = rng.uniform(-4, 4, size=(m, 6))
+    dets = np.where(rng.random(m) < 0.5, -1.0, 1.0)
+    pos = np.tile(np.arange(n - 1), 2).astype(np.int64)
+    x = rng.normal(size=(batch, 2**n))
+    assert 2**n * 8 == _jit.CHUNK_ENTRIES
+    gy = rng.normal(size=(batch, 2**n))
+
+    def run():
+        out, state, r2, status = _jit.staircase_forward(x, angles, dets, pos, transpose, n, mode)
+        grads = _jit.staircase_backward(gy, state, r2, x, angles, dets, pos, transpose, n, mode,
+                                        True, True)
+        return out, state, r2, status, *grads
+
+    monkeypatch.setattr(_jit, "PARALLEL_MIN_WORK", 0)
+    monkeypatch.setattr(_jit, "QUIET_MIN_WORK", 0)
+    _jit.set_kernel_threads(1)
+    try:
+        serial = run()
+        _jit.set_kernel_threads(3)
+        threaded = run()
+    finally:
+        _jit.set_kernel_threads(None)
+    assert serial[3] == threaded[3] == 0
+    for s, t in zip(serial, threaded, strict=True):
+        np.testing.assert_array_equal(s, t)
+
+
+def test_set_kernel_threads_validates():
+    from qtnn.errors import QtnnError
+
+    with pytest.raises(QtnnError, match="threads"):
+        _jit.set_kernel_threads(0)
+    assert _jit.kernel_threads() >= 1

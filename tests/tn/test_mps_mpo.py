@@ -252,9 +252,11 @@ def test_gpu_plans_weigh_thin_products_more():
 
 def test_apply_uses_the_plan_of_the_tensors_device(monkeypatch):
     # torch's "meta" device stands in for a GPU: shapes only, no data
+    import qtnn.nn.mpo_linear as mpo_linear
     import qtnn.tn.mpo as mpo_mod
     from qtnn.nn import MPOLinear
 
+    monkeypatch.setattr(mpo_linear, "MEASURE_PLANS", False)   # the cost model alone
     seen = []
     real = mpo_mod.plan_mpo_apply
 
@@ -320,3 +322,31 @@ def test_size_guard_refuses_before_allocating(monkeypatch):
     psi = MPS.product_state([0] * 40)
     with pytest.raises(QtnnError, match=r"dense vector of 1099511627776 entries would need 8.0 TiB"):
         psi.to_dense()
+
+
+def test_candidates_start_with_the_cost_models_plan_and_hold_one_per_strategy():
+    from qtnn.tn.contract import candidate_plans
+
+    shapes = [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)]
+    for batch in (1, 32, 4096):
+        cands = candidate_plans(batch, shapes)
+        assert cands[0] == plan_mpo_apply(batch, shapes)
+        assert len({p.strategy for p in cands}) == len(cands)
+        assert all(p.score <= 4.0 * cands[0].score for p in cands)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_measured_plan_is_a_candidate_and_cached(grad):
+    from qtnn.tn.contract import candidate_plans, clear_measured_plans, measured_plan
+
+    shapes = [(1, 4, 4, 3), (3, 4, 4, 3), (3, 2, 2, 1)]
+    clear_measured_plans()
+    p = measured_plan(16, shapes, dtype=torch.float64, grad=grad)
+    assert p in candidate_plans(16, shapes)
+    assert measured_plan(16, shapes, dtype=torch.float64, grad=grad) is p
+    assert measured_plan(0, shapes, grad=grad) == plan_mpo_apply(0, shapes)
+    assert measured_plan(16, shapes, device="meta", grad=grad) == plan_mpo_apply(16, shapes, device_type="meta")
+    with pytest.raises(QtnnError, match="device must be a torch device"):
+        measured_plan(16, shapes, device="nowhere")
+    with pytest.raises(QtnnTypeError, match="dtype must be a real floating"):
+        measured_plan(16, shapes, dtype=torch.int64)
