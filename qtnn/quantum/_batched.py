@@ -39,6 +39,7 @@ them as ``retry_policy`` and counts failed tries in ``job_failures``.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any, ClassVar
 
@@ -51,6 +52,7 @@ from pennylane_qiskit.remote import RemoteDevice
 from qiskit.compiler import transpile
 from qiskit_ibm_runtime import SamplerV2
 
+from qtnn.errors import QtnnTimeoutError
 from qtnn.quantum._retry import (
     DEFAULT_TIMEOUT_LOCAL,
     DEFAULT_TIMEOUT_REMOTE,
@@ -91,6 +93,7 @@ class BatchedRemoteDevice(RemoteDevice):
         self.job_failures = 0
         #: The transpiled sampler circuits of the last ``execute`` (for error budgets and reports).
         self.last_compiled: list = []
+        self._spent = 0.0
 
     @property
     def backend_label(self) -> str:
@@ -102,8 +105,23 @@ class BatchedRemoteDevice(RemoteDevice):
         self.job_failures += 1
 
     def _run_job(self, submit: Any, validate: Any, what: str) -> Any:
+        spent, self._spent = self._spent, 0.0
         return run_job(submit, self.retry_policy, backend=self.backend_label, what=what,
-                       validate=validate, on_failure=self._failed)
+                       validate=validate, on_failure=self._failed, spent=spent)
+
+    def _transpile(self, qcs: list, started: float) -> list:
+        """One :func:`~qiskit.compiler.transpile` call; stopped between passes at the job timeout."""
+        timeout = self.retry_policy.timeout
+        extra = {} if timeout is None else {"callback": _Deadline(started + timeout)}
+        try:
+            compiled = transpile(qcs, backend=self.compile_backend, **self._transpile_args, **extra)
+        except TranspileDeadline:
+            raise QtnnTimeoutError(
+                f"transpiling {len(qcs)} circuit(s) for backend {self.backend_label!r} took longer than "
+                f"job_timeout={timeout:g} s (stopped after {time.monotonic() - started:.3g} s; not "
+                "retried: the circuits are too large for the limit; raise job_timeout, use fewer "
+                "qubits or a bounded-depth encoding)") from None
+        return compiled if isinstance(compiled, list) else [compiled]
 
     def _count(self, jobs: int, circuits: int) -> None:
         self.jobs_submitted += jobs
@@ -124,11 +142,12 @@ class BatchedRemoteDevice(RemoteDevice):
         results: list = [None] * len(circuits)
         sampled = [i for i, c in enumerate(circuits) if not _uses_estimator(c)]
         if sampled:
+            started = time.monotonic()
             qcs = [circuit_to_qiskit(circuits[i], self.num_wires, diagonalize=True, measure=True)
                    for i in sampled]
-            compiled = transpile(qcs, backend=self.compile_backend, **self._transpile_args)
-            if not isinstance(compiled, list):
-                compiled = [compiled]
+            compiled = self._transpile(qcs, started)
+            # the first job's try also counts the preparation (the timeout bounds the whole try)
+            self._spent = time.monotonic() - started
             for i, qc in enumerate(compiled):
                 qc.name = f"circ{i}"
             self.last_compiled = compiled
@@ -180,6 +199,26 @@ class BatchedRemoteDevice(RemoteDevice):
             return False
         return isinstance(self.backend, AerSimulator)
 
+    def _aer_submit(self, batch: list, shots: int, noise_opts: dict) -> Any:
+        """``submit()`` of a local Aer job: in the worker process when a timeout must hold.
+
+        Aer keeps the GIL while it runs, so a job in this process can neither be
+        waited for with a timeout nor cancelled; with a ``job_timeout`` the job
+        runs in :func:`~qtnn.quantum._aerworker.shared_worker` (killed at the
+        limit).  A ``run`` patched onto the backend instance (tests,
+        instrumentation) is called here, in this process.
+        """
+        if self.retry_policy.timeout is None or "run" in self.backend.__dict__:
+            return partial(self.backend.run, batch, shots=shots, **noise_opts)
+        from qtnn.quantum._aerworker import shared_worker
+
+        options = {k: v for k, v in self.backend.options.__dict__.items()
+                   if v is not None and k not in ("noise_model", "shots")}
+        run_opts = dict(noise_opts)
+        if "noise_model" not in run_opts and getattr(self.backend.options, "noise_model", None) is not None:
+            run_opts["noise_model"] = self.backend.options.noise_model
+        return partial(shared_worker().submit, batch, shots, options, run_opts)
+
     def _restricted_noise(self, used: frozenset) -> dict:
         """Run options with the backend's noise model cut down to the qubits in ``used`` (cached).
 
@@ -214,8 +253,7 @@ class BatchedRemoteDevice(RemoteDevice):
             def read(result: Any, batch: list = batch, shots: int = shots) -> list:
                 return _aer_counts(result, batch, shots)
 
-            counts = self._run_job(partial(self.backend.run, batch, shots=shots, **noise_opts), read,
-                                   "Aer job")
+            counts = self._run_job(self._aer_submit(batch, shots, noise_opts), read, "Aer job")
             self._count(1, len(positions))
             for idx, pos in enumerate(positions):
                 circ = circuits[sampled[pos]]
@@ -227,6 +265,21 @@ class BatchedRemoteDevice(RemoteDevice):
 
 
 _UNSET: Any = object()
+
+
+class TranspileDeadline(Exception):
+    """Raised between transpiler passes once a job's timeout has passed."""
+
+
+class _Deadline:
+    """Transpiler callback: :class:`TranspileDeadline` after ``deadline`` (``time.monotonic``)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, **kwargs: Any) -> None:
+        if time.monotonic() > self.deadline:
+            raise TranspileDeadline(f"deadline passed after pass {type(kwargs.get('pass_')).__name__}")
 
 
 def _sampler_counts(job_result: Any, compiled: list, shots: list) -> list[dict[str, int]]:
