@@ -471,9 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Deprecation notices of the pinned stack (PennyLane's device-level shots, a
-    # qiskit-ibm-runtime plugin) say nothing a user of the command can act on.
-    warnings.filterwarnings("ignore", message=".*Setting shots on device is deprecated.*")
+    # A deprecation notice of the pinned stack (a qiskit-ibm-runtime plugin) says nothing a
+    # user of the command can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="stevedore.*")
     try:
         result = _handler(args.command)(args)

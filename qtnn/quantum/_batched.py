@@ -80,7 +80,11 @@ class BatchedRemoteDevice(RemoteDevice):
     def __init__(self, wires: Any, backend: Any, shots: int | None = None, **kwargs: Any) -> None:
         timeout = kwargs.pop("job_timeout", _UNSET)
         policy = RetryPolicy.pop_from(kwargs, default_timeout=None)
-        super().__init__(wires, backend=backend, shots=shots, **kwargs)
+        # PennyLane's current API: the device holds no shots (the QNodes set them); ``shots``
+        # becomes the default of the circuits that come without any.
+        super().__init__(wires, backend=backend, shots=None, **kwargs)
+        if shots is not None:
+            self._kwargs["default_shots"] = int(shots)
         if timeout is _UNSET:
             timeout = DEFAULT_TIMEOUT_LOCAL if self._is_local_aer() else DEFAULT_TIMEOUT_REMOTE
         #: Tries, back-off and timeout of every job (options ``job_tries``, ``job_backoff``,
@@ -163,7 +167,7 @@ class BatchedRemoteDevice(RemoteDevice):
                 pubs = []
                 for pos in chunk:
                     shots = circuits[sampled[pos]].shots.total_shots
-                    pubs.append((compiled[pos], None, shots if shots else None))
+                    pubs.append((compiled[pos], None, shots or self._kwargs.get("default_shots")))
 
                 def read(job_result: Any, chunk: list = chunk, pubs: list = pubs) -> list:
                     return _sampler_counts(job_result, [compiled[p] for p in chunk],
@@ -495,4 +499,6 @@ def fast_aer_device(wires: int, shots: int | None, **kwargs: Any) -> Any:
             return transpile(self._circuit, target=target, **self.transpile_args,
                              routing_method="none")
 
-    return qml.devices.LegacyDeviceFacade(FastAerDevice(wires=wires, shots=shots, **kwargs))
+    # PennyLane's current API: no shots on the device (the QNodes set them; the legacy
+    # facade sets each tape's shots on the device while it runs)
+    return qml.devices.LegacyDeviceFacade(FastAerDevice(wires=wires, shots=None, **kwargs))

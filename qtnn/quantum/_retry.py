@@ -40,7 +40,10 @@ The devices take the settings as options of :func:`qtnn.quantum.device`
 
 A timed-out try is abandoned: its job is cancelled where the backend allows
 it, and the thread that waited for it is left to finish on its own (a
-daemon thread, so it never keeps the interpreter alive).
+daemon thread, so it never keeps the interpreter alive).  The jobs of local
+``fake:`` devices run in a worker process (:mod:`qtnn.quantum._aerworker`:
+Aer keeps the GIL, so a thread could not time them out) that the cancel
+kills; their transpilation counts against the first try's timeout.
 
 Examples
 --------

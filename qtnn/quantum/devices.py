@@ -75,6 +75,10 @@ class QDevice:
     seed : int or None
     exact : bool
         Results are exact (no sampling).
+
+    The PennyLane device itself holds no shots (PennyLane's current API: shots
+    belong to the QNode); :meth:`qnode` builds a QNode with ``shots``, and a
+    QNode of your own takes ``shots=dev.shots`` (or :func:`pennylane.set_shots`).
     supports_state : bool
         The state vector can be read (exact simulators only).
     backend : qiskit backend or None
@@ -95,6 +99,23 @@ class QDevice:
     exact: bool
     supports_state: bool
     backend: Any = field(default=None, repr=False)
+
+    def qnode(self, func: Any, **kwargs: Any) -> Any:
+        """``qml.QNode(func, self.pl, shots=self.shots, **kwargs)``.
+
+        Examples
+        --------
+        >>> import pennylane as qml
+        >>> dev = device("default.qubit", wires=1, shots=5, seed=0)
+        >>> def circuit():
+        ...     qml.X(0)
+        ...     return qml.counts(wires=0)
+        >>> dev.qnode(circuit)()
+        {np.str_('1'): np.int64(5)}
+        """
+        import pennylane as qml
+
+        return qml.QNode(func, self.pl, shots=self.shots, **kwargs)
 
     @property
     def kind(self) -> str:
@@ -225,7 +246,9 @@ def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: 
     if retry:
         raise QtnnError(f"the options {retry} (retries and timeouts) need batch_jobs=True; "
                         f"pennylane-qiskit's plain qiskit.remote device has no such options")
-    return _pl_device("qiskit.remote", wires=wires, backend=backend, shots=shots, **options)
+    pl = _pl_device("qiskit.remote", wires=wires, backend=backend, **options)
+    pl._kwargs["default_shots"] = shots       # for QNodes that set none (qtnn's QNodes set them)
+    return pl
 
 
 def _is_aer(backend: Any) -> bool:
@@ -349,14 +372,14 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         check_alloc(f"a {wires}-qubit state vector", pow2(wires), 16,
                     hint="use fewer qubits or the MPS path of qtnn.staircase")
     if name == "default.qubit":
-        pl = _pl_device(name, wires=wires, shots=shots, seed=seed, **options)
+        pl = _pl_device(name, wires=wires, seed=seed, **options)
     elif name == "lightning.gpu" and not _lightning_gpu_installed():
         raise QtnnError("device 'lightning.gpu' needs PennyLane Lightning's GPU build "
                         "(pip install pennylane-lightning-gpu; an NVIDIA GPU with CUDA), which is not "
                         "installed here; use 'lightning.qubit' or 'default.qubit'")
     elif name in ("lightning.qubit", "lightning.gpu"):
         try:
-            pl = qml.device(name, wires=wires, shots=shots, seed=seed, **options)
+            pl = qml.device(name, wires=wires, seed=seed, **options)
         except Exception as exc:  # plugin broken / no usable GPU
             raise QtnnError(f"device {name!r} is installed but could not start here: {exc}") from exc
     elif name == "qiskit.aer":
