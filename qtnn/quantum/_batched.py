@@ -80,6 +80,13 @@ class BatchedRemoteDevice(RemoteDevice):
     def __init__(self, wires: Any, backend: Any, shots: int | None = None, **kwargs: Any) -> None:
         timeout = kwargs.pop("job_timeout", _UNSET)
         policy = RetryPolicy.pop_from(kwargs, default_timeout=None)
+        from qtnn.quantum.mitigation import check_mitigation
+
+        #: ``None`` or ``"readout"`` (:mod:`qtnn.quantum.mitigation`).
+        self.mitigation = check_mitigation(kwargs.pop("mitigation", None))
+        self.calibration_shots = kwargs.pop("calibration_shots", None)
+        #: Readout calibration per physical qubit: ``{qubit: 2x2 matrix P(measured | prepared)}``.
+        self.readout_calibration: dict[int, np.ndarray] = {}
         # PennyLane's current API: the device holds no shots (the QNodes set them); ``shots``
         # becomes the default of the circuits that come without any.
         super().__init__(wires, backend=backend, shots=None, **kwargs)
@@ -155,34 +162,47 @@ class BatchedRemoteDevice(RemoteDevice):
             for i, qc in enumerate(compiled):
                 qc.name = f"circ{i}"
             self.last_compiled = compiled
-            if self._is_local_aer():
-                self._run_local_aer(circuits, sampled, compiled, results)
-                return self._finish(circuits, results)
-            limit = getattr(self.backend, "max_circuits", None) or len(compiled)
-            session = self._session
-            sampler = SamplerV2(mode=session) if session else SamplerV2(mode=self.backend)
-            sampler.options.update(**self._kwargs)
-            for start in range(0, len(compiled), limit):
-                chunk = list(range(start, min(start + limit, len(compiled))))
-                pubs = []
-                for pos in chunk:
-                    shots = circuits[sampled[pos]].shots.total_shots
-                    pubs.append((compiled[pos], None, shots or self._kwargs.get("default_shots")))
-
-                def read(job_result: Any, chunk: list = chunk, pubs: list = pubs) -> list:
-                    return _sampler_counts(job_result, [compiled[p] for p in chunk],
-                                           [pub[2] for pub in pubs])
-
-                counts = self._run_job(partial(sampler.run, pubs), read, "sampler job")
-                self._count(1, len(pubs))
-                for pos, pos_counts in zip(chunk, counts, strict=True):
-                    circ = circuits[sampled[pos]]
-                    self._current_job = _Counts(pos_counts)
-                    self._samples = self.generate_samples(0)
-                    res = [mp.process_samples(self._samples, wire_order=self.wires)
-                           for mp in circ.measurements]
-                    results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+            shots = [int(circuits[i].shots.total_shots or self._kwargs.get("default_shots", 1024))
+                     for i in sampled]
+            all_counts = self._run_counts(compiled, shots)
+            for pos, counts in enumerate(all_counts):
+                results[sampled[pos]] = self._process(circuits[sampled[pos]], counts, compiled[pos])
         return self._finish(circuits, results)
+
+    def _run_counts(self, compiled: list, shots: list[int]) -> list[dict[str, int]]:
+        """Counts of transpiled circuits: local Aer jobs, or Sampler jobs (split at ``max_circuits``)."""
+        if self._is_local_aer():
+            return self._run_local_aer(compiled, shots)
+        out: list = [None] * len(compiled)
+        limit = getattr(self.backend, "max_circuits", None) or len(compiled)
+        session = self._session
+        sampler = SamplerV2(mode=session) if session else SamplerV2(mode=self.backend)
+        sampler.options.update(**self._kwargs)
+        for start in range(0, len(compiled), limit):
+            chunk = list(range(start, min(start + limit, len(compiled))))
+            pubs = [(compiled[pos], None, shots[pos]) for pos in chunk]
+
+            def read(job_result: Any, chunk: list = chunk, pubs: list = pubs) -> list:
+                return _sampler_counts(job_result, [compiled[p] for p in chunk],
+                                       [pub[2] for pub in pubs])
+
+            counts = self._run_job(partial(sampler.run, pubs), read, "sampler job")
+            self._count(1, len(pubs))
+            for pos, pos_counts in zip(chunk, counts, strict=True):
+                out[pos] = pos_counts
+        return out
+
+    def _process(self, circ: QuantumScript, counts: dict[str, int], compiled: Any) -> tuple:
+        """The results of one circuit's measurements from its counts (readout-mitigated if asked)."""
+        if self.mitigation is not None:
+            from qtnn.quantum.mitigation import mitigated_results
+
+            res = mitigated_results(self, circ, counts, compiled)
+        else:
+            self._current_job = _Counts(counts)
+            self._samples = self.generate_samples(0)
+            res = [mp.process_samples(self._samples, wire_order=self.wires) for mp in circ.measurements]
+        return (res[0],) if len(res) == 1 else tuple(res)
 
     def _finish(self, circuits: list, results: list) -> list:
         for i, circ in enumerate(circuits):
@@ -241,16 +261,16 @@ class BatchedRemoteDevice(RemoteDevice):
         cache[used] = opts
         return opts
 
-    def _run_local_aer(self, circuits: list, sampled: list, compiled: list, results: list) -> None:
+    def _run_local_aer(self, compiled: list, shots_list: list[int]) -> list[dict[str, int]]:
         used: set = set()
         for qc in compiled:
             for inst in qc.data:
                 used.update(qc.find_bit(q).index for q in inst.qubits)
         noise_opts = self._restricted_noise(frozenset(used))
         groups: dict = {}
-        for pos, i in enumerate(sampled):
-            shots = circuits[i].shots.total_shots or self._kwargs.get("default_shots", 1024)
+        for pos, shots in enumerate(shots_list):
             groups.setdefault(int(shots), []).append(pos)
+        out: list = [None] * len(compiled)
         for shots, positions in groups.items():
             batch = [compiled[p] for p in positions]
 
@@ -260,12 +280,8 @@ class BatchedRemoteDevice(RemoteDevice):
             counts = self._run_job(self._aer_submit(batch, shots, noise_opts), read, "Aer job")
             self._count(1, len(positions))
             for idx, pos in enumerate(positions):
-                circ = circuits[sampled[pos]]
-                self._current_job = _Counts(counts[idx])
-                self._samples = self.generate_samples(0)
-                res = [mp.process_samples(self._samples, wire_order=self.wires)
-                       for mp in circ.measurements]
-                results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+                out[pos] = counts[idx]
+        return out
 
 
 _UNSET: Any = object()
