@@ -404,7 +404,7 @@ class _QuantumModule(nn.Module):
                 # qml.state() returns every device wire: run on a device of exactly n wires
                 from qtnn.quantum import device as make_device
 
-                dev = make_device(dev.name, wires=n, shots=dev.shots, seed=dev.seed)
+                dev = make_device(dev.name, wires=n, shots=dev.shots, seed=dev.seed, **dev.options)
             self._qnodes[key] = StaircaseQNode(dev, n, **kw)
         return self._qnodes[key]
 

@@ -100,6 +100,8 @@ class QDevice:
     supports_state: bool
     backend: Any = field(default=None, repr=False)
     mitigation: str | None = None
+    #: The ``**options`` given to :func:`device` (to build the same device on other wires).
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def qnode(self, func: Any, **kwargs: Any) -> Any:
         """``qml.QNode(func, self.pl, shots=self.shots, **kwargs)``.
@@ -373,6 +375,15 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
     >>> device("qiskit.aer", wires=2, shots=100, seed=1).supports_state
     False
     """
+    qdev = _device(name, wires, shots, seed, batch_jobs, **options)
+    qdev.options = dict(options)
+    if not batch_jobs:
+        qdev.options["batch_jobs"] = False
+    return qdev
+
+
+def _device(name: str, wires: int, shots: int | None, seed: int | None, batch_jobs: bool,
+            **options: Any) -> QDevice:
     import pennylane as qml
 
     if not isinstance(name, str):

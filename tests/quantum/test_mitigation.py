@@ -92,3 +92,11 @@ def test_only_probabilities_are_corrected():
 
     with pytest.raises(QtnnError, match=r"corrects probabilities \(qml.probs\); this circuit also measures"):
         circuit()
+
+
+def test_the_device_keeps_its_options_for_copies_on_other_wires():
+    dev = device("fake:manila", wires=3, shots=100, seed=1, mitigation="readout", job_timeout=30)
+    assert dev.mitigation == "readout" and dev.options == {"mitigation": "readout", "job_timeout": 30}
+    copy = device(dev.name, wires=2, shots=dev.shots, seed=dev.seed, **dev.options)
+    assert copy.pl.mitigation == "readout" and copy.pl.retry_policy.timeout == 30
+    assert device("default.qubit", wires=1).options == {}
