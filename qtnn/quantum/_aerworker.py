@@ -158,5 +158,8 @@ def shared_worker() -> AerWorker:
     global _SHARED
     with _SHARED_LOCK:
         if _SHARED is None:
+            import atexit
+
             _SHARED = AerWorker()
+            atexit.register(_SHARED.stop)      # a job still running when Python exits is killed
         return _SHARED

@@ -12,8 +12,11 @@ measured distribution is :math:`p_{meas} = (\bigotimes_q A_q)\, p_{true}`, so
    shots, at least 4,000); their per-qubit marginals give every :math:`A_q`.
    They run as one job through the same retries and timeout as any job.
 2. **Correction** of each circuit's counts before anything else reads them:
-   :math:`\hat p = (\bigotimes_q A_q^{-1})\, p_{meas}` (one 2x2 solve per axis of
-   the ``2**m`` distribution), then the nearest probability distribution in
+   the measured distribution is marginalised to the wires of each ``qml.probs``
+   (the inverse of a column-stochastic matrix has columns adding up to one, so
+   this commutes with correcting the other bits), then
+   :math:`\hat p = (\bigotimes_q A_q^{-1})\, p_{meas}` (one 2x2 solve per axis),
+   then the nearest probability distribution in
    the 2-norm (Smolin, Gambetta, Smith, PRL 108, 070502 (2012)), so the
    probabilities are non-negative and add up to one before the loss sees them.
 
@@ -167,14 +170,17 @@ def mitigated_results(dev: Any, circ: Any, counts: dict[str, int], compiled: Any
     for key, c in counts.items():
         bits = key.replace(" ", "")
         p[tuple(int(bits[-1 - i]) for i in range(m))] += c / total    # axis i = clbit i = wire i
-    fixed = nearest_probability(correct(p, [dev.readout_calibration[q] for q in qubits]))
     out = []
     wire_index = {w: i for i, w in enumerate(dev.wires)}
     for mp in circ.measurements:
+        # The inverse of a column-stochastic matrix has columns that add up to one, so marginalising
+        # commutes with the correction of the other bits: correct (and project) the marginal of the
+        # measured wires only -- fewer outcomes, less bias from the projection.
         axes = [wire_index[w] for w in (mp.wires if len(mp.wires) else dev.wires)]
         rest = tuple(i for i in range(m) if i not in axes)
-        marg = fixed.sum(axis=rest) if rest else fixed
+        marg = p.sum(axis=rest) if rest else p
         kept = sorted(axes)
         marg = np.transpose(marg, [kept.index(a) for a in axes])
-        out.append(marg.reshape(-1))
+        fixed = nearest_probability(correct(marg, [dev.readout_calibration[qubits[a]] for a in axes]))
+        out.append(fixed.reshape(-1))
     return out
