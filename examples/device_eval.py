@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shots", type=int, default=4000)
     ap.add_argument("--device", default="fake:torino")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--job-timeout", type=float, default=600.0)
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     n = args.qubits
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     for mitigation in ((None, "readout") if args.shots else ()):      # --shots 0: exact figures only
         dev = device(args.device, wires=n, shots=args.shots, seed=args.seed, mitigation=mitigation,
-                     job_timeout=600)
+                     job_timeout=args.job_timeout)
         head.set_backend("pennylane", dev)
         t0 = time.perf_counter()
         with torch.no_grad():
