@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint notebook circuits install bench clean llm
+.PHONY: demo test lint notebook circuits install bench clean llm docs
 
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[all,dev,docs]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -18,19 +18,28 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/qtnn train --json runs/train.json --save runs/hybrid.pt
 
-## the full test suite: lint and types, unit tests, doctests, notebooks, the circuits/ catalogue
+## the full test suite: lint and types, unit tests, doctests, notebooks, the circuits/ catalogue,
+## the documentation site (built without executing the notebooks, which the suite runs anyway)
 test: lint
 	$(PY) -m pytest -q tests qtnn --doctest-modules
 
 ## static checks: ruff (style, imports, likely bugs) and mypy (types)
 lint: $(STAMP)
-	$(VENV)/bin/ruff check qtnn tests examples
+	$(VENV)/bin/ruff check qtnn tests examples docs
 	$(VENV)/bin/mypy qtnn
 
 ## open the educational notebooks in JupyterLab (installs it into .venv on first use)
 notebook: $(STAMP)
 	test -x $(VENV)/bin/jupyter-lab || $(PY) -m pip install --quiet -c constraints.txt -e ".[notebooks]"
 	$(VENV)/bin/jupyter lab notebooks/
+
+## the documentation site in docs/_build/html (design, API reference, notebooks with their outputs,
+## benchmarks); warnings are errors.  The first build executes the notebooks (a few minutes on
+## 2 cores); later builds take them from the cache in docs/_build/.jupyter_cache unless they changed.
+docs: $(STAMP)
+	test -x $(VENV)/bin/sphinx-build || $(PY) -m pip install --quiet -c constraints.txt -e ".[docs]"
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	@echo "open docs/_build/html/index.html"
 
 ## rewrite the circuits/ catalogue (after changing a generator; `make test` checks it)
 circuits: $(STAMP)
@@ -46,4 +55,4 @@ bench: $(STAMP)
 	$(VENV)/bin/qtnn bench mpo-linear --json bench-mpo-linear.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .hypothesis docs/_build docs/api docs/notebooks docs/_generated

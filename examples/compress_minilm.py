@@ -21,7 +21,7 @@ qubits) -- one at a time, then all five together -- with
   with ``D`` = 1, 2, 4 staircase layers per side.
 
 Corpus: the first 500 sentences (in SHA-256 order) of first sentences of
-docstrings of the Python standard library (:func:`qtnn.compress.stdlib_sentences`;
+docstrings of the Python standard library (:func:`qtnn.apps.lm.stdlib_sentences`;
 parsed, never imported).  Metrics against the original model: mean cosine
 similarity of each sentence's two embeddings, and nearest-neighbour agreement
 (the fraction of sentences whose nearest neighbour in the corpus is unchanged).
@@ -136,7 +136,7 @@ class _Replay:
     def __init__(self, model: Any, layer: int, corpus: list[str]) -> None:
         from torch import nn
 
-        from qtnn.compress import encode_sentences
+        from qtnn.apps.lm import encode_sentences
 
         bert = model[0].model
         self.bert, self.layer, self.corpus = bert, layer, corpus
@@ -169,7 +169,7 @@ class _Replay:
         self.model = model
 
     def evaluate(self) -> dict[str, float]:
-        from qtnn.compress import embedding_agreement, encode_sentences
+        from qtnn.apps.lm import embedding_agreement, encode_sentences
 
         self.replay.i = 0
         out = encode_sentences(self.model, self.corpus)
@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     import qtnn
-    from qtnn.compress import embedding_agreement, encode_sentences, load_minilm, stdlib_sentences
+    from qtnn.apps.lm import embedding_agreement, encode_sentences, load_minilm, stdlib_sentences
 
     t_start = time.perf_counter()
     torch.manual_seed(0)
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    from qtnn.bench import format_table
+    from qtnn.apps.bench import format_table
 
     cols = [("set", "set", "s"), ("method", "method", "s"), ("bond", "bond", "d"),
             ("depth_per_side", "D", "d"), ("params_after", "params", "d"),

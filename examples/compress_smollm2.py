@@ -25,7 +25,7 @@ on the calibration windows, :func:`qtnn.compress.heal`).  Figures per
 variant: perplexity and its change, weight error, activation error on the
 eval windows (held out), parameters, qubits, two-qubit gates, seconds.
 
-Every variant is evaluated through a :class:`qtnn.lm.BlockCache` (only blocks
+Every variant is evaluated through a :class:`qtnn.compress.BlockCache` (only blocks
 10..29 run).  Results are appended to the JSON file after every variant, and
 a rerun skips what the file already holds (``--fresh`` starts over).
 
@@ -49,7 +49,8 @@ import numpy as np
 import torch
 
 import qtnn
-from qtnn import lm
+from qtnn.apps import lm
+from qtnn.compress import llm
 from qtnn.nn import DisentangledLinear
 from qtnn.staircase import disentangle
 
@@ -78,8 +79,8 @@ class Study:
         self.original = copy.deepcopy(self.model)
         self.eval_windows = lm.corpus_windows(tok, "eval", args.eval_windows)
         self.calib_windows = lm.corpus_windows(tok, "calibration", args.calib_windows)
-        self.eval_cache = lm.BlockCache(self.model, self.eval_windows, BLOCK, progress=True)
-        self.calib_cache = lm.BlockCache(self.model, self.calib_windows, BLOCK, progress=True,
+        self.eval_cache = llm.BlockCache(self.model, self.eval_windows, BLOCK, progress=True)
+        self.calib_cache = llm.BlockCache(self.model, self.calib_windows, BLOCK, progress=True,
                                          verify=False)
         self.data["setup_seconds"] = time.perf_counter() - t0
         if "baseline" not in self.data:
@@ -171,8 +172,8 @@ class Study:
         parent, attr = self.slot(proj)
         linear = getattr(parent, attr)
         w = linear.weight.detach().double().numpy()
-        x_cal = lm.linear_inputs(self.model, name, block_cache=self.calib_cache, progress=False)[name]
-        x_eval = lm.linear_inputs(self.model, name, block_cache=self.eval_cache, progress=False)[name]
+        x_cal = llm.linear_inputs(self.model, name, block_cache=self.calib_cache, progress=False)[name]
+        x_eval = llm.linear_inputs(self.model, name, block_cache=self.eval_cache, progress=False)[name]
         done = self.data["variants"]
         common = {"target": proj, "shape": list(w.shape)}
 

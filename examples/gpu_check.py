@@ -6,7 +6,7 @@ Agreement (float64, the CPU result is the reference, tolerance 1e-10):
    bias gradient) at several shapes;
 2. the hybrid classifier's reference path (``MPOLinear -> tanh -> QuantumHead``)
    forward and backward, and ``DisentangledLinear``'s reference path;
-3. three Adam steps of :func:`qtnn.train.train_model` with the model on each
+3. three Adam steps of :func:`qtnn.apps.loop.train_model` with the model on each
    device (parameters; tolerance 1e-8, see below);
 4. ``lightning.gpu`` against ``default.qubit`` and Aer's GPU method against
    Aer's CPU statevector, when those GPU builds are installed
@@ -78,9 +78,8 @@ def check_hybrid(dev: str) -> list[dict[str, Any]]:
     import torch
     from torch import nn
 
-    from qtnn.demo import load_digits_split
+    from qtnn.apps.digits import HybridClassifier, HybridConfig, load_digits_split
     from qtnn.nn import DisentangledLinear
-    from qtnn.train import HybridClassifier, HybridConfig
 
     xtr, ytr, _, _ = load_digits_split(0)
     rows = []
@@ -112,8 +111,8 @@ def check_hybrid(dev: str) -> list[dict[str, Any]]:
 def check_training(dev: str) -> list[dict[str, Any]]:
     import torch
 
-    from qtnn.demo import load_digits_split
-    from qtnn.train import HybridClassifier, HybridConfig, train_model
+    from qtnn.apps.digits import HybridClassifier, HybridConfig, load_digits_split
+    from qtnn.apps.loop import train_model
 
     xtr, ytr, _, _ = load_digits_split(0)
     data = (xtr[:96], ytr[:96])
@@ -181,8 +180,8 @@ def speed(dev: str, quick: bool) -> list[dict[str, Any]]:
     import torch
     from torch import nn
 
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
     from qtnn.nn import MPOLinear
-    from qtnn.train import HybridClassifier, HybridConfig
 
     repeats = 3 if quick else 7
     rows = []

@@ -30,7 +30,7 @@ __all__ = ["QtnnError", "QtnnTypeError", "QtnnSizeError", "QtnnBackendError", "Q
 
 # ``compress`` is the module qtnn.compress, which is callable: ``qtnn.compress(model, ...)``
 # runs :func:`qtnn.compress.compress`.
-_SUBMODULES = {"tn", "nn", "staircase", "quantum", "analysis", "bench", "cli", "compress"}
+_SUBMODULES = {"tn", "nn", "staircase", "quantum", "analysis", "compress", "apps", "cli", "validate"}
 
 
 def __getattr__(name: str) -> Any:

@@ -15,9 +15,9 @@ import io
 import os
 from typing import Any
 
-from qtnn._validate import check_path
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.io import atomic_open
+from qtnn.validate import check_path
 
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT"]
 

@@ -46,8 +46,8 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w") -> Iterator[IO[An
     >>> open(os.path.join(d, "a.txt")).read()
     'hello'
     """
-    from qtnn._validate import check_path
     from qtnn.errors import QtnnError
+    from qtnn.validate import check_path
 
     target = Path(check_path("path", path))
     if mode not in _MODES:

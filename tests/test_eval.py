@@ -9,9 +9,9 @@ from dataclasses import asdict
 
 import pytest
 
+from qtnn.apps.digits import HybridClassifier, HybridConfig
 from qtnn.checkpoint import save_checkpoint
 from qtnn.cli import main
-from qtnn.train import HybridClassifier, HybridConfig
 
 
 @pytest.fixture(scope="module")

@@ -106,8 +106,8 @@ def test_mpo_linear_on_cuda_matches_cpu():
 
 @cuda
 def test_hybrid_reference_path_trains_on_cuda_like_on_cpu():
-    from qtnn.demo import load_digits_split
-    from qtnn.train import HybridClassifier, HybridConfig, evaluate, train_model
+    from qtnn.apps.digits import HybridClassifier, HybridConfig, load_digits_split
+    from qtnn.apps.loop import evaluate, train_model
 
     xtr, ytr, xte, yte = load_digits_split(0)
     config = HybridConfig(n_qubits=4, hidden=16, layers=2, batch_size=32, seed=0)
@@ -153,9 +153,8 @@ def test_train_ddp_one_rank_on_cuda_with_nccl():
 
     if not dist.is_nccl_available():
         pytest.skip("no NCCL")
-    from qtnn.demo import load_digits_split
-    from qtnn.distributed import train_ddp
-    from qtnn.train import HybridConfig
+    from qtnn.apps.digits import HybridConfig, load_digits_split
+    from qtnn.apps.distributed import train_ddp
 
     xtr, ytr, _, _ = load_digits_split(0)
     r = train_ddp(HybridConfig(n_qubits=4, hidden=16, layers=1, batch_size=16, epochs=1), 1,

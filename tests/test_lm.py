@@ -1,4 +1,4 @@
-"""qtnn.lm: the stdlib corpus, perplexity, the block cache, layer inputs, healing, SmolLM2."""
+"""qtnn.apps.lm and qtnn.compress.llm: the stdlib corpus, perplexity, the block cache, layer inputs, healing, SmolLM2."""
 
 import os
 import subprocess
@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 import qtnn
-from qtnn import lm
+from qtnn.apps import lm
+from qtnn.compress import llm
 from qtnn.errors import QtnnError, QtnnTypeError
 
 transformers = pytest.importorskip("transformers")
@@ -70,7 +71,7 @@ def test_corpus_splits_are_disjoint_and_deterministic():
 
 
 def test_corpus_is_the_same_in_another_process_with_another_hash_seed(windows):
-    code = ("import torch; from qtnn import lm; "
+    code = ("import torch; from qtnn.apps import lm; "
             "w = lm.corpus_windows(lambda s: list(s.encode()), 'eval', 6, length=48); "
             "print(hash('x'), w.sum().item(), w[3, :8].tolist())")
     outs = []
@@ -99,35 +100,35 @@ def test_corpus_bad_input():
 # --------------------------------------------------------------- perplexity
 def test_perplexity_against_a_hand_computation(model, windows):
     ev, _ = windows
-    ppl = lm.perplexity(model, ev, batch_size=4, progress=False)
+    ppl = llm.perplexity(model, ev, batch_size=4, progress=False)
     with torch.no_grad():
         logits = model(ev).logits
     logp = torch.log_softmax(logits[:, :-1], dim=-1)
     nll = -logp.gather(-1, ev[:, 1:, None]).mean()
     assert ppl == pytest.approx(float(torch.exp(nll)), rel=1e-12)
     # the batch size changes nothing but rounding
-    assert lm.perplexity(model, ev, batch_size=1, progress=False) == pytest.approx(ppl, rel=1e-12)
+    assert llm.perplexity(model, ev, batch_size=1, progress=False) == pytest.approx(ppl, rel=1e-12)
 
 
 def test_perplexity_bad_input(model):
     with pytest.raises(QtnnTypeError, match="windows must be a torch.LongTensor"):
-        lm.perplexity(model, [[1, 2, 3]], progress=False)
+        llm.perplexity(model, [[1, 2, 3]], progress=False)
     with pytest.raises(QtnnTypeError, match="windows must hold integer token ids, got dtype torch.float32"):
-        lm.perplexity(model, torch.zeros(2, 5), progress=False)
+        llm.perplexity(model, torch.zeros(2, 5), progress=False)
     with pytest.raises(QtnnError, match=r"windows must have shape \(windows >= 1, length >= 2\), got \(2, 1\)"):
-        lm.perplexity(model, torch.zeros(2, 1, dtype=torch.long), progress=False)
+        llm.perplexity(model, torch.zeros(2, 1, dtype=torch.long), progress=False)
     with pytest.raises(QtnnError, match="batch_size must be an integer >= 1, got 0"):
-        lm.perplexity(model, torch.zeros(2, 5, dtype=torch.long), batch_size=0, progress=False)
+        llm.perplexity(model, torch.zeros(2, 5, dtype=torch.long), batch_size=0, progress=False)
     with pytest.raises(QtnnTypeError, match="model must be a torch.nn.Module, got str"):
-        lm.perplexity("gpt", torch.zeros(2, 5, dtype=torch.long), progress=False)
+        llm.perplexity("gpt", torch.zeros(2, 5, dtype=torch.long), progress=False)
 
 
 # -------------------------------------------------------------- block cache
 @pytest.mark.parametrize("block", [0, 1, 3, 4])
 def test_block_cache_equals_a_full_run(model, windows, block):
     ev, _ = windows
-    full = lm.perplexity(model, ev, batch_size=4, progress=False)
-    cache = lm.BlockCache(model, ev, block, batch_size=4, progress=False)
+    full = llm.perplexity(model, ev, batch_size=4, progress=False)
+    cache = llm.BlockCache(model, ev, block, batch_size=4, progress=False)
     assert cache.hidden.shape == (6, 48, 32) and len(cache) == 6 and f"block={block}" in repr(cache)
     assert cache.perplexity(model, progress=False) == pytest.approx(full, rel=1e-12, abs=0)
     with torch.no_grad():
@@ -140,18 +141,18 @@ def test_block_cache_evaluates_a_variant_of_the_later_blocks(model, windows):
     ev, _ = windows
     small, _ = qtnn.compress(model, ["model.layers.2.self_attn.k_proj", "model.layers.3.mlp.up_proj"],
                              max_bond=2, progress=False)
-    cache = lm.BlockCache(model, ev, 2, progress=False)
-    full = lm.perplexity(small, ev, progress=False)
+    cache = llm.BlockCache(model, ev, 2, progress=False)
+    full = llm.perplexity(small, ev, progress=False)
     assert cache.perplexity(small, progress=False) == pytest.approx(full, rel=1e-12, abs=0)
-    assert full != pytest.approx(lm.perplexity(model, ev, progress=False), rel=1e-6)
+    assert full != pytest.approx(llm.perplexity(model, ev, progress=False), rel=1e-6)
 
 
 def test_block_cache_bad_input(model, windows):
     ev, _ = windows
     with pytest.raises(QtnnError, match="block must be an integer <= 4, got 5"):
-        lm.BlockCache(model, ev, 5, progress=False)
+        llm.BlockCache(model, ev, 5, progress=False)
     with pytest.raises(QtnnError, match="model must be a Llama-style causal language model"):
-        lm.BlockCache(nn.Linear(3, 3), ev, 0, progress=False)
+        llm.BlockCache(nn.Linear(3, 3), ev, 0, progress=False)
 
     class Scaled(nn.Module):  # a forward that does more than the cache reproduces
         def __init__(self, inner):
@@ -163,13 +164,13 @@ def test_block_cache_bad_input(model, windows):
             return self.lm_head(out) * 3.0  # e.g. a logit scale
 
     with pytest.raises(QtnnError, match="does not reproduce a full run"):
-        lm.BlockCache(Scaled(model), ev, 0, progress=False)
+        llm.BlockCache(Scaled(model), ev, 0, progress=False)
 
 
 def test_linear_inputs_with_and_without_the_cache(model, windows):
     ev, _ = windows
     names = ["model.layers.1.mlp.down_proj", "model.layers.3.self_attn.q_proj"]
-    got = lm.linear_inputs(model, names, ev, batch_size=4, progress=False)
+    got = llm.linear_inputs(model, names, ev, batch_size=4, progress=False)
     assert got[names[0]].shape == (6 * 48, 64) and got[names[1]].shape == (6 * 48, 32)
     assert got[names[0]].dtype == np.float64
     seen = []
@@ -178,16 +179,16 @@ def test_linear_inputs_with_and_without_the_cache(model, windows):
         model(ev)
     h.remove()
     np.testing.assert_array_equal(got[names[1]], seen[0].reshape(-1, 32).numpy())
-    cached = lm.linear_inputs(model, names, block_cache=lm.BlockCache(model, ev, 1, progress=False),
+    cached = llm.linear_inputs(model, names, block_cache=llm.BlockCache(model, ev, 1, progress=False),
                               progress=False)
     for n in names:
         np.testing.assert_allclose(cached[n], got[n], rtol=0, atol=1e-12)
     with pytest.raises(QtnnError, match="a module is in block 1, before the block cache's block 2"):
-        lm.linear_inputs(model, names, block_cache=lm.BlockCache(model, ev, 2, progress=False))
+        llm.linear_inputs(model, names, block_cache=llm.BlockCache(model, ev, 2, progress=False))
     with pytest.raises(QtnnError, match="exactly one of windows and block_cache, got neither"):
-        lm.linear_inputs(model, names)
+        llm.linear_inputs(model, names)
     with pytest.raises(QtnnError, match="names: the model has no module named 'model.layers.9.mlp'"):
-        lm.linear_inputs(model, "model.layers.9.mlp", ev)
+        llm.linear_inputs(model, "model.layers.9.mlp", ev)
 
 
 # ------------------------------------------------------------------ healing
@@ -210,7 +211,7 @@ def test_heal_trains_only_the_chosen_layer_and_lowers_its_objective(model, windo
     frozen = _frozen_state(small)
     flags = {n: p.requires_grad for n, p in small.named_parameters()}
     kw = {"original": model, "match": "model.layers.2"} if objective == "outputs" else {}
-    r = lm.heal(small, K_PROJ, cal, objective=objective, steps=15, lr=3e-2, batch_size=2,
+    r = llm.heal(small, K_PROJ, cal, objective=objective, steps=15, lr=3e-2, batch_size=2,
                 progress=False, **kw)
     assert r.loss_after < r.loss_before and len(r.losses) == 15 and r.block == 2
     assert r.parameters == sum(p.numel() for p in small.get_submodule(K_PROJ).parameters())
@@ -221,7 +222,7 @@ def test_heal_trains_only_the_chosen_layer_and_lowers_its_objective(model, windo
     assert {n: p.requires_grad for n, p in small.named_parameters()} == flags
     assert all(p.grad is None for p in small.parameters())
     if objective == "model":  # the loss is the mean next-token cross-entropy of the windows
-        assert np.exp(r.loss_after) == pytest.approx(lm.perplexity(small, cal, progress=False), rel=1e-9)
+        assert np.exp(r.loss_after) == pytest.approx(llm.perplexity(small, cal, progress=False), rel=1e-9)
 
 
 def test_heal_is_deterministic_and_takes_any_module_type(model, windows):
@@ -229,7 +230,7 @@ def test_heal_is_deterministic_and_takes_any_module_type(model, windows):
     runs = []
     for _ in range(2):
         small = _compressed(model, "disentangle", max_bond=1, layers=1, sweeps=1, restarts=0, refine=2)
-        r = lm.heal(small, K_PROJ, cal, steps=4, lr=1e-2, batch_size=3, seed=7, progress=False)
+        r = llm.heal(small, K_PROJ, cal, steps=4, lr=1e-2, batch_size=3, seed=7, progress=False)
         runs.append((small.get_submodule(K_PROJ).state_dict(), r))
     (a, ra), (b, rb) = runs
     assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
@@ -239,7 +240,7 @@ def test_heal_is_deterministic_and_takes_any_module_type(model, windows):
     ref = nn.Sequential(*[nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 3)]).double()
     x = torch.randn(40, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     last = net[4].weight.clone()
-    r = lm.heal(net, ["0", "2"], x, original=ref, objective="outputs", match="4", steps=30, lr=1e-2,
+    r = llm.heal(net, ["0", "2"], x, original=ref, objective="outputs", match="4", steps=30, lr=1e-2,
                 batch_size=8, progress=False)
     assert r.loss_after < r.loss_before and r.block is None and r.modules == ["0", "2"]
     assert torch.equal(net[4].weight, last)
@@ -248,10 +249,10 @@ def test_heal_is_deterministic_and_takes_any_module_type(model, windows):
 def test_heal_with_a_given_block_cache_and_zero_steps(model, windows):
     _, cal = windows
     small = _compressed(model, max_bond=1)
-    cache = lm.BlockCache(small, cal, 1, progress=False)
-    r = lm.heal(small, K_PROJ, cal, steps=0, progress=False, block_cache=cache)
+    cache = llm.BlockCache(small, cal, 1, progress=False)
+    r = llm.heal(small, K_PROJ, cal, steps=0, progress=False, block_cache=cache)
     assert r.block == 1 and r.loss_after == r.loss_before and r.losses == []
-    assert np.exp(r.loss_before) == pytest.approx(lm.perplexity(small, cal, progress=False), rel=1e-9)
+    assert np.exp(r.loss_before) == pytest.approx(llm.perplexity(small, cal, progress=False), rel=1e-9)
     again = _compressed(model, max_bond=1)
     r2 = qtnn.compress.heal(again, K_PROJ, cal, steps=0, progress=False, block_cache=cache)
     assert r2.loss_before == r.loss_before
@@ -267,7 +268,7 @@ def test_heal_never_returns_a_worse_layer():
         net[0].weight.add_(1e-3)
     x = torch.randn(30, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     w0 = net[0].weight.clone()
-    r = lm.heal(net, "0", x, original=ref, objective="outputs", steps=5, lr=5.0, batch_size=4,
+    r = llm.heal(net, "0", x, original=ref, objective="outputs", steps=5, lr=5.0, batch_size=4,
                 progress=False)
     assert r.restored and r.loss_after == r.loss_before > 0 and len(r.losses) == 5
     assert torch.equal(net[0].weight, w0)
@@ -277,28 +278,28 @@ def test_heal_bad_input(model, windows):
     _, cal = windows
     small = _compressed(model, max_bond=1)
     with pytest.raises(QtnnError, match="objective must be one of 'model', 'outputs'; got 'kl'"):
-        lm.heal(small, K_PROJ, cal, objective="kl", progress=False)
+        llm.heal(small, K_PROJ, cal, objective="kl", progress=False)
     with pytest.raises(QtnnError, match="objective='outputs' needs original"):
-        lm.heal(small, K_PROJ, cal, objective="outputs", progress=False)
+        llm.heal(small, K_PROJ, cal, objective="outputs", progress=False)
     with pytest.raises(QtnnError, match="original and match are for objective='outputs' only"):
-        lm.heal(small, K_PROJ, cal, original=model, progress=False)
+        llm.heal(small, K_PROJ, cal, original=model, progress=False)
     with pytest.raises(QtnnError, match="modules: the model has no module named 'model.layers.2.attn'"):
-        lm.heal(small, "model.layers.2.attn", cal, progress=False)
+        llm.heal(small, "model.layers.2.attn", cal, progress=False)
     with pytest.raises(QtnnError, match=r"modules: 'model.layers.2.mlp.act_fn' \(SiLUActivation\) has no parameters"):
-        lm.heal(small, "model.layers.2.mlp.act_fn", cal, progress=False)
+        llm.heal(small, "model.layers.2.mlp.act_fn", cal, progress=False)
     with pytest.raises(QtnnError, match="lr must be a real number > 0, got 0.0"):
-        lm.heal(small, K_PROJ, cal, lr=0.0, progress=False)
+        llm.heal(small, K_PROJ, cal, lr=0.0, progress=False)
     with pytest.raises(QtnnError, match="steps must be an integer >= 0, got -1"):
-        lm.heal(small, K_PROJ, cal, steps=-1, progress=False)
+        llm.heal(small, K_PROJ, cal, steps=-1, progress=False)
     with pytest.raises(QtnnTypeError, match="data must hold integer token ids"):
-        lm.heal(small, K_PROJ, cal.double(), progress=False)
+        llm.heal(small, K_PROJ, cal.double(), progress=False)
     with pytest.raises(QtnnError, match="block_cache must be made from data"):
-        lm.heal(small, K_PROJ, cal, progress=False,
-                block_cache=lm.BlockCache(small, windows[0], 2, progress=False))
+        llm.heal(small, K_PROJ, cal, progress=False,
+                block_cache=llm.BlockCache(small, windows[0], 2, progress=False))
     with pytest.raises(QtnnError, match="a module is in block 2, before the block cache's block 3"):
-        lm.heal(small, K_PROJ, cal, progress=False, block_cache=lm.BlockCache(small, cal, 3, progress=False))
+        llm.heal(small, K_PROJ, cal, progress=False, block_cache=llm.BlockCache(small, cal, 3, progress=False))
     with pytest.raises(QtnnError, match="match: the model has no module named 'x'"):
-        lm.heal(small, K_PROJ, cal, objective="outputs", original=nn.Sequential(), match="x",
+        llm.heal(small, K_PROJ, cal, objective="outputs", original=nn.Sequential(), match="x",
                 progress=False)
 
 
@@ -306,7 +307,7 @@ def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
     """``qtnn compress smollm2 ...`` end to end, with the model and tokenizer swapped for tiny ones."""
     import argparse
 
-    from qtnn.compress import add_parser, run_cli
+    from qtnn.cli.compress import add_parser, run_cli
 
     tiny = tiny_llama(layers=3)
     monkeypatch.setattr(lm, "load_smollm2", lambda dtype=None, **kw: (tiny, None))
@@ -315,13 +316,13 @@ def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
     add_parser(p.add_subparsers(dest="command"))
     target = "model.layers.1.self_attn.k_proj"
     res = run_cli(p.parse_args(["compress", "smollm2", "--targets", target, "--method", "disentangle",
-                                "--bond", "1", "--layers", "2", "--engine", "grow", "--refine", "5",
+                                "--max-bond", "1", "--layers", "2", "--engine", "grow", "--refine", "5",
                                 "--calibration", "4", "--heal", "3", "--perplexity", "3",
                                 "--no-progress"]))
     q = res["quality"]
     assert q["what"] == "perplexity on 3 eval windows of 256 tokens"
     ev = lm.corpus_windows(byte_tokenizer, "eval", 3)
-    assert q["perplexity_before"] == pytest.approx(lm.perplexity(tiny, ev, progress=False), rel=1e-9)
+    assert q["perplexity_before"] == pytest.approx(llm.perplexity(tiny, ev, progress=False), rel=1e-9)
     (row,) = res["layers"]
     assert row["calibrated"] and row["layers_out"] == 2 and row["activation_error"] is not None
     assert res["heal"]["match"] == ["model.layers.1"] and res["heal"]["steps"] == 3

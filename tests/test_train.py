@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from qtnn import QtnnError
+from qtnn.apps.digits import HybridClassifier, HybridConfig, load_digits_split
+from qtnn.apps.loop import train_model
+from qtnn.apps.train import load_hybrid
 from qtnn.cli import main
-from qtnn.demo import load_digits_split
-from qtnn.train import HybridClassifier, HybridConfig, load_hybrid, train_model
 
 
 def _train(config, data, epochs, backend="reference", **kw):

@@ -10,7 +10,7 @@
 * Depth (:mod:`qtnn.analysis.depth`): transpile for an IBM device model and
   report two-qubit gates, depth, SWAPs, layout, duration and success
   probability, against a dense unitary; sweep the number of layers.
-* The ``circuits/`` catalogue (:mod:`qtnn.analysis.catalogue`).
+* The ``circuits/`` catalogue (:mod:`qtnn.apps.catalogue`).
 
 Qiskit and matplotlib are imported lazily, inside the functions: ``import
 qtnn.analysis`` is cheap.

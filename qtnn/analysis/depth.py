@@ -39,8 +39,8 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from qtnn._validate import _short, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_int, short_repr
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit
@@ -162,16 +162,16 @@ def _as_circuit(circuit: Any) -> tuple[QuantumCircuit, Staircase | None]:
     if isinstance(circuit, QuantumCircuit):
         return circuit, None
     raise QtnnTypeError(f"circuit must be a qtnn.staircase.Staircase or a qiskit.QuantumCircuit, "
-                        f"got {type(circuit).__name__} {_short(circuit)}")
+                        f"got {type(circuit).__name__} {short_repr(circuit)}")
 
 
 def _resolve_target(backend: Any, basis_gates: Any, coupling_map: Any
                     ) -> tuple[Any, str | None, list[str]]:
     """(backend object or None, backend label, basis gates)."""
-    from qtnn._ibm import backend_by_name
+    from qtnn.quantum.ibm import backend_by_name
 
     if backend is not None and (basis_gates is not None or coupling_map is not None):
-        raise QtnnError(f"give either backend (got {_short(backend)}) or basis_gates/coupling_map, "
+        raise QtnnError(f"give either backend (got {short_repr(backend)}) or basis_gates/coupling_map, "
                         f"not both")
     if backend is None and basis_gates is None:
         backend = "fake:torino"
@@ -185,7 +185,7 @@ def _resolve_target(backend: Any, basis_gates: Any, coupling_map: Any
     if isinstance(basis_gates, str) or not isinstance(basis_gates, (list, tuple)) or not basis_gates \
             or not all(isinstance(g, str) for g in basis_gates):
         raise QtnnError(f"basis_gates must be a non-empty list of gate names such as "
-                        f"['cx', 'rz', 'sx', 'x'], got {_short(basis_gates)}")
+                        f"['cx', 'rz', 'sx', 'x'], got {short_repr(basis_gates)}")
     from qiskit.circuit.library import get_standard_gate_name_mapping
 
     known = get_standard_gate_name_mapping()
@@ -200,14 +200,14 @@ def _edges(coupling_map: Any) -> list[tuple[int, int]]:
     """``[[control, target], ...]`` as pairs of distinct qubit indices >= 0 (else a QtnnError)."""
     if isinstance(coupling_map, (str, bytes)) or not isinstance(coupling_map, Sequence):
         raise QtnnError(f"coupling_map must be a list of [control, target] pairs, got "
-                        f"{_short(coupling_map)}")
+                        f"{short_repr(coupling_map)}")
     edges = []
     for e in coupling_map:
         if (isinstance(e, (str, bytes)) or not isinstance(e, Sequence) or len(e) != 2
                 or any(isinstance(q, bool) or not isinstance(q, numbers.Integral) or q < 0 for q in e)
                 or e[0] == e[1]):
             raise QtnnError(f"coupling_map must be a list of [control, target] pairs of distinct qubit "
-                            f"indices >= 0, got the entry {_short(e)}")
+                            f"indices >= 0, got the entry {short_repr(e)}")
         edges.append((int(e[0]), int(e[1])))
     return edges
 
@@ -229,7 +229,7 @@ def _transpile(qc: QuantumCircuit, be: Any, basis: list[str], coupling_map: Any,
                     _edges(coupling_map))
             except (TypeError, ValueError, OverflowError) as exc:
                 raise QtnnError(f"coupling_map must be a list of [control, target] pairs, got "
-                                f"{_short(coupling_map)}") from exc
+                                f"{short_repr(coupling_map)}") from exc
             if cm.size() < qc.num_qubits:
                 raise QtnnError(f"circuit {qc.name!r} has {qc.num_qubits} qubits, more than the "
                                 f"{cm.size()} of coupling_map")
@@ -525,12 +525,12 @@ def depth_sweep(target: MPS | MPO, layers: Sequence[int] = (1, 2, 3, 4), backend
     from qtnn.tn import MPO, MPS
 
     if not isinstance(layers, (list, tuple, range)) or not layers:
-        raise QtnnError(f"layers must be a non-empty sequence of depths >= 1, got {_short(layers)}")
+        raise QtnnError(f"layers must be a non-empty sequence of depths >= 1, got {short_repr(layers)}")
     depths = [check_int("layers", d, minimum=1) for d in layers]
     max_bond = check_int("max_bond", max_bond, minimum=1)
     if callback is not None and not callable(callback):
         raise QtnnTypeError(f"callback must be a callable (row dict -> None) or None, got "
-                            f"{_short(callback)}")
+                            f"{short_repr(callback)}")
     if isinstance(target, MPS):
         kind = "mps"
         n = target.num_sites
@@ -539,7 +539,7 @@ def depth_sweep(target: MPS | MPO, layers: Sequence[int] = (1, 2, 3, 4), backend
         n = target.num_sites
     else:
         raise QtnnTypeError(f"target must be a qtnn.tn.MPS or qtnn.tn.MPO, got "
-                            f"{type(target).__name__} {_short(target)}")
+                            f"{type(target).__name__} {short_repr(target)}")
     be, label, _ = _resolve_target(backend, basis_gates, None)
     backend_arg = be if be is not None else None
     rows: list[dict[str, Any]] = []

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from qtnn._validate import _short, check_choice
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.io import atomic_open
+from qtnn.validate import check_choice, short_repr
 
 if TYPE_CHECKING:  # pragma: no cover
     from qiskit import QuantumCircuit
@@ -63,7 +63,7 @@ def _check_staircase(name: str, obj: Any) -> Staircase:
 
     if not isinstance(obj, Staircase):
         raise QtnnTypeError(f"{name} must be a qtnn.staircase.Staircase, got "
-                            f"{type(obj).__name__} {_short(obj)}")
+                            f"{type(obj).__name__} {short_repr(obj)}")
     return obj
 
 
@@ -180,7 +180,7 @@ def _as_circuit(name: str, obj: Any) -> QuantumCircuit:
     if _is_circuit(obj):
         return obj
     raise QtnnTypeError(f"{name} must be a qtnn.staircase.Staircase or a qiskit.QuantumCircuit, "
-                        f"got {type(obj).__name__} {_short(obj)}")
+                        f"got {type(obj).__name__} {short_repr(obj)}")
 
 
 def _lower(qc: QuantumCircuit) -> QuantumCircuit:
@@ -291,9 +291,9 @@ def save_qasm(obj: Staircase | QuantumCircuit, path: str | os.PathLike[str],
     2
     """
     if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version not in (2, 3):
-        raise QtnnError(f"version must be 2 or 3, got {_short(version)}")
+        raise QtnnError(f"version must be 2 or 3, got {short_repr(version)}")
     if not isinstance(path, (str, os.PathLike)):
-        raise QtnnTypeError(f"path must be a str or os.PathLike, got {_short(path)}")
+        raise QtnnTypeError(f"path must be a str or os.PathLike, got {short_repr(path)}")
     text = to_qasm2(obj) if version == 2 else to_qasm3(obj)
     with atomic_open(path, "w") as f:
         f.write(text)
@@ -346,7 +346,7 @@ def load_qasm(path_or_text: str | os.PathLike[str], version: int | None = None) 
     """
     if version is not None and (isinstance(version, bool) or not isinstance(version, numbers.Integral)
                                 or version not in (2, 3)):
-        raise QtnnError(f"version must be 2, 3 or None, got {_short(version)}")
+        raise QtnnError(f"version must be 2, 3 or None, got {short_repr(version)}")
     if isinstance(path_or_text, os.PathLike) or (
             isinstance(path_or_text, str) and "OPENQASM" not in path_or_text.upper()
             and ";" not in path_or_text):
@@ -354,10 +354,10 @@ def load_qasm(path_or_text: str | os.PathLike[str], version: int | None = None) 
         try:
             text = p.read_text()
         except UnicodeDecodeError as exc:
-            raise QtnnError(f"path_or_text {_short(str(path_or_text))} is a file that is not QASM "
+            raise QtnnError(f"path_or_text {short_repr(str(path_or_text))} is a file that is not QASM "
                             f"text (not UTF-8: {exc.reason})") from exc
         except OSError as exc:
-            raise QtnnError(f"path_or_text {_short(str(path_or_text))} is not QASM text (no "
+            raise QtnnError(f"path_or_text {short_repr(str(path_or_text))} is not QASM text (no "
                             f"'OPENQASM' header or ';') and cannot be read as a file: "
                             f"{exc.strerror or exc}") from exc
         where = f"file {str(p)!r}"
@@ -366,7 +366,7 @@ def load_qasm(path_or_text: str | os.PathLike[str], version: int | None = None) 
         where = "the given text"
     else:
         raise QtnnTypeError(f"path_or_text must be a str (QASM text or a path) or os.PathLike, "
-                            f"got {type(path_or_text).__name__} {_short(path_or_text)}")
+                            f"got {type(path_or_text).__name__} {short_repr(path_or_text)}")
     detected = _detect_version(text)
     if version is None:
         version = detected or 2
@@ -417,7 +417,7 @@ def circuit_unitary(circuit: QuantumCircuit) -> np.ndarray:
 
     if not _is_circuit(circuit):
         raise QtnnTypeError(f"circuit must be a qiskit.QuantumCircuit, got "
-                            f"{type(circuit).__name__} {_short(circuit)}")
+                            f"{type(circuit).__name__} {short_repr(circuit)}")
     if circuit.num_qubits > MAX_UNITARY_QUBITS:
         raise QtnnError(f"circuit_unitary builds a 2**n x 2**n matrix and is limited to "
                         f"{MAX_UNITARY_QUBITS} qubits; got circuit with {circuit.num_qubits}")

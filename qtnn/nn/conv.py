@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from qtnn._validate import _short, check_alloc, check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_alloc, check_choice, check_int, check_real, renamed, short_repr
 
 __all__ = ["TuckerConv2d", "CPConv2d"]
 
@@ -66,10 +66,10 @@ def _pair(name: str, value: Any, minimum: int) -> tuple[int, int]:
     elif isinstance(value, Sequence) and not isinstance(value, (str, bytes)) and len(value) == 2:
         items = tuple(value)
     else:
-        raise QtnnError(f"{name} must be {what}, got {_short(value)}")
+        raise QtnnError(f"{name} must be {what}, got {short_repr(value)}")
     for v in items:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
-            raise QtnnError(f"{name} must be {what}, got {_short(value)}")
+            raise QtnnError(f"{name} must be {what}, got {short_repr(value)}")
     return int(items[0]), int(items[1])
 
 
@@ -88,7 +88,7 @@ def _check_padding(padding: Any, stride: tuple[int, int]) -> _Padding:
     except QtnnError:
         raise QtnnError(
             f"padding must be a non-negative integer, a pair of them, 'same' or 'valid'; "
-            f"got {_short(padding)}") from None
+            f"got {short_repr(padding)}") from None
 
 
 def _pad4(padding: _Padding, kernel: tuple[int, int],
@@ -115,13 +115,13 @@ def _check_groups(groups: Any) -> None:
 
 def _check_bool(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise QtnnTypeError(f"{name} must be a bool, got {_short(value)}")
+        raise QtnnTypeError(f"{name} must be a bool, got {short_repr(value)}")
     return value
 
 
 def _check_dtype(dtype: Any) -> None:
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
-        raise QtnnTypeError(f"dtype must be a real floating torch.dtype or None, got {_short(dtype)}")
+        raise QtnnTypeError(f"dtype must be a real floating torch.dtype or None, got {short_repr(dtype)}")
 
 
 def _check_conv(conv: Any) -> torch.Tensor:
@@ -432,17 +432,17 @@ class TuckerConv2d(_FactorizedConv2d):
         elif isinstance(ranks, Sequence) and not isinstance(ranks, (str, bytes)) and len(ranks) == 2:
             pair = tuple(ranks)
         else:
-            raise QtnnError(f"ranks must be {what}, got {_short(ranks)}")
+            raise QtnnError(f"ranks must be {what}, got {short_repr(ranks)}")
         for v in pair:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-                raise QtnnError(f"ranks must be {what}, got {_short(ranks)}")
+                raise QtnnError(f"ranks must be {what}, got {short_repr(ranks)}")
         r_out, r_in = int(pair[0]), int(pair[1])
         if r_out > out_channels:
             raise QtnnError(f"ranks[0] (r_out) must be <= out_channels={out_channels}, "
-                            f"got ranks={_short(ranks)}")
+                            f"got ranks={short_repr(ranks)}")
         if r_in > in_channels:
             raise QtnnError(f"ranks[1] (r_in) must be <= in_channels={in_channels}, "
-                            f"got ranks={_short(ranks)}")
+                            f"got ranks={short_repr(ranks)}")
         return r_out, r_in
 
     def reset_parameters(self) -> None:
@@ -475,8 +475,9 @@ class TuckerConv2d(_FactorizedConv2d):
         return f"{self._geometry_repr()}, ranks={self.ranks}"
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, ranks: int | tuple[int, int] | None = None,
-                  method: str = "hooi", n_iter: int = 100, tol: float = 1e-12) -> TuckerConv2d:
+    def from_conv(cls, conv: nn.Conv2d, ranks: int | tuple[int, int] | None = None, *,
+                  method: str = "hooi", max_iter: int | None = None, tol: float = 1e-12,
+                  n_iter: int | None = None) -> TuckerConv2d:
         r"""Compress a dense :class:`torch.nn.Conv2d` by a Tucker-2 decomposition.
 
         Parameters
@@ -493,8 +494,8 @@ class TuckerConv2d(_FactorizedConv2d):
             mode-``in`` unfoldings.  ``'hooi'`` (default): higher-order
             orthogonal iteration started from the HOSVD; its error is never
             larger than the HOSVD one.
-        n_iter : int, optional
-            Maximum number of HOOI sweeps (default 100).
+        max_iter : int, optional
+            Maximum number of HOOI sweeps (default 100; ``n_iter=`` is its deprecated name).
         tol : float, optional
             HOOI stops when ``||core||^2`` changes by at most
             ``tol * ||K||^2`` in a sweep (default 1e-12).
@@ -532,10 +533,9 @@ class TuckerConv2d(_FactorizedConv2d):
             ranks = (min(out, cin * kh * kw), min(cin, out * kh * kw))
         r_out, r_in = cls._check_ranks(ranks, out, cin)
         method = check_choice("method", method, _TUCKER_METHODS)
-        n_iter = check_int("n_iter", n_iter, minimum=0)
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (tol >= 0) \
-                or not math.isfinite(tol):
-            raise QtnnError(f"tol must be a finite real number >= 0, got {_short(tol)}")
+        n_iter = check_int("max_iter", renamed("TuckerConv2d.from_conv", "n_iter", "max_iter", n_iter,
+                                               max_iter, default=100), minimum=0)
+        tol = check_real("tol", tol, minimum=0)
         if method == "hosvd":
             u_out, u_in = _hosvd(w, r_out, r_in)
         else:
@@ -607,8 +607,8 @@ def _cp_als(w: torch.Tensor, rank: int, n_iter_max: int, tol: float,
         import tensorly as tl
         from tensorly.decomposition import parafac
     except ImportError as exc:  # pragma: no cover - tensorly is a dependency
-        raise QtnnError("CPConv2d.from_conv with a rank below the exact bound needs tensorly, "
-                        "got ImportError") from exc
+        raise QtnnError("CPConv2d.from_conv with a rank below the exact bound needs tensorly, a "
+                        "dependency of qtnn: reinstall qtnn (pip install qtnn)") from exc
     w_np = w.detach().cpu().numpy()
     with tl.backend_context("numpy"), warnings.catch_warnings():
         # rank above a mode size: tensorly's SVD init completes it with seeded
@@ -782,8 +782,8 @@ class CPConv2d(_FactorizedConv2d):
         return _cp_exact_bound(out, cin, kh, kw)[0]
 
     @classmethod
-    def from_conv(cls, conv: nn.Conv2d, rank: int | None = None, n_iter_max: int = 500,
-                  seed: int = 0, tol: float = 1e-12) -> CPConv2d:
+    def from_conv(cls, conv: nn.Conv2d, rank: int | None = None, *, max_iter: int | None = None,
+                  seed: int = 0, tol: float = 1e-12, n_iter_max: int | None = None) -> CPConv2d:
         r"""Compress a dense :class:`torch.nn.Conv2d` by a CP decomposition.
 
         Parameters
@@ -795,8 +795,8 @@ class CPConv2d(_FactorizedConv2d):
             CP rank.  ``None`` or any rank ``>=`` :meth:`exact_rank` gives an
             exact decomposition built explicitly (see Notes); a smaller rank is
             fitted by alternating least squares.
-        n_iter_max : int, optional
-            Maximum ALS sweeps (default 500).
+        max_iter : int, optional
+            Maximum ALS sweeps (default 500; ``n_iter_max=`` is its deprecated name).
         seed : int, optional
             Seed for the parts of the ALS initialization and of the padding
             components that are random (default 0); results are deterministic.
@@ -845,11 +845,12 @@ class CPConv2d(_FactorizedConv2d):
         bound, which = _cp_exact_bound(out, cin, kh, kw)
         if rank is not None:
             rank = check_int("rank", rank, minimum=1)
-        n_iter_max = check_int("n_iter_max", n_iter_max, minimum=1)
+        n_iter_max = check_int("max_iter", renamed("CPConv2d.from_conv", "n_iter_max", "max_iter", n_iter_max,
+                                                   max_iter, default=500), minimum=1)
         seed = check_int("seed", seed, minimum=0)
         if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not (tol >= 0) \
                 or not math.isfinite(tol):
-            raise QtnnError(f"tol must be a finite real number >= 0, got {_short(tol)}")
+            raise QtnnError(f"tol must be a finite real number >= 0, got {short_repr(tol)}")
         if rank is None or rank >= bound:
             target = bound if rank is None else rank
             check_alloc("CPConv2d.from_conv factors", target * (out + cin + kh + kw))

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_int
 
 __all__ = ["LowRankLinear", "low_rank_factors", "fitted_factors"]
 
@@ -67,14 +67,14 @@ def fitted_factors(W: np.ndarray, rank: int, inputs: Any = None, output_weight: 
     ``damp`` times its mean diagonal), as for :func:`qtnn.staircase.disentangle`;
     ``None`` leaves that side unweighted.
     """
-    from qtnn.staircase._grow import psd_factor, whitening
-    from qtnn.staircase.disentangling import _check_float, _inputs_array, _output_weight
+    from qtnn.tn.linalg import psd_factor, whitening
+    from qtnn.validate import check_inputs, check_output_weight, check_real
 
     L = Lo = None
     if inputs is not None:
-        L = whitening(_inputs_array(inputs, W.shape[1]), W.shape[1], _check_float("damp", damp))
+        L = whitening(check_inputs(inputs, W.shape[1]), W.shape[1], check_real("damp", damp, minimum=0))
     if output_weight is not None:
-        Lo = psd_factor(_output_weight(output_weight, W.shape[0]), _check_float("damp", damp))
+        Lo = psd_factor(check_output_weight(output_weight, W.shape[0]), check_real("damp", damp, minimum=0))
     return low_rank_factors(W, rank, L, Lo)
 
 

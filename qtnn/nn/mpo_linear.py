@@ -10,9 +10,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_bool, check_cutoff, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.mpo import MPO, _site_dims, apply_cores
+from qtnn.tn.mpo import MPO, apply_cores, site_dims
+from qtnn.validate import (
+    as_float_array,
+    check_alloc,
+    check_bond,
+    check_bool,
+    check_cutoff,
+    check_int,
+    renamed,
+)
 
 __all__ = ["MPOLinear", "default_num_cores"]
 
@@ -72,8 +80,9 @@ class MPOLinear(nn.Module):
     ----------
     in_features, out_features : int
         As in :class:`torch.nn.Linear`.
-    bond_dim : int
+    max_bond : int
         Largest internal bond (capped at each bond by what the sizes allow).
+        ``bond_dim=`` is its deprecated name.
     out_dims, in_dims : None, int or sequence of int
         Site dims; an int gives that many balanced sites.  By default both use
         :func:`default_num_cores` sites (dims close to 8).
@@ -97,32 +106,32 @@ class MPOLinear(nn.Module):
     Examples
     --------
     >>> import torch
-    >>> layer = MPOLinear(64, 32, bond_dim=4)
+    >>> layer = MPOLinear(64, 32, max_bond=4)
     >>> layer(torch.randn(5, 64)).shape
     torch.Size([5, 32])
     >>> layer.out_dims, layer.in_dims, layer.bond_dims
     ((8, 4), (8, 8), [4])
     """
 
-    def __init__(self, in_features: int, out_features: int, bond_dim: int, *,
+    def __init__(self, in_features: int, out_features: int, max_bond: int | None = None, *,
                  out_dims: Any = None, in_dims: Any = None, bias: bool = True,
-                 dtype: torch.dtype | None = None, device: Any = None) -> None:
+                 dtype: torch.dtype | None = None, device: Any = None, bond_dim: int | None = None) -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
-        bond = check_bond("bond_dim", bond_dim)
+        bond = check_bond("max_bond", renamed("MPOLinear", "bond_dim", "max_bond", bond_dim, max_bond))
         if bond is None:
-            raise QtnnError("bond_dim must be a positive integer, got None")
+            raise QtnnError("max_bond must be a positive integer, got None")
         check_bool("bias", bias)
         _check_dtype(dtype)
         if out_dims is None and in_dims is None:
             out_dims = in_dims = default_num_cores(self.in_features, self.out_features)
-        od, idm = _site_dims(self.out_features, self.in_features, out_dims, in_dims)
+        od, idm = site_dims(self.out_features, self.in_features, out_dims, in_dims)
         bonds = [1] + [min(bond, c) for c in bond_caps(od, idm)] + [1]
         itemsize = torch.empty((), dtype=dtype or torch.get_default_dtype()).element_size()
-        check_alloc(f"the cores of an MPOLinear({self.in_features}, {self.out_features}, bond_dim={bond})",
+        check_alloc(f"the cores of an MPOLinear({self.in_features}, {self.out_features}, max_bond={bond})",
                     sum(bonds[k] * od[k] * idm[k] * bonds[k + 1] for k in range(len(od)))
-                    + self.out_features, itemsize, hint="use a smaller bond_dim or fewer features")
+                    + self.out_features, itemsize, hint="use a smaller max_bond or fewer features")
         factory = {"dtype": dtype, "device": device}
         self.cores = nn.ParameterList(
             nn.Parameter(torch.empty(bonds[k], od[k], idm[k], bonds[k + 1], **factory))
@@ -199,7 +208,7 @@ class MPOLinear(nn.Module):
         Examples
         --------
         >>> import torch
-        >>> layer = MPOLinear(64, 64, bond_dim=4)
+        >>> layer = MPOLinear(64, 64, max_bond=4)
         >>> [tuple(f.shape) for f in layer.bond_features(torch.randn(3, 64))]
         [(3, 8, 4, 8)]
         """

@@ -5,7 +5,7 @@ touching the weights (:meth:`set_backend`):
 
 ``"reference"``
     the classical contraction path: the staircase applied to the batch of
-    state vectors by one compiled kernel each way (:mod:`qtnn.staircase._jit`;
+    state vectors by one compiled kernel each way (:mod:`qtnn.staircase.kernel`;
     gates built from their angles, normalisation and readout included; large
     batches on a GPU run as torch ops there, :data:`GPU_OPS_MIN_ENTRIES`),
     batched and differentiable.  It is the reference every quantum result is
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from qtnn._validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.nn.mpo_linear import _check_dtype
+from qtnn.validate import check_alloc, check_bond, check_choice, check_int, check_real, pow2, renamed
 
 __all__ = ["StaircaseGates", "QuantumStaircase", "DisentangledLinear", "QuantumHead",
            "circuit_matrix"]
@@ -83,7 +83,7 @@ def _staircase_kernel() -> Any:
     ``C x`` or, with ``probs``, ``|C x|^2 / ||x||^2``; ``inverse`` runs ``C^T``
     (gates transposed, last first); ``nonzero`` refuses all-zero rows.  The
     whole circuit, gates built from the angles included, is one compiled call
-    each way (:mod:`qtnn.staircase._jit`): this is what makes the classical
+    each way (:mod:`qtnn.staircase.kernel`): this is what makes the classical
     path fast at small ``n``, where a step is dominated by per-call costs.
     Gradients flow to ``x`` and the angles.
     """
@@ -92,7 +92,7 @@ def _staircase_kernel() -> Any:
         return _KERNEL
     from torch.autograd.function import once_differentiable
 
-    from qtnn.staircase import _jit
+    from qtnn.staircase import kernel as _jit
 
     def backward(ctx: Any, gy: torch.Tensor) -> Any:
         xs, a, d, pos, perm, state, r2, mode, inverse, n, dtype, dev = ctx.stash
@@ -166,6 +166,12 @@ def _from_numpy(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torc
     return t if dtype == torch.float64 and device.type == "cpu" else t.to(dtype=dtype, device=device)
 
 
+#: The staircase encoding of QuantumStaircase(encoding="staircase", encoding_method=...) other than
+#: "batched" (qtnn.quantum.encoding), the same on both backends: :func:`qtnn.staircase.encode_mps`'s
+#: sweeps, the global sign fixed so <G0|x> >= 0.
+_ENCODING_SWEEPS = 4
+
+
 @functools.lru_cache(maxsize=64)
 def _gate_positions(n: int, layers: int, inverse: bool, layout: str = "staircase") -> np.ndarray:
     """First qubit of every gate in the order the gates act (read-only)."""
@@ -207,6 +213,15 @@ def _device_ops(x: torch.Tensor, n: int) -> bool:
     return x.device.type != "cpu" and x.shape[0] * 2**n >= GPU_OPS_MIN_ENTRIES
 
 
+@torch.compiler.disable
+def _host_kernel(x: torch.Tensor, gates: StaircaseGates, n: int, probs: bool, inverse: bool,
+                 nonzero: bool) -> torch.Tensor:
+    """The compiled host kernel (numba on numpy views); ``torch.compile`` runs it eagerly, as a graph
+    break, since its arrays cannot be traced."""
+    return _staircase_kernel().apply(x, gates.angles, gates.dets_numpy(), n, probs, inverse, nonzero,
+                                     gates.layout)
+
+
 def _run_staircase(x: torch.Tensor, gates: StaircaseGates, n: int, *, probs: bool = False,
                    inverse: bool = False, nonzero: bool = False) -> torch.Tensor:
     """``C x`` (``C^T x`` with ``inverse``; ``|C x|^2 / ||x||^2`` with ``probs``) for rows ``x``.
@@ -216,8 +231,7 @@ def _run_staircase(x: torch.Tensor, gates: StaircaseGates, n: int, *, probs: boo
     """
     has_gates = gates.layers > 0 and n >= 2
     if has_gates and not _device_ops(x, n):
-        return _staircase_kernel().apply(x, gates.angles, gates.dets_numpy(), n, probs, inverse,
-                                         nonzero, gates.layout)
+        return _host_kernel(x, gates, n, probs, inverse, nonzero)
     # torch ops on x's device; magic_gates is differentiable in the angles
     y = (_apply_circuit(x, gates.gates().to(x.dtype), n, inverse=inverse, layout=gates.layout)
          if has_gates else x)
@@ -355,29 +369,47 @@ class StaircaseGates(nn.Module):
 class _QuantumModule(nn.Module):
     """Backend switching shared by the quantum modules."""
 
+    def _backend_repr(self) -> str:
+        """``backend='reference'`` or ``backend='pennylane', qdevice='<name>'`` (for ``repr``)."""
+        if self.backend == "reference" or self.qdevice is None:
+            return f"backend={self.backend!r}"
+        return f"backend={self.backend!r}, qdevice={self.qdevice.name!r}"
+
     backend: str
     qdevice: Any
 
-    def _init_backend(self, backend: str, device: Any) -> None:
+    def _init_backend(self, backend: str, qdevice: Any, device: Any = None) -> None:
         self.backend = "reference"
         self.qdevice = None
         self._qnodes: dict[Any, Any] = {}
-        self.set_backend(backend, device)
+        qdevice = renamed(type(self).__name__, "device", "qdevice", device, qdevice)
+        self.set_backend(backend, qdevice)
 
-    def set_backend(self, backend: str, device: Any = None) -> None:
+    def set_backend(self, backend: str, qdevice: Any = None, *, device: Any = None) -> None:
         """Switch between ``"reference"`` and ``"pennylane"`` (with a device or a device name).
 
         Parameters
         ----------
         backend : {"reference", "pennylane"}
-        device : QDevice or str, optional
-            Required for ``"pennylane"``; a name is passed to
-            :func:`qtnn.quantum.device` with the module's qubit count.
+        qdevice : QDevice or str, optional
+            The quantum device, required for ``"pennylane"``; a name is passed
+            to :func:`qtnn.quantum.device` with the module's qubit count.
+            (``device=`` is its deprecated name: ``device`` means the torch
+            device everywhere else.)
+
+        Examples
+        --------
+        >>> import torch
+        >>> layer = QuantumStaircase(3, 1).double()
+        >>> layer.set_backend("pennylane", "default.qubit")
+        >>> layer.backend, layer.qdevice.name
+        ('pennylane', 'default.qubit')
         """
+        device = renamed(f"{type(self).__name__}.set_backend", "device", "qdevice", device, qdevice)
         check_choice("backend", backend, _BACKENDS)
         if backend == "pennylane":
             if device is None:
-                raise QtnnError("backend='pennylane' needs a device (a qtnn.quantum.device(...) or a "
+                raise QtnnError("backend='pennylane' needs a qdevice (a qtnn.quantum.device(...) or a "
                                 "device name), got None")
             from qtnn.quantum import QDevice
             from qtnn.quantum import device as make_device
@@ -385,7 +417,7 @@ class _QuantumModule(nn.Module):
             if isinstance(device, str):
                 device = make_device(device, wires=self._max_wires())
             elif not isinstance(device, QDevice):
-                raise QtnnTypeError(f"device must be a qtnn.quantum.device(...) or a device name, "
+                raise QtnnTypeError(f"qdevice must be a qtnn.quantum.device(...) or a device name, "
                                     f"got {type(device).__name__} {device!r:.60}")
         self.backend = backend
         self.qdevice = device
@@ -448,7 +480,7 @@ class QuantumStaircase(_QuantumModule):
         ``"state"`` on a sampling device is the signed-amplitude estimator of
         :mod:`qtnn.quantum.signed` (forward only).
     backend : {"reference", "pennylane"}
-    device : QDevice or str, optional
+    qdevice : QDevice or str, optional
     layout : {"staircase", "brickwall"}
         The in-layer gate order of the trainable circuit.
 
@@ -464,8 +496,8 @@ class QuantumStaircase(_QuantumModule):
     def __init__(self, n_qubits: int, layers: int, k: int = 2, *, in_features: int | None = None,
                  encoding: str = "amplitude", readout: str = "state",
                  readout_wires: tuple[int, ...] | None = None, encoding_layers: int = 2,
-                 backend: str = "reference", device: Any = None, init: str = "random",
-                 dtype: torch.dtype | None = None, layout: str = "staircase",
+                 backend: str = "reference", qdevice: Any = None, init: str = "random",
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None,
                  encoding_method: str = "batched") -> None:
         super().__init__()
         if check_int("k", k, minimum=2) != 2:
@@ -492,7 +524,7 @@ class QuantumStaircase(_QuantumModule):
                                             ("batched", "iterative", "ran", "sweep"))
         self.circuit = StaircaseGates(self.n_qubits, layers, init=init, dtype=dtype, layout=layout)
         self.last_encoding_fidelity: float | None = None
-        self._init_backend(backend, device)
+        self._init_backend(backend, qdevice, device)
 
     def _max_wires(self) -> int:
         return self.n_qubits
@@ -512,11 +544,20 @@ class QuantumStaircase(_QuantumModule):
             return torch.as_tensor(states, dtype=xn.dtype, device=xn.device).reshape(xn.shape)
         out, fids = [], []
         for row in rows:
-            st, rep = encode_mps(MPS.from_dense(row), self.encoding_layers, method=self.encoding_method)
-            out.append(st.state())
+            # the same encoding as the pennylane backend's QNode (method, sweeps, sign)
+            st, rep = encode_mps(MPS.from_dense(row), self.encoding_layers, method=self.encoding_method,
+                                 sweeps=_ENCODING_SWEEPS)
+            state = st.state()
+            out.append(-state if float(state @ row) < 0 else state)   # <G0|x> >= 0, as on the QNode
             fids.append(rep.final_fidelity)
         self.last_encoding_fidelity = float(np.mean(fids))
         return torch.as_tensor(np.stack(out), dtype=xn.dtype, device=xn.device).reshape(xn.shape)
+
+    def extra_repr(self) -> str:
+        enc = (f"encoding='staircase', encoding_layers={self.encoding_layers}" if self.encoding == "staircase"
+               else "encoding='amplitude'")
+        return (f"in_features={self.in_features}, n_qubits={self.n_qubits}, layers={self.circuit.layers}, "
+                f"{enc}, readout={self.readout!r}, layout={self.circuit.layout!r}, {self._backend_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_features(x, self.in_features)
@@ -536,10 +577,11 @@ class QuantumStaircase(_QuantumModule):
         if self.backend == "pennylane":
             qn = self._qnode("main", n_qubits=n, layers=self.circuit.layers, encoding=self.encoding,
                              readout=self.readout, readout_wires=self.readout_wires,
-                             encoding_layers=self.encoding_layers, layout=self.circuit.layout,
-                             encoding_method=self.encoding_method)
+                             encoding_layers=self.encoding_layers, encoding_method=self.encoding_method,
+                             encoding_sweeps=_ENCODING_SWEEPS, layout=self.circuit.layout)
             y = qn(xn.reshape(-1, 2**n), self.circuit.angles, self.circuit.dets)
-            self.last_encoding_fidelity = qn.last_fidelity_mean
+            self.last_encoding_fidelity = (getattr(qn, "last_fidelity_mean", None)
+                                           if self.encoding == "staircase" else None)
             y = y.reshape((*x.shape[:-1], y.shape[-1])).to(x.dtype)
             return y * norm if self.readout == "state" else y
         xn = self._encode_reference(xn)       # the prepared (approximate) states, normalised
@@ -582,8 +624,8 @@ class QuantumHead(_QuantumModule):
     """
 
     def __init__(self, in_features: int, n_qubits: int, layers: int, n_classes: int, *,
-                 backend: str = "reference", device: Any = None, eps: float = 1e-6,
-                 dtype: torch.dtype | None = None, layout: str = "staircase",
+                 backend: str = "reference", qdevice: Any = None, eps: float = 1e-6,
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None,
                  encoding: str = "amplitude", encoding_layers: int = 2) -> None:
         super().__init__()
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
@@ -598,13 +640,13 @@ class QuantumHead(_QuantumModule):
                                      layout=layout, encoding=encoding, encoding_layers=encoding_layers)
         self.in_features = self.body.in_features
         self.n_qubits = n_qubits
-        self._init_backend(backend, device)
+        self._init_backend(backend, qdevice, device)
 
     def _max_wires(self) -> int:
         return self.n_qubits
 
-    def set_backend(self, backend: str, device: Any = None) -> None:
-        super().set_backend(backend, device)
+    def set_backend(self, backend: str, qdevice: Any = None, *, device: Any = None) -> None:
+        super().set_backend(backend, qdevice, device=device)
         self.body.set_backend(backend, self.qdevice)
 
     @property
@@ -616,6 +658,11 @@ class QuantumHead(_QuantumModule):
     def last_encoding_fidelity(self) -> float | None:
         """Mean encoding fidelity of the last batch (``encoding="staircase"``; else ``None``)."""
         return self.body.last_encoding_fidelity
+
+    def extra_repr(self) -> str:
+        c = self.body.circuit
+        return (f"in_features={self.in_features}, n_qubits={self.n_qubits}, layers={c.layers}, "
+                f"n_classes={self.n_classes}, layout={c.layout!r}, {self._backend_repr()}")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.body(x)
@@ -652,8 +699,8 @@ class DisentangledLinear(_QuantumModule):
     """
 
     def __init__(self, in_features: int, out_features: int, out_layers: int, in_layers: int,
-                 max_bond: int, *, bias: bool = True, backend: str = "reference", device: Any = None,
-                 dtype: torch.dtype | None = None, layout: str = "staircase") -> None:
+                 max_bond: int, *, bias: bool = True, backend: str = "reference", qdevice: Any = None,
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None) -> None:
         super().__init__()
         self.in_features = check_int("in_features", in_features, minimum=1)
         self.out_features = check_int("out_features", out_features, minimum=1)
@@ -680,7 +727,7 @@ class DisentangledLinear(_QuantumModule):
         self.bias = nn.Parameter(torch.empty(self.out_features, dtype=dtype)) if bias else None
         self.report: Any = None
         self.reset_parameters()
-        self._init_backend(backend, device)
+        self._init_backend(backend, qdevice, device)
 
     def reset_parameters(self) -> None:
         """Cores as in :class:`~qtnn.nn.MPOLinear` (``Var(W_ij) = 1/(3 in)``), identity gates."""
@@ -792,4 +839,6 @@ class DisentangledLinear(_QuantumModule):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"n_in={self.n_in}, n_out={self.n_out}, out_layers={self.U.layers}, "
-                f"in_layers={self.V.layers}, bond_dims={[int(c.shape[-1]) for c in list(self.cores)[:-1]]}")
+                f"in_layers={self.V.layers}, max_bond={self.max_bond}, "
+                f"bond_dims={[int(c.shape[-1]) for c in list(self.cores)[:-1]]}, layout={self.U.layout!r}, "
+                f"{self._backend_repr()}")

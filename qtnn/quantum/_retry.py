@@ -72,8 +72,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from qtnn._validate import check_int, check_real
 from qtnn.errors import QtnnBackendError, QtnnError, QtnnTimeoutError
+from qtnn.validate import check_int, check_real
 
 __all__ = ["RetryPolicy", "MalformedResult", "run_job", "call_with_retry", "check_counts",
            "OPTION_NAMES", "DEFAULT_TRIES", "DEFAULT_BACKOFF", "MAX_BACKOFF",

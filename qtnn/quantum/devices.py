@@ -38,11 +38,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from qtnn._ibm import fake_backend, fake_backend_names, ibm_backend
-from qtnn._validate import check_alloc, check_int, pow2
 from qtnn.errors import QtnnError
+from qtnn.quantum.ibm import fake_backend, fake_backend_names, ibm_backend
+from qtnn.validate import check_alloc, check_int, pow2
 
-__all__ = ["QDevice", "device", "device_names", "fake_backend_names", "gpu_backends",
+__all__ = ["QDevice", "device", "device_names", "is_device_name", "fake_backend_names", "gpu_backends",
            "remote_option_names", "runtime_batch"]
 
 _PLAIN = ("default.qubit", "lightning.qubit", "lightning.gpu", "qiskit.aer")
@@ -57,6 +57,17 @@ def device_names() -> list[str]:
     ['fake:<name>', 'ibm:<backend>']
     """
     return [*_PLAIN, "fake:<name>", "ibm:<backend>"]
+
+
+def is_device_name(name: object) -> bool:
+    """Whether ``name`` has the form of a device name (see :func:`device_names`); nothing is built.
+
+    Examples
+    --------
+    >>> is_device_name("fake:torino"), is_device_name("default.qubit"), is_device_name("gpu")
+    (True, True, False)
+    """
+    return isinstance(name, str) and (name in _PLAIN or name.startswith(("fake:", "ibm:")))
 
 
 @dataclass
@@ -208,7 +219,7 @@ def runtime_batch(dev: QDevice, max_time: int | str | None = None) -> Iterator[A
     >>> import torch
     >>> from qtnn.nn import QuantumStaircase
     >>> dev = device("fake:manila", wires=2, shots=100, seed=1)
-    >>> layer = QuantumStaircase(2, 1, readout="probs", backend="pennylane", device=dev)
+    >>> layer = QuantumStaircase(2, 1, readout="probs", backend="pennylane", qdevice=dev)
     >>> with runtime_batch(dev) as batch:
     ...     p = layer(torch.rand(3, 4))
     >>> type(batch).__name__, dev.pl.jobs_submitted

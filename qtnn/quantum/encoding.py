@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_int
 
 __all__ = ["StaircaseEncoder", "Encoded", "shared_encoder", "prepare_states", "encoding_cost"]
 
@@ -331,7 +331,7 @@ def encoding_cost(n_qubits: int, layers: int, backend: Any = "fake:torino", seed
     from qiskit import QuantumCircuit, transpile
     from qiskit.circuit.library import StatePreparation, UnitaryGate
 
-    from qtnn._ibm import backend_by_name
+    from qtnn.quantum.ibm import backend_by_name
 
     n = check_int("n_qubits", n_qubits, minimum=2, maximum=MAX_QUBITS)
     target = backend_by_name(backend)

@@ -104,9 +104,9 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_choice, check_int, check_real, is_torch
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.quantum.devices import QDevice
+from qtnn.validate import check_choice, check_int, check_real, is_torch
 
 __all__ = ["StaircaseQNode", "ENCODINGS", "READOUTS", "GATE_MODES", "DIFF_METHODS"]
 
@@ -429,6 +429,13 @@ class StaircaseQNode:
     def _check_weights(self, weights: Any) -> Any:
         import torch
 
+        from qtnn.staircase.circuit import GeneratorParams
+
+        # (the other way round cannot be confused: generator coordinates are used only where
+        # their shape differs from the 6 magic angles, k > 2 or complex gates)
+        if self.magic and isinstance(weights, GeneratorParams):
+            raise QtnnTypeError("weights must be magic-basis angles (k=2 real gates), got the generator "
+                                "coordinates of Staircase.params(); use weights_for(circ)")
         if not is_torch(weights):
             arr = np.asarray(weights)
             if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
@@ -524,6 +531,44 @@ class StaircaseQNode:
             return magic_gates(w, np.asarray(d, dtype=np.float64).reshape(self.weight_shape[:2]))
         return gates_from_params(w, np.asarray(d, dtype=np.float64).reshape(self.weight_shape[:2]),
                                  complex=self.complex)
+
+    def weights_for(self, circ: Any) -> tuple[Any, Any]:
+        """``(weights, dets)`` that make this QNode run the gates of ``circ`` (a Staircase).
+
+        The right kind for the QNode: magic-basis angles for real two-qubit
+        gates, generator coordinates otherwise.  ``weights`` is a
+        float64 torch tensor with ``requires_grad=True``.
+
+        Examples
+        --------
+        >>> import numpy as np, torch
+        >>> from qtnn.quantum import device
+        >>> from qtnn.staircase import Staircase
+        >>> circ = Staircase.random(3, 1, seed=2)
+        >>> qn = StaircaseQNode(device("default.qubit", 3), 3, layers=1)
+        >>> w, d = qn.weights_for(circ)
+        >>> bool(np.abs(qn.gates(w, d).detach().numpy() - circ.gates).max() < 1e-12)
+        True
+        """
+        import torch
+
+        from qtnn.staircase import Staircase
+        from qtnn.staircase.magic import magic_angles
+
+        if not isinstance(circ, Staircase):
+            raise QtnnTypeError(f"circ must be a qtnn.staircase.Staircase, got {type(circ).__name__}")
+        want = (self.weight_shape[0], self.n_qubits, self.k, self.layout)
+        got = (circ.layers, circ.n_qubits, circ.k, circ.layout)
+        if want != got:
+            raise QtnnError(f"circ must match this QNode (layers, n_qubits, k, layout) = {want}, got {got}")
+        if circ.is_complex != self.complex:
+            raise QtnnError(f"circ must have {'complex' if self.complex else 'real'} gates like this QNode")
+        if self.magic:
+            angles, dets = magic_angles(circ.gates)
+        else:
+            angles, dets = circ.params()
+        w = torch.tensor(np.asarray(angles), dtype=torch.float64, requires_grad=True)
+        return w, np.asarray(dets)
 
     def random_weights(self, seed: int = 0, scale: float = 1.0) -> Any:
         """Gaussian initial ``weights`` (float64 torch tensor, ``requires_grad=True``).

@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_int, check_real
 from qtnn.errors import QtnnError
+from qtnn.validate import check_int, check_real
 
 __all__ = ["signed_amplitudes", "exact_settings", "amplitude_bounds", "settings_shots"]
 

@@ -35,8 +35,8 @@ from pennylane.decomposition import add_decomps, adjoint_resource_rep, register_
 from pennylane.operation import Operation
 from pennylane.wires import Wires
 
-from qtnn._validate import check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.validate import check_choice, check_int
 
 __all__ = ["StaircaseTemplate"]
 
@@ -122,6 +122,13 @@ class StaircaseTemplate(Operation):
         if n < 2:
             raise QtnnError(f"wires must hold at least 2 wires for two-qubit gates, got {n} "
                             f"({wires.tolist()})")
+        from qtnn.staircase.circuit import GeneratorParams
+
+        if isinstance(weights, GeneratorParams):
+            raise QtnnTypeError("weights must be magic-basis angles, got the generator coordinates of "
+                                "Staircase.params() (same shape, another meaning); use "
+                                "StaircaseTemplate.from_staircase(circ, wires) or "
+                                "qtnn.staircase.magic.magic_angles(circ.gates)")
         shape = tuple(int(s) for s in math.shape(weights))
         if len(shape) not in (3, 4) or shape[-1] != 6 or shape[-2] != n - 1 or shape[-3] < 1:
             raise QtnnError(f"weights must have shape (layers, n_wires-1, 6) = (D, {n - 1}, 6) with "
@@ -141,6 +148,40 @@ class StaircaseTemplate(Operation):
         self._hyperparameters = {"dets": _check_dets(dets, shape[-3], n - 1), "layout": layout}
         super().__init__(weights, wires=wires)
 
+    @classmethod
+    def from_staircase(cls, circ: Any, wires: Any = None) -> StaircaseTemplate:
+        """The template of a :class:`qtnn.staircase.Staircase` of real two-qubit gates.
+
+        The gates are converted to magic-basis angles and determinants
+        (:func:`qtnn.staircase.magic.magic_angles`); the layout is the
+        circuit's.  ``wires`` defaults to ``range(n_qubits)``.
+
+        Examples
+        --------
+        >>> import numpy as np, pennylane as qml
+        >>> from qtnn.staircase import Staircase
+        >>> circ = Staircase.random(3, 2, seed=1)
+        >>> op = StaircaseTemplate.from_staircase(circ)
+        >>> bool(np.abs(qml.matrix(op, wire_order=[0, 1, 2]) - circ.to_matrix()).max() < 1e-12)
+        True
+        """
+        from qtnn.staircase import Staircase
+        from qtnn.staircase.magic import magic_angles
+
+        if not isinstance(circ, Staircase):
+            raise QtnnTypeError(f"circ must be a qtnn.staircase.Staircase, got {type(circ).__name__}")
+        if circ.k != 2 or circ.is_complex:
+            raise QtnnError(f"circ must have real two-qubit gates (k=2, real), got k={circ.k}, "
+                            f"complex={circ.is_complex}")
+        if circ.layers < 1:
+            raise QtnnError("circ must have at least one layer, got 0")
+        wires = list(range(circ.n_qubits)) if wires is None else wires
+        if len(Wires(wires)) != circ.n_qubits:
+            raise QtnnError(f"wires must name the circuit's {circ.n_qubits} qubits, got "
+                            f"{len(Wires(wires))} wires")
+        angles, dets = magic_angles(circ.gates)
+        return cls(np.asarray(angles), dets=dets, wires=wires, layout=circ.layout)
+
     @property
     def num_params(self) -> int:
         """One trainable tensor, ``weights``."""
@@ -154,15 +195,19 @@ class StaircaseTemplate(Operation):
                 "num_reflections": sum(v < 0 for row in dets for v in row)}
 
     @staticmethod
-    def shape(n_wires: int, layers: int) -> tuple[int, int, int]:
-        """Shape ``(layers, n_wires - 1, 6)`` of ``weights``.
+    def shape(n_layers: int, n_wires: int) -> tuple[int, int, int]:
+        """Shape ``(n_layers, n_wires - 1, 6)`` of ``weights`` (PennyLane's argument order).
+
+        The arguments follow PennyLane's templates (e.g.
+        ``StronglyEntanglingLayers.shape(n_layers, n_wires)``); before this
+        release the order was ``(n_wires, layers)``: pass keywords to be safe.
 
         Examples
         --------
-        >>> StaircaseTemplate.shape(4, 2)
+        >>> StaircaseTemplate.shape(n_layers=2, n_wires=4)
         (2, 3, 6)
         """
-        return (check_int("layers", layers, minimum=1), check_int("n_wires", n_wires, minimum=2) - 1, 6)
+        return (check_int("n_layers", n_layers, minimum=1), check_int("n_wires", n_wires, minimum=2) - 1, 6)
 
     @staticmethod
     def compute_decomposition(weights: Any, wires: Any, dets: tuple,

@@ -223,30 +223,6 @@ def objective_value(p: Problem, gu: np.ndarray, gv: np.ndarray, cores: Sequence[
         return float((e * e).sum()) / p.norm2
 
 
-def whitening(inputs: np.ndarray, in_features: int, damp: float) -> np.ndarray:
-    """``L`` with ``L L^T = X^T X / N + damp * mean(diag) I`` (eigen-decomposition, fixed sign gauge).
-
-    Columns whose eigenvalue is numerically zero are dropped, so ``L`` is
-    ``in_features x r`` with ``r <= in_features``.
-    """
-    X = np.asarray(inputs, dtype=np.float64).reshape(-1, in_features)
-    return psd_factor(X.T @ X / X.shape[0], damp)
-
-
-def psd_factor(C: np.ndarray, damp: float) -> np.ndarray:
-    """``L`` with ``L L^T = C + damp * mean(diag C) I`` for a symmetric PSD ``C`` (see :func:`whitening`)."""
-    n = C.shape[0]
-    C = 0.5 * (C + C.T)
-    tr = float(np.trace(C)) / n
-    if damp > 0:
-        C = C + damp * tr * np.eye(n)
-    lam, Q = np.linalg.eigh(C)
-    keep = lam > max(lam.max(), 0.0) * 1e-13
-    lam, Q = lam[keep], Q[:, keep]
-    # fixed gauge: the largest-magnitude entry of each eigenvector is positive
-    idx = np.argmax(np.abs(Q), axis=0)
-    Q = Q * np.sign(Q[idx, np.arange(Q.shape[1])])
-    return np.ascontiguousarray(Q * np.sqrt(lam))
 
 
 def stage_depths(d_out: int, d_in: int) -> list[tuple[int, int]]:

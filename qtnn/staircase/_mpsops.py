@@ -13,14 +13,18 @@ callers do.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from qtnn.tn.linalg import qr_pos, svd_fixed, truncation_rank
+from qtnn.tn.linalg import (
+    qr_pos,
+    single_threaded_blas,  # noqa: F401  (the kernels here use it as ops.single_threaded_blas)
+    svd_fixed,
+    truncation_rank,
+)
 
 __all__: list[str] = []
 
@@ -34,29 +38,6 @@ DEGENERATE_RTOL = 1e-9
 
 Cores = list[np.ndarray]
 
-
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """Run BLAS / LAPACK single-threaded inside the block (if ``threadpoolctl`` is available).
-
-    The MPS kernels call LAPACK on many small matrices (a few hundred rows);
-    threading them gains little and, when the cores are shared with other
-    work, costs up to an order of magnitude (measured: QR of 256 x 256 took
-    35 ms with two OpenBLAS threads on a busy 2-core machine, 5 ms with one).
-    The controller is built once per process (``threadpool_limits`` rescans
-    the loaded libraries on every call, about 0.25 ms); entering the block
-    costs about 8 us.
-    """
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
-
-        _BLAS_CONTROLLER = ThreadpoolController()
-    with _BLAS_CONTROLLER.limit(limits=1, user_api="blas"):
-        yield
-
-
-_BLAS_CONTROLLER: Any = None
 
 
 # ---------------------------------------------------------------- basics

@@ -27,7 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import (
+from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.staircase import _mpsops
+from qtnn.tn.linalg import qr_pos
+from qtnn.tn.mps import CORE_OVERHEAD, MPS
+from qtnn.validate import (
     as_float_array,
     check_alloc,
     check_bond,
@@ -40,12 +44,9 @@ from qtnn._validate import (
     is_torch,
     pow2,
 )
-from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.staircase import _mpsops
-from qtnn.tn.linalg import qr_pos
-from qtnn.tn.mps import CORE_OVERHEAD, MPS
 
-__all__ = ["Staircase", "apply_gates", "gates_from_params", "num_gate_params", "MAX_LAYERS",
+__all__ = ["Staircase", "apply_gates", "gates_from_params", "num_gate_params", "GeneratorParams",
+           "MAX_LAYERS",
            "window_order", "brickwall_as_staircase", "LAYOUTS"]
 
 #: Largest ``n_qubits`` for which :meth:`Staircase.to_matrix` builds the matrix.
@@ -218,7 +219,7 @@ def apply_gates(x: Any, gates: Any, n_qubits: int, k: int = 2, *, descending: bo
     ------
     QtnnSizeError
         If the working state would exceed the memory limit
-        (:func:`qtnn._validate.check_alloc`).
+        (:func:`qtnn.validate.check_alloc`).
 
     Examples
     --------
@@ -413,6 +414,23 @@ def _hermitian_log_unitary(g: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------ the class
+class GeneratorParams(np.ndarray):
+    """Generator coordinates of gates, as returned by :meth:`Staircase.params` (a tagged ``ndarray``).
+
+    For ``k=2`` real gates they have the shape ``(D, n-1, 6)`` of the
+    magic-basis angles that :class:`qtnn.quantum.StaircaseTemplate` takes, but
+    another meaning; the tag lets the template (and QNodes in ``"magic"`` gate
+    mode) refuse them instead of building a wrong circuit.  Arithmetic keeps
+    the tag; ``np.asarray`` drops it.
+
+    Examples
+    --------
+    >>> p, s = Staircase.random(3, 1, seed=0).params()
+    >>> isinstance(p, GeneratorParams), p.shape
+    (True, (1, 2, 6))
+    """
+
+
 class Staircase:
     """A staircase circuit of ``layers`` layers of ``k``-qubit gates on ``n_qubits`` qubits.
 
@@ -670,9 +688,10 @@ class Staircase:
 
         Returns
         -------
-        Dense: same kind and shape as ``state``.  MPS: a new MPS (``center =
-        n - 1`` for ascending circuits, ``0`` for descending ones; gauge fixed by
-        :func:`~qtnn.tn.linalg.svd_fixed`).
+        ndarray, torch.Tensor or MPS
+            Dense: same kind and shape as ``state``.  MPS: a new MPS (``center =
+            n - 1`` for ascending circuits, ``0`` for descending ones; gauge fixed by
+            :func:`~qtnn.tn.linalg.svd_fixed`).
 
         Examples
         --------
@@ -781,6 +800,13 @@ class Staircase:
     def params(self) -> tuple[np.ndarray, np.ndarray]:
         """Parameters ``(params, signs)`` with ``gates_from_params(params, signs) == gates``.
 
+        These are generator coordinates (a :class:`GeneratorParams` array), not
+        the magic-basis angles that :class:`qtnn.quantum.StaircaseTemplate`
+        takes (same shape for ``k=2`` real gates, different meaning; the
+        template refuses them).  For the template use
+        ``StaircaseTemplate.from_staircase(circ, wires)`` or
+        :func:`qtnn.staircase.magic.magic_angles` of ``gates``.
+
         ``params`` has shape ``(D, n-k+1, p)`` (see :func:`gates_from_params`),
         ``signs`` shape ``(D, n-k+1)``.  Real gates: ``sign = det(G)`` and the
         generator is the real logarithm of ``S G`` in SO(m) from its real Schur
@@ -816,7 +842,7 @@ class Staircase:
                     x = _real_log_special_orthogonal(g2)
                     out[li, j] = x[iu]
                     signs[li, j] = sg
-        return out, signs
+        return out.view(GeneratorParams), signs
 
     # ---------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> None:

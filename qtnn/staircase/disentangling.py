@@ -92,13 +92,11 @@ Examples
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_alloc, check_bond, check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.staircase._dis_network import (
     Layout,
@@ -113,11 +111,21 @@ from qtnn.staircase._dis_network import (
     polar_update,
 )
 from qtnn.staircase._dis_opt import lbfgs_refine
-from qtnn.staircase._mpsops import single_threaded_blas as _single_threaded_blas
 from qtnn.staircase.circuit import MAX_LAYERS, Staircase, brickwall_as_staircase
-from qtnn.tn.linalg import polar_unitary
+from qtnn.tn.linalg import polar_unitary, psd_factor, relative_error, whitening
+from qtnn.tn.linalg import single_threaded_blas as _single_threaded_blas
 from qtnn.tn.mpo import MPO
 from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.validate import (
+    as_float_array,
+    check_alloc,
+    check_bond,
+    check_choice,
+    check_inputs,
+    check_int,
+    check_output_weight,
+    check_real,
+)
 
 __all__ = ["disentangle", "Disentangled", "SweepRecord", "DENSE_MAX_QUBITS"]
 
@@ -314,12 +322,6 @@ def _as_mpo(W: Any) -> tuple[MPO, int]:
     return mpo, params
 
 
-def _check_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or value < 0:
-        raise QtnnError(f"{name} must be a finite real number >= 0, got {value!r}")
-    return float(value)
-
 
 def _exact_mpo(X: np.ndarray, out_dims: tuple[int, ...], in_dims: tuple[int, ...]) -> MPO:
     """Exact TT-SVD (no truncation) of a padded dense matrix on the given site dims."""
@@ -351,36 +353,6 @@ def _start_gates(lay: Layout, rng: np.random.Generator, kind: str, dtype: Any) -
     return out
 
 
-def _inputs_array(inputs: Any, in_features: int) -> np.ndarray:
-    """``inputs`` as a finite real float64 ``(N, in_features)`` array (torch tensors are detached)."""
-    if hasattr(inputs, "detach") and hasattr(inputs, "cpu"):
-        inputs = inputs.detach().cpu().double()  # (bfloat16 has no numpy dtype)
-    X = as_float_array("inputs", inputs, allow_complex=False)
-    if X.ndim < 1 or X.shape[-1] != in_features:
-        raise QtnnError(f"inputs must have shape (N, in_features) = (N, {in_features}), "
-                        f"got {X.shape}")
-    X = X.reshape(-1, in_features)
-    if not np.any(X):
-        raise QtnnError("inputs must not be all zero")
-    return X
-
-
-def _output_weight(G: Any, out_features: int) -> np.ndarray:
-    """``output_weight`` as a finite symmetric PSD float64 ``(out, out)`` array."""
-    if hasattr(G, "detach") and hasattr(G, "cpu"):
-        G = G.detach().cpu().double()  # (bfloat16 has no numpy dtype)
-    G = as_float_array("output_weight", G, allow_complex=False)
-    if G.shape != (out_features, out_features):
-        raise QtnnError(f"output_weight must have shape (out_features, out_features) = "
-                        f"({out_features}, {out_features}), got {G.shape}")
-    scale = float(np.abs(G).max())
-    if scale == 0 or np.abs(G - G.T).max() > 1e-8 * scale:
-        raise QtnnError("output_weight must be a nonzero symmetric matrix")
-    lam_min = float(np.linalg.eigvalsh(0.5 * (G + G.T)).min())
-    if lam_min < -1e-8 * scale:
-        raise QtnnError(f"output_weight must be positive semi-definite, got an eigenvalue "
-                        f"{lam_min:.3g}")
-    return 0.5 * (G + G.T)
 
 
 def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_bond: int, k: int,
@@ -399,10 +371,10 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
     check_alloc(f"the dense {2**n_out} x {2**n_in} padded weight", 4.0 * 2**n_out * 2**n_in,
                 hint="use method='mpo' (staircase layout, no inputs)")
     W = mpo.to_dense()
-    X = None if inputs is None else _inputs_array(inputs, in_f)
-    L = None if X is None else _grow.whitening(X, in_f, damp)
-    G = None if output_weight is None else _output_weight(output_weight, out_f)
-    Lo = None if G is None else _grow.psd_factor(G, damp)
+    X = None if inputs is None else check_inputs(inputs, in_f)
+    L = None if X is None else whitening(X, in_f, damp)
+    G = None if output_weight is None else check_output_weight(output_weight, out_f)
+    Lo = None if G is None else psd_factor(G, damp)
     prob = _grow.make_problem(W, n_out, n_in, L, Lo)
     need = _grow.autograd_bytes(prob, d_out, d_in)
     check_alloc(f"the gradient of a {d_out}+{d_in}-layer fit on {n_out}+{n_in} qubits",
@@ -456,10 +428,10 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
                            shape=(out_f, in_f), method="grow", k=2, restart=0,
                            seconds=float(st.seconds))
         A = res.to_dense()
-        res.error = _rel_error_dense(A, W)
+        res.error = relative_error(A, W)
         if X is not None:
-            res.activation_error = _rel_error_dense(A @ X.T, Wx)
-            res.truncation_activation_error = _rel_error_dense(Wp_x, Wx)
+            res.activation_error = relative_error(A @ X.T, Wx)
+            res.truncation_activation_error = relative_error(Wp_x, Wx)
         built.append(res)
     final = built[-1]
     final.stages = built
@@ -471,10 +443,6 @@ def _error_at(p: Any, res: Any, layout: str) -> float:
 
     return math.sqrt(max(_grow.objective_value(p, res.gu, res.gv, res.cores, layout), 0.0))
 
-
-def _rel_error_dense(A: np.ndarray, W: np.ndarray) -> float:
-    nw = float(np.linalg.norm(W))
-    return float(np.linalg.norm(A - W)) / nw if nw > 0 else float(np.linalg.norm(A))
 
 
 # ------------------------------------------------------------------ engines
@@ -736,11 +704,11 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, sweeps: 
     k = check_int("k", k, minimum=1)
     restarts = check_int("restarts", restarts, minimum=0)
     seed = check_int("seed", seed, minimum=0)
-    tol = None if tol is None else _check_float("tol", tol)
+    tol = None if tol is None else check_real("tol", tol, minimum=0)
     refine = check_int("refine", refine, minimum=0)
     method = check_choice("method", method, ("auto", "dense", "mpo", "grow"))
     layout = check_choice("layout", layout, ("staircase", "brickwall"))
-    damp = _check_float("damp", damp)
+    damp = check_real("damp", damp, minimum=0)
     if not isinstance(progress, (bool, np.bool_)):
         raise QtnnTypeError(f"progress must be a bool, got {progress!r}")
     aware = inputs is not None or output_weight is not None

@@ -61,12 +61,12 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_choice, check_int
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.staircase import _mpsops as ops
 from qtnn.staircase.circuit import MAX_LAYERS, Staircase
 from qtnn.tn.linalg import polar_unitary, qr_pos
 from qtnn.tn.mps import MPS
+from qtnn.validate import check_choice, check_int
 
 __all__ = ["encode_mps", "EncodeReport", "METHODS"]
 

@@ -43,10 +43,28 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_real, is_torch
 from qtnn.errors import QtnnError
+from qtnn.validate import as_float_array, check_real, is_torch
 
-__all__ = ["MAGIC", "REFLECTION", "magic_gates", "magic_angles", "su2_from_euler", "euler_from_su2"]
+__all__ = ["MAGIC", "REFLECTION", "magic_gates", "magic_angles", "su2_from_euler", "euler_from_su2",
+           "MagicAngles"]
+
+
+class MagicAngles(np.ndarray):
+    """Magic-basis angles ``(..., 6)`` as returned by :func:`magic_angles` (a tagged ``ndarray``).
+
+    The tag lets consumers that take a different kind of gate parameters of the
+    same shape (the generator coordinates of
+    :meth:`qtnn.staircase.Staircase.params`) refuse these instead of building
+    a wrong circuit.  Arithmetic keeps the tag; ``np.asarray`` drops it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ang, det = magic_angles(np.eye(4))
+    >>> isinstance(ang, MagicAngles), ang.shape
+    (True, (6,))
+    """
 
 _S2 = 1.0 / math.sqrt(2.0)
 
@@ -276,4 +294,4 @@ def magic_angles(gates: Any, atol: float = 1e-8) -> tuple[np.ndarray, np.ndarray
     a = x / np.sqrt(dx)[..., None, None]
     b = np.einsum("...ij,...ikjl->...kl", a.conj(), t) / 2.0
     angles = np.concatenate([euler_from_su2(a), euler_from_su2(b)], axis=-1)
-    return angles, det
+    return angles.view(MagicAngles), det

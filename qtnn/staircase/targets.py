@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_alloc, check_bond, check_choice, check_int, pow2
 from qtnn.errors import QtnnError
 from qtnn.staircase import _mpsops as ops
 from qtnn.tn.linalg import svd_fixed, truncation_rank
 from qtnn.tn.mps import CORE_OVERHEAD, MPS, capped_power
+from qtnn.validate import check_alloc, check_bond, check_choice, check_int, pow2
 
 __all__ = ["heisenberg_ground_state", "ising_ground_state"]
 

@@ -126,18 +126,18 @@ class MPOApplyPlan:
 
 def _check_core_shapes(core_shapes: Any) -> tuple[tuple[int, ...], ...]:
     """Validate MPO core shapes ``(left, out, in, right)``: positive ints, end bonds 1, bonds matching."""
-    from qtnn._validate import _short
     from qtnn.errors import QtnnError
+    from qtnn.validate import short_repr
 
     if isinstance(core_shapes, (str, bytes)) or not isinstance(core_shapes, Sequence) or not core_shapes:
         raise QtnnError(f"core_shapes must be a non-empty sequence of (left, out, in, right) shapes, "
-                        f"got {_short(core_shapes)}")
+                        f"got {short_repr(core_shapes)}")
     shapes = []
     for k, c in enumerate(core_shapes):
         if (isinstance(c, (str, bytes)) or not isinstance(c, Sequence) or len(c) != 4
                 or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) or d < 1 for d in c)):
             raise QtnnError(f"core_shapes[{k}] must be 4 positive integers (left, out, in, right), "
-                            f"got {_short(c)}")
+                            f"got {short_repr(c)}")
         shapes.append(tuple(int(d) for d in c))
     if shapes[0][0] != 1 or shapes[-1][3] != 1:
         raise QtnnError(f"core_shapes must have end bonds 1, got left bond {shapes[0][0]} and right bond "
@@ -151,15 +151,15 @@ def _check_core_shapes(core_shapes: Any) -> tuple[tuple[int, ...], ...]:
 
 def _check_x_shape(x_shape: Any, shapes: tuple[tuple[int, ...], ...]) -> tuple[int, ...]:
     """Validate ``x_shape == (batch, i_0, ..., i_{L-1})`` against the cores' input dims."""
-    from qtnn._validate import _short
     from qtnn.errors import QtnnError
+    from qtnn.validate import short_repr
 
     want = tuple(c[2] for c in shapes)
     if (isinstance(x_shape, (str, bytes)) or not isinstance(x_shape, Sequence)
             or any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in x_shape)
             or len(x_shape) != 1 + len(shapes) or x_shape[0] < 0 or tuple(x_shape[1:]) != want):
         raise QtnnError(f"x_shape must be (batch, *in_dims) = (batch, {', '.join(map(str, want))}) with "
-                        f"batch >= 0, got {_short(x_shape)}")
+                        f"batch >= 0, got {short_repr(x_shape)}")
     return tuple(int(d) for d in x_shape)
 
 
@@ -231,7 +231,7 @@ def plan_mpo_apply(batch: int, core_shapes: Sequence[Sequence[int]], *,
     >>> plan_mpo_apply(4096, shapes).strategy, plan_mpo_apply(4096, shapes, device_type="cuda").strategy
     ('split', 'dense')
     """
-    from qtnn._validate import check_int
+    from qtnn.validate import check_int
 
     if not isinstance(device_type, str):
         from qtnn.errors import QtnnTypeError

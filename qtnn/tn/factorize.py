@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 
-from qtnn._validate import check_int, check_real
 from qtnn.errors import QtnnError
+from qtnn.validate import check_int, check_real
 
 __all__ = ["qubit_dims", "balanced_dims", "prime_factors", "MAX_SIZE"]
 

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import (
+from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
+from qtnn.tn.factorize import qubit_dims
+from qtnn.tn.mps import CORE_OVERHEAD, MPS, resolve_dims
+from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.validate import (
     as_float_array,
     check_alloc,
     check_bond,
@@ -20,18 +25,26 @@ from qtnn._validate import (
     check_seed,
     is_torch,
 )
-from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
-from qtnn.tn.factorize import qubit_dims
-from qtnn.tn.mps import CORE_OVERHEAD, MPS, resolve_dims
-from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
-__all__ = ["MPO"]
+__all__ = ["MPO", "site_dims"]
 
 
-def _site_dims(out_features: int, in_features: int, out_dims: Any,
+def site_dims(out_features: int, in_features: int, out_dims: Any,
                in_dims: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Resolve ``out_dims``/``in_dims`` (None, a number of cores, or dims) to equal-length tuples."""
+    """Resolve ``out_dims``/``in_dims`` (None, a number of cores, or dims) to equal-length tuples.
+
+    ``None`` on both sides means one qubit per site (each side zero-padded to
+    a power of two; the shorter side gets trivial sites of dimension 1 at the
+    end).  The same rule serves :meth:`MPO.from_dense` and
+    :class:`qtnn.nn.MPOLinear`.
+
+    Examples
+    --------
+    >>> site_dims(5, 8, None, None)
+    ((2, 2, 2), (2, 2, 2))
+    >>> site_dims(2, 8, None, None)
+    ((2, 1, 1), (2, 2, 2))
+    """
     def given_len(d: Any) -> int | None:
         if d is None:
             return None
@@ -147,7 +160,7 @@ class MPO(TensorTrain):
         w = as_float_array("W", W, ndim=2)
         max_bond = check_bond("max_bond", max_bond)
         cutoff = check_cutoff("cutoff", cutoff)
-        od, idm = _site_dims(w.shape[0], w.shape[1], out_dims, in_dims)
+        od, idm = site_dims(w.shape[0], w.shape[1], out_dims, in_dims)
         n = len(od)
         check_alloc(f"the padded {math.prod(od)} x {math.prod(idm)} matrix of out_dims={od}, "
                     f"in_dims={idm}", math.prod(od) * math.prod(idm), w.dtype.itemsize,

@@ -9,7 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import (
+from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.tn.factorize import balanced_dims, qubit_dims
+from qtnn.tn.linalg import qr_pos
+from qtnn.tn.tensortrain import TensorTrain, tt_svd
+from qtnn.validate import (
     as_float_array,
     check_alloc,
     check_bond,
@@ -19,10 +23,6 @@ from qtnn._validate import (
     check_int,
     check_seed,
 )
-from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.factorize import balanced_dims, qubit_dims
-from qtnn.tn.linalg import qr_pos
-from qtnn.tn.tensortrain import TensorTrain, tt_svd
 
 __all__ = ["MPS", "resolve_dims", "capped_power"]
 

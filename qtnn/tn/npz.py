@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_path
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.io import atomic_open
 from qtnn.tn.mpo import MPO
 from qtnn.tn.mps import MPS
+from qtnn.validate import check_path
 
 __all__ = ["save_tt", "load_tt"]
 

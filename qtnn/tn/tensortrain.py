@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from qtnn._validate import as_float_array, check_bond, check_cutoff, check_dims, check_int, check_real
 from qtnn.errors import QtnnError
 from qtnn.tn.linalg import entropy, qr_pos, svd_fixed, truncation_rank
+from qtnn.validate import as_float_array, check_bond, check_cutoff, check_dims, check_int, check_real
 
 __all__ = ["TensorTrain", "tt_svd"]
 

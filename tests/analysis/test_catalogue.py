@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("qiskit_qasm3_import")
 
 from qtnn import QtnnError
-from qtnn.analysis import catalogue
 from qtnn.analysis.export import load_qasm
+from qtnn.apps import catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 CIRCUITS = ROOT / "circuits"

@@ -13,8 +13,8 @@ from qiskit import QuantumCircuit
 from qiskit.synthesis import qs_decomposition
 
 from qtnn import QtnnError
-from qtnn._ibm import fake_backend
 from qtnn.analysis import dense_baseline, depth_report, depth_sweep, plot_depth_sweep, qsd_cx_count
+from qtnn.quantum.ibm import fake_backend
 from qtnn.staircase import Staircase, encode_mps, heisenberg_ground_state
 from qtnn.tn import MPO
 

@@ -233,8 +233,8 @@ def test_cp_als_recovers_planted_rank3_and_error_decreases():
 
 def test_cp_als_is_deterministic():
     conv = _dense(5, 6, 3, seed=12)
-    a = CPConv2d.from_conv(conv, rank=4, n_iter_max=50)
-    b = CPConv2d.from_conv(conv, rank=4, n_iter_max=50)
+    a = CPConv2d.from_conv(conv, rank=4, max_iter=50)
+    b = CPConv2d.from_conv(conv, rank=4, max_iter=50)
     for name in ("factor_out", "factor_in", "factor_h", "factor_w", "bias"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name
 
@@ -409,12 +409,12 @@ def test_from_conv_rejects_bad_options():
     conv = _dense(3, 4, 3)
     with pytest.raises(QtnnError, match=r"method must be one of 'hosvd', 'hooi'; got 'svd'"):
         TuckerConv2d.from_conv(conv, method="svd")
-    with pytest.raises(QtnnError, match=r"n_iter must be an integer >= 0, got -1"):
-        TuckerConv2d.from_conv(conv, ranks=2, n_iter=-1)
-    with pytest.raises(QtnnError, match=r"tol must be a finite real number >= 0, got nan"):
+    with pytest.raises(QtnnError, match=r"max_iter must be an integer >= 0, got -1"):
+        TuckerConv2d.from_conv(conv, ranks=2, max_iter=-1)
+    with pytest.raises(QtnnError, match=r"tol must be a finite real number, got nan"):
         TuckerConv2d.from_conv(conv, ranks=2, tol=float("nan"))
-    with pytest.raises(QtnnError, match=r"n_iter_max must be an integer >= 1, got 0"):
-        CPConv2d.from_conv(conv, rank=2, n_iter_max=0)
+    with pytest.raises(QtnnError, match=r"max_iter must be an integer >= 1, got 0"):
+        CPConv2d.from_conv(conv, rank=2, max_iter=0)
     with pytest.raises(QtnnError, match=r"seed must be an integer >= 0, got -1"):
         CPConv2d.from_conv(conv, rank=2, seed=-1)
 

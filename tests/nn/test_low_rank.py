@@ -7,7 +7,7 @@ import torch
 from qtnn import QtnnError
 from qtnn.nn import LowRankLinear
 from qtnn.nn.low_rank import low_rank_factors
-from qtnn.staircase._grow import whitening
+from qtnn.tn.linalg import whitening
 
 
 def test_factors_are_the_truncated_svd():
@@ -76,7 +76,7 @@ def test_two_sided_weighted_factors_are_optimal():
     X = rng.normal(size=(200, 10)) * np.geomspace(0.01, 5.0, 10)
     P = rng.normal(size=(9, 6))                      # the outputs are read through P
     G = P.T @ P
-    from qtnn.staircase._grow import psd_factor
+    from qtnn.tn.linalg import psd_factor
 
     L, Lo = whitening(X, 10, 0.0), psd_factor(G, 0.0)
     np.testing.assert_allclose(Lo @ Lo.T, G, rtol=0, atol=1e-10)

@@ -34,7 +34,7 @@ def test_from_linear_truncated_matches_mpo_truncation():
 
 def test_gradcheck_inputs_and_cores():
     torch.manual_seed(2)
-    layer = MPOLinear(12, 6, bond_dim=3, out_dims=(3, 2), in_dims=(4, 3), dtype=torch.float64)
+    layer = MPOLinear(12, 6, max_bond=3, out_dims=(3, 2), in_dims=(4, 3), dtype=torch.float64)
     x = torch.randn(5, 12, dtype=torch.float64, requires_grad=True)
     cores = [c.detach().clone().requires_grad_(True) for c in layer.cores]
 
@@ -66,7 +66,7 @@ def test_init_variance_matches_nn_linear(in_f, out_f, bond):
 def test_default_init_output_is_not_just_bias():
     # A factorised layer initialised with tiny cores outputs little more than its bias.
     torch.manual_seed(0)
-    layer = MPOLinear(1024, 1024, bond_dim=8)
+    layer = MPOLinear(1024, 1024, max_bond=8)
     lin = torch.nn.Linear(1024, 1024)
     x = torch.randn(256, 1024)
     with torch.no_grad():
@@ -76,7 +76,7 @@ def test_default_init_output_is_not_just_bias():
 
 
 def test_float32_and_any_leading_shape():
-    layer = MPOLinear(48, 20, bond_dim=4)
+    layer = MPOLinear(48, 20, max_bond=4)
     assert layer.cores[0].dtype == torch.float32
     y = layer(torch.randn(2, 3, 4, 48))
     assert y.shape == (2, 3, 4, 20) and y.dtype == torch.float32
@@ -85,7 +85,7 @@ def test_float32_and_any_leading_shape():
 
 def test_bond_features_stack_view():
     torch.manual_seed(3)
-    layer = MPOLinear(64, 64, bond_dim=4, out_dims=3, in_dims=3, dtype=torch.float64)
+    layer = MPOLinear(64, 64, max_bond=4, out_dims=3, in_dims=3, dtype=torch.float64)
     x = torch.randn(5, 64, dtype=torch.float64)
     feats = layer.bond_features(x)
     assert [tuple(f.shape) for f in feats] == [(5, 4, 4, 16), (5, 16, 4, 4)]
@@ -96,7 +96,7 @@ def test_bond_features_stack_view():
 
 
 def test_mpo_property_round_trip():
-    layer = MPOLinear(32, 16, bond_dim=4, dtype=torch.float64)
+    layer = MPOLinear(32, 16, max_bond=4, dtype=torch.float64)
     again = MPOLinear.from_mpo(layer.mpo, layer.bias, dtype=torch.float64)
     x = torch.randn(3, 32, dtype=torch.float64)
     torch.testing.assert_close(again(x), layer(x), rtol=0, atol=1e-12)
@@ -104,9 +104,9 @@ def test_mpo_property_round_trip():
 
 @pytest.mark.parametrize("call,match", [
     (lambda: MPOLinear(0, 4, 2), "in_features must be an integer >= 1, got 0"),
-    (lambda: MPOLinear(4, 4, 0), "bond_dim must be a positive integer or None, got 0"),
-    (lambda: MPOLinear(4, 4, None), "bond_dim must be a positive integer, got None"),
-    (lambda: MPOLinear(4, 4, 2.5), "bond_dim must be a positive integer or None, got 2.5"),
+    (lambda: MPOLinear(4, 4, 0), "max_bond must be a positive integer or None, got 0"),
+    (lambda: MPOLinear(4, 4, None), "max_bond must be a positive integer, got None"),
+    (lambda: MPOLinear(4, 4, 2.5), "max_bond must be a positive integer or None, got 2.5"),
     (lambda: MPOLinear(8, 8, 2, out_dims=(4, 2), in_dims=(2, 2, 2)), "same number of sites"),
     (lambda: MPOLinear(8, 4, 2)(torch.randn(3, 5)), r"x must have shape \(\.\.\., 8\), got \(3, 5\)"),
     (lambda: MPOLinear(8, 4, 2)(np.ones((3, 8))), "x must be a torch.Tensor, got ndarray"),

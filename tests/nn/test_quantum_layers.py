@@ -124,7 +124,7 @@ def test_quantum_head_logits():
     (lambda: QuantumStaircase(3, 1, in_features=9), "in_features must be an integer <= 8, got 9"),
     (lambda: QuantumStaircase(3, 1)(torch.randn(2, 7)), r"x must have shape \(\.\.\., 8\), got \(2, 7\)"),
     (lambda: QuantumStaircase(3, 1)(torch.zeros(2, 8)), "all-zero rows"),
-    (lambda: QuantumStaircase(3, 1, backend="pennylane"), "needs a device"),
+    (lambda: QuantumStaircase(3, 1, backend="pennylane"), "needs a qdevice"),
     (lambda: QuantumStaircase(3, 1, backend="cuda"), "backend must be one of"),
     (lambda: QuantumHead(8, 2, 1, 10), "n_classes=10 needs 4 readout qubits, more than n_qubits=2"),
     (lambda: DisentangledLinear(8, 4, 1, 1, 0), "max_bond must be a positive integer or None, got 0"),

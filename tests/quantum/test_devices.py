@@ -222,7 +222,8 @@ def test_fake_device_refuses_unknown_options_up_front(opts):
 
 
 def test_train_refuses_a_bad_fake_name_before_training():
-    from qtnn.train import HybridConfig, run_train
+    from qtnn.apps.digits import HybridConfig
+    from qtnn.apps.train import run_train
 
     with pytest.raises(QtnnError, match="fake='torino' must be 'fake:<model>'"):
         run_train(HybridConfig(epochs=1, layers=1), fake="torino", progress=False)

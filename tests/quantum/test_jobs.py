@@ -23,7 +23,7 @@ P = 6            # trainable angles: one 2-qubit gate on 2 qubits, 1 layer
 
 def _layer(dev):
     torch.manual_seed(0)
-    return QuantumStaircase(2, layers=1, readout="probs", backend="pennylane", device=dev,
+    return QuantumStaircase(2, layers=1, readout="probs", backend="pennylane", qdevice=dev,
                             dtype=torch.float64)
 
 

@@ -118,7 +118,8 @@ def test_bad_input(kwargs, match):
 
 
 def test_shape_helper():
-    assert StaircaseTemplate.shape(5, 3) == (3, 4, 6)
+    assert StaircaseTemplate.shape(3, 5) == (3, 4, 6)
+    assert StaircaseTemplate.shape(n_layers=3, n_wires=5) == (3, 4, 6)
 
 
 def test_brickwall_template_matrix_and_errors():

@@ -85,11 +85,10 @@ def _params_digest(model) -> str:
 def _small_training():
     import torch
 
-    from qtnn.demo import load_digits_split
-    from qtnn.train import HybridConfig
+    from qtnn.apps.digits import HybridConfig, load_digits_split
 
     torch.set_num_threads(1)
-    config = HybridConfig(layers=1, bond_dim=4, epochs=5, batch_size=64, lr=0.02, seed=3)
+    config = HybridConfig(layers=1, max_bond=4, epochs=5, batch_size=64, lr=0.02, seed=3)
     xtr, ytr, _, _ = load_digits_split(0)
     return config, (xtr[:320], ytr[:320])
 
@@ -97,8 +96,9 @@ def _small_training():
 def train(out: str, checkpoint: str | None, marker: str | None, resume: str | None) -> None:
     import torch
 
+    from qtnn.apps.digits import HybridClassifier
+    from qtnn.apps.loop import train_model
     from qtnn.checkpoint import load_checkpoint, save_checkpoint
-    from qtnn.train import HybridClassifier, train_model
 
     config, data = _small_training()
     torch.manual_seed(config.seed)
@@ -147,9 +147,9 @@ def determinism(out: str) -> None:
     import torch
 
     from qtnn.analysis import to_qasm2, to_qasm3
+    from qtnn.apps.loop import train_model
     from qtnn.staircase import Staircase, disentangle, encode_mps, heisenberg_ground_state
     from qtnn.tn import MPO, MPS, tt_svd
-    from qtnn.train import train_model
 
     rng = np.random.default_rng(7)
     w = rng.normal(size=(16, 32))
@@ -176,7 +176,7 @@ def determinism(out: str) -> None:
     dis = disentangle(MPO.random((2,) * 4, (2,) * 4, 8, seed=1), 1, 1, 2, sweeps=4, restarts=1, refine=10)
     res["disentangle"] = _digest(dis.U.gates, dis.V.gates, *dis.M.cores, [dis.error])
     config, data = _small_training()
-    from qtnn.train import HybridClassifier
+    from qtnn.apps.digits import HybridClassifier
 
     torch.manual_seed(config.seed)
     model = HybridClassifier(config)

@@ -202,7 +202,7 @@ class Case:
     def run(self, value: Any) -> BaseException:
         names = self.names(value) if callable(self.names) else self.names
         return expect_error(self.kind, lambda: self.call(value), names=names, allowed=self.allowed,
-                            what=f"{self.label} with {_short(value)}")
+                            what=f"{self.label} with {short_repr(value)}")
 
 
 def path_names(name: str) -> Callable[[Any], tuple[str, ...]]:
@@ -210,7 +210,7 @@ def path_names(name: str) -> Callable[[Any], tuple[str, ...]]:
     return lambda value: (name, repr(value) if not isinstance(value, str) else value)
 
 
-def _short(v: Any) -> str:
+def short_repr(v: Any) -> str:
     text = repr(v)
     text = re.sub(r"\s+", " ", text)
     return text if len(text) < 120 else text[:117] + "..."

@@ -219,7 +219,7 @@ def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_result(tmp_path)
 
 def test_failed_catalogue_build_leaves_the_catalogue_intact(tmp_path, monkeypatch):
     """``qtnn circuits build`` generates into a staging folder: a failure half-way changes nothing."""
-    import qtnn.analysis.catalogue as cat
+    import qtnn.apps.catalogue as cat
     from qtnn.staircase import Staircase
 
     out = tmp_path / "circuits"

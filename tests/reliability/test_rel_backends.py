@@ -202,7 +202,7 @@ def test_errors_reach_a_torch_layer(fake_dev, scripted):
     from qtnn.nn import QuantumStaircase
 
     scripted([], default="fail", tries=2)
-    layer = QuantumStaircase(2, 1, readout="probs", backend="pennylane", device=fake_dev)
+    layer = QuantumStaircase(2, 1, readout="probs", backend="pennylane", qdevice=fake_dev)
     with pytest.raises(QtnnBackendError, match="after 2 tries"):
         layer(torch.rand(3, 4, dtype=torch.float64))
 

@@ -37,13 +37,14 @@ from qtnn.analysis import (
     to_qasm3,
     to_qiskit,
 )
-from qtnn.analysis.catalogue import build_catalogue, check_catalogue, compare_catalogues, verify_catalogue
+from qtnn.apps.catalogue import build_catalogue, check_catalogue, compare_catalogues, verify_catalogue
+from qtnn.apps.demo import run_compression_demo
+from qtnn.apps.digits import HybridConfig, load_digits_split
+from qtnn.apps.train import load_hybrid
 from qtnn.checkpoint import load_checkpoint, save_checkpoint
-from qtnn.demo import load_digits_split, run_compression_demo
 from qtnn.io import atomic_open, write_json
 from qtnn.staircase import Staircase
 from qtnn.tn import MPS
-from qtnn.train import HybridConfig, load_hybrid
 
 C3 = Staircase.random(3, 1, seed=0)
 BASIS = ["cx", "rz", "sx", "x"]
@@ -183,7 +184,7 @@ CASES = [
     Case("run_compression_demo(hidden)", "size", st.one_of(non_positive(), NOT_INT, st.integers(10**9, 10**15)),
          lambda h: run_compression_demo(hidden=h, progress=False), ("hidden", "MLP")),
     Case("HybridConfig.check(ints)", "size", st.tuples(
-        st.sampled_from(["in_features", "hidden", "bond_dim", "n_qubits", "n_classes", "epochs", "batch_size"]),
+        st.sampled_from(["in_features", "hidden", "max_bond", "n_qubits", "n_classes", "epochs", "batch_size"]),
         st.one_of(non_positive(), NOT_INT)), lambda a: HybridConfig(**{a[0]: a[1]}).check(), lambda a: (a[0],)),
     Case("HybridConfig.check(head)", "option", unknown(("quantum", "disentangled")),
          lambda h: HybridConfig(head=h).check(), ("head",)),

@@ -93,7 +93,7 @@ BAD_COMMAND_LINES = {
         # negative --qubits: see test_rel_known_bugs.py (the message names hidden, not --qubits)
         _opt(["train"], "--qubits", st.one_of(st.just(0), st.integers(60, 400), NOT_A_NUMBER),
              ("n_qubits", "qubit", "--qubits")),
-        _opt(["train"], "--bond", st.one_of(st.integers(-10**6, 0), NOT_A_NUMBER), ("bond",)),
+        _opt(["train"], "--max-bond", st.one_of(st.integers(-10**6, 0), NOT_A_NUMBER), ("max_bond", "max-bond")),
         _opt(["train"], "--lr", st.one_of(st.sampled_from(["0", "-1", "-0.5", "nan", "x", ""]),
                                           st.floats(-1e6, 0).map(str)), ("lr",)),
         _opt(["train"], "--batch-size", st.one_of(st.integers(-10**6, 0), NOT_A_NUMBER), ("batch",)),

@@ -135,14 +135,14 @@ CASES = [
     Case("StaircaseTemplate(dets)", "shape", st.one_of(
         st.lists(st.sampled_from([0, 2, -3]), min_size=2, max_size=2).map(lambda v: [v]), st.just([1, 1]),
         st.just("ab")), lambda d: StaircaseTemplate(np.zeros((1, 2, 6)), dets=d, wires=[0, 1, 2]), ("dets",)),
-    Case("StaircaseTemplate.shape(n_wires, layers)", "size", st.tuples(
-        st.one_of(st.integers(-10, 1), NOT_INT), st.integers(1, 3)), lambda a: StaircaseTemplate.shape(*a),
+    Case("StaircaseTemplate.shape(n_layers, n_wires)", "size", st.tuples(
+        st.integers(1, 3), st.one_of(st.integers(-10, 1), NOT_INT)), lambda a: StaircaseTemplate.shape(*a),
         ("n_wires",)),
     # MPOLinear
     Case("MPOLinear(in_features)", "size", st.one_of(non_positive(), NOT_INT), lambda n: MPOLinear(n, 4, 2),
          ("in_features",)),
-    Case("MPOLinear(bond_dim)", "size", st.one_of(non_positive(), NOT_INT), lambda b: MPOLinear(8, 4, b),
-         ("bond_dim",)),
+    Case("MPOLinear(max_bond)", "size", st.one_of(non_positive(), NOT_INT), lambda b: MPOLinear(8, 4, b),
+         ("max_bond",)),
     Case("MPOLinear(sizes) absurd", "size", ABSURD, lambda n: MPOLinear(n, n, 10**6), ("MPOLinear", "size")),
     Case("MPOLinear(out_dims)", "size", st.one_of(st.lists(non_positive(-5), min_size=1, max_size=2),
                                                    st.text(min_size=1, max_size=3), st.integers(41, 10**12),

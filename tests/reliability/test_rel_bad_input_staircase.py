@@ -24,6 +24,7 @@ from _harness import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qtnn.apps.bench_circuits import disentangle_benchmark, staircase_benchmark
 from qtnn.staircase import (
     Staircase,
     apply_gates,
@@ -33,7 +34,6 @@ from qtnn.staircase import (
     heisenberg_ground_state,
     ising_ground_state,
 )
-from qtnn.staircase.bench import disentangle_benchmark, staircase_benchmark
 from qtnn.staircase.circuit import MAX_LAYERS, num_gate_params
 from qtnn.staircase.magic import magic_angles, magic_gates
 from qtnn.tn import MPO, MPS

@@ -75,44 +75,44 @@ def test_plain_remote_device_refuses_retry_options():
 
 # ------------------------------------------------------------------------- qtnn/train.py
 def test_config_lr_inf():
-    from qtnn.train import HybridConfig
+    from qtnn.apps.digits import HybridConfig
 
     with pytest.raises(QtnnError, match="lr"):
         HybridConfig(lr=math.inf).check()
 
 
 def test_config_lr_not_a_number():
-    from qtnn.train import HybridConfig
+    from qtnn.apps.digits import HybridConfig
 
     with pytest.raises(QtnnError, match="lr"):
         HybridConfig(lr="x").check()
 
 
 def test_config_seed():
-    from qtnn.train import HybridConfig
+    from qtnn.apps.digits import HybridConfig
 
     with pytest.raises(QtnnError, match="seed"):
         HybridConfig(seed=-1).check()
 
 
 def test_classifier_absurd_layers():
-    from qtnn.train import HybridClassifier, HybridConfig
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
 
     with pytest.raises(QtnnError, match="layers"):
         HybridClassifier(HybridConfig(layers=10**9))
 
 
 def _tiny():
-    from qtnn.train import HybridClassifier, HybridConfig
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
 
-    model = HybridClassifier(HybridConfig(layers=1, bond_dim=2))
+    model = HybridClassifier(HybridConfig(layers=1, max_bond=2))
     x = torch.rand(8, 64, dtype=torch.float64)
     y = torch.randint(0, 10, (8,))
     return model, x, y
 
 
 def test_train_model_batch_size_zero():
-    from qtnn.train import train_model
+    from qtnn.apps.loop import train_model
 
     model, x, y = _tiny()
     with pytest.raises(QtnnError, match="batch_size"):
@@ -120,7 +120,7 @@ def test_train_model_batch_size_zero():
 
 
 def test_train_model_labels_out_of_range():
-    from qtnn.train import train_model
+    from qtnn.apps.loop import train_model
 
     model, x, y = _tiny()
     with pytest.raises(QtnnError, match="labels|y"):
@@ -128,7 +128,7 @@ def test_train_model_labels_out_of_range():
 
 
 def test_train_model_malformed_state():
-    from qtnn.train import train_model
+    from qtnn.apps.loop import train_model
 
     model, x, y = _tiny()
     with pytest.raises(QtnnError, match="state"):
@@ -136,7 +136,7 @@ def test_train_model_malformed_state():
 
 
 def test_evaluate_empty():
-    from qtnn.train import evaluate
+    from qtnn.apps.loop import evaluate
 
     model, x, y = _tiny()
     with pytest.raises(QtnnError, match="x|empty"):
@@ -144,8 +144,8 @@ def test_evaluate_empty():
 
 
 def test_load_hybrid_mismatched_model(tmp_path):
+    from qtnn.apps.train import load_hybrid
     from qtnn.checkpoint import save_checkpoint
-    from qtnn.train import load_hybrid
 
     p = tmp_path / "h.pt"
     save_checkpoint(p, {"config": {}, "model": {"x": torch.ones(2)}})
@@ -154,14 +154,15 @@ def test_load_hybrid_mismatched_model(tmp_path):
 
 
 def test_run_train_checks_fake_name_first(monkeypatch):
-    import qtnn.train as train
+    import qtnn.apps.train as train
+    from qtnn.apps.digits import HybridConfig
 
     def no_training(*args, **kwargs):
         raise AssertionError("training started before the bad fake= name was refused")
 
     monkeypatch.setattr(train, "train_model", no_training)
     with pytest.raises(QtnnError, match="nowhere"):
-        train.run_train(train.HybridConfig(epochs=1, layers=1), fake="fake:nowhere", progress=False)
+        train.run_train(HybridConfig(epochs=1, layers=1), fake="fake:nowhere", progress=False)
 
 
 # --------------------------------------------------------------------------- qtnn/cli.py
@@ -182,14 +183,14 @@ def test_cli_unwritable_png(tmp_path, capsys):
 
 # ------------------------------------------------------------------------- qtnn/bench.py
 def test_bench_bad_device():
-    from qtnn.bench import bench_mpo_linear
+    from qtnn.apps.bench import bench_mpo_linear
 
     with pytest.raises(QtnnError, match="device"):
         bench_mpo_linear(sizes=(8,), bonds=(2,), batch=2, repeats=1, device="foo")
 
 
 def test_bench_absurd_size():
-    from qtnn.bench import bench_mpo_linear
+    from qtnn.apps.bench import bench_mpo_linear
 
     with pytest.raises(QtnnError, match="size|would need"):
         bench_mpo_linear(sizes=(10**9,), bonds=(2,), batch=2, repeats=1)

@@ -49,8 +49,8 @@ GUARDS = [
      "the gates of a staircase of 10000000 layers of 2-qubit gates on 30 qubits would need 69.1 GiB",
      "use fewer layers, qubits or a smaller k"),
     ("MPOLinear cores", lambda: MPOLinear(10**6, 10**6, 10**4),
-     "the cores of an MPOLinear(1000000, 1000000, bond_dim=10000) would need 62.1 GiB",
-     "use a smaller bond_dim or fewer features"),
+     "the cores of an MPOLinear(1000000, 1000000, max_bond=10000) would need 62.1 GiB",
+     "use a smaller max_bond or fewer features"),
     ("Tucker convolution", lambda: TuckerConv2d(10**6, 10**6, 3, ranks=(10**6, 10**6)),
      "TuckerConv2d parameters would need", ""),
 ]

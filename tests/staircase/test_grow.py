@@ -6,6 +6,7 @@ import pytest
 from qtnn.staircase import Staircase, _grow
 from qtnn.staircase.circuit import window_order
 from qtnn.tn import MPO
+from qtnn.tn.linalg import whitening
 
 
 def _dense(n, gates, layout):
@@ -31,7 +32,7 @@ def test_residual_matches_dense(layout, shape):
     no, ni = int(np.ceil(np.log2(out_f))), int(np.ceil(np.log2(in_f)))
     W = rng.normal(size=shape)
     X = rng.normal(size=(40, in_f))
-    L = _grow.whitening(X, in_f, 0.0)
+    L = whitening(X, in_f, 0.0)
     np.testing.assert_allclose(L @ L.T, X.T @ X / 40, rtol=0, atol=1e-12)
     p = _grow.make_problem(W, no, ni, L)
     gu = Staircase.random(no, 2, seed=1).gates
@@ -48,7 +49,7 @@ def test_growth_never_increases_the_error():
     rng = np.random.default_rng(1)
     W = rng.normal(size=(8, 16))
     X = rng.normal(size=(64, 16)) * np.linspace(0.1, 2.0, 16)
-    p = _grow.make_problem(W, 3, 4, _grow.whitening(X, 16, 0.0))
+    p = _grow.make_problem(W, 3, 4, whitening(X, 16, 0.0))
     M = MPO.from_dense(W)
     M.truncate(max_bond=1)
     r = _grow.refine(p, np.zeros((0, 2, 4, 4)), np.zeros((0, 3, 4, 4)), M.cores, "brickwall", 30, 1e-12)

@@ -10,7 +10,7 @@ Examples
 >>> import os, tempfile
 >>> from dataclasses import asdict
 >>> from qtnn.checkpoint import save_checkpoint
->>> from qtnn.train import HybridConfig, HybridClassifier
+>>> from qtnn.apps.digits import HybridConfig, HybridClassifier
 >>> path = os.path.join(tempfile.mkdtemp(), "hybrid.pt")
 >>> cfg = HybridConfig(layers=1)
 >>> save_checkpoint(path, {"config": asdict(cfg), "model": HybridClassifier(cfg).state_dict(), "epoch": 0})
@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any
 
-from qtnn._validate import check_int
+from qtnn.validate import check_int
 
 __all__ = ["run_eval"]
 
@@ -67,9 +67,9 @@ def run_eval(path: str, device_name: str = "fake:torino", *, shots: int | None =
     """
     import torch
 
-    from qtnn.demo import load_digits_split
+    from qtnn.apps.digits import load_digits_split
+    from qtnn.apps.train import load_hybrid
     from qtnn.quantum import device
-    from qtnn.train import load_hybrid
 
     batch_size = check_int("batch_size", batch_size, minimum=1)
     if samples is not None:

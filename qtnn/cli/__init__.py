@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from qtnn.cli._args import RenamedOption
 from qtnn.errors import QtnnError
 
 __all__ = ["main", "build_parser"]
@@ -54,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     t.add_argument("--layers", type=int, default=4, help="staircase layers of the quantum head (default 4)")
     t.add_argument("--qubits", type=int, default=6, help="qubits of the head (default 6: 64 amplitudes)")
-    t.add_argument("--bond", type=int, default=8, help="bond of the MPOLinear feature layer (default 8)")
+    t.add_argument("--max-bond", "--bond", type=int, default=8, action=RenamedOption, deprecated=("--bond",),
+                   help="bond of the MPOLinear feature layer (default 8)")
     t.add_argument("--head", choices=["quantum", "disentangled"], default="quantum",
                    help="quantum head (probabilities) or a DisentangledLinear layer (default quantum)")
     t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
@@ -156,11 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     dp.add_argument("--json", metavar="PATH", help="JSON output (default runs/depth/<target>.json)")
     dp.add_argument("--png", metavar="PATH", help="plot (default runs/depth/<target>.png)")
 
-    from qtnn.compress import add_parser as _add_compress
+    from qtnn.cli.compress import add_parser as _add_compress
 
     _add_compress(sub)
 
-    from qtnn.evaluate import add_parser as _add_eval
+    from qtnn.apps.evaluate import add_parser as _add_eval
 
     _add_eval(sub)
 
@@ -181,9 +183,9 @@ def _depth_target(args: argparse.Namespace) -> tuple[Any, str]:
     """(MPS, MPO or Staircase, label) named by --target / --layer."""
     import os
 
-    from qtnn._validate import check_int
     from qtnn.staircase import heisenberg_ground_state, ising_ground_state
     from qtnn.tn import MPO, MPS
+    from qtnn.validate import check_int
 
     spec = args.target
     builtin = {"heisenberg", "ising", "random-mps", "random-mpo"}
@@ -216,7 +218,7 @@ def _depth_target(args: argparse.Namespace) -> tuple[Any, str]:
         from qtnn.tn import load_tt
 
         return load_tt(spec), label
-    from qtnn.train import load_hybrid
+    from qtnn.apps.train import load_hybrid
 
     model, _ = load_hybrid(spec)
     if args.layer == "features":
@@ -235,7 +237,7 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
     import os
 
     from qtnn.analysis import depth_report, depth_sweep, plot_depth_sweep
-    from qtnn.bench import format_table
+    from qtnn.apps.bench import format_table
     from qtnn.staircase import Staircase
 
     target, label = _depth_target(args)
@@ -285,7 +287,7 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_circuits(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.analysis.catalogue import build_catalogue, check_catalogue, verify_catalogue
+    from qtnn.apps.catalogue import build_catalogue, check_catalogue, verify_catalogue
 
     if args.circuits == "build":
         m = build_catalogue(args.out, progress=True)
@@ -300,8 +302,8 @@ def _cmd_circuits(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import format_table
-    from qtnn.demo import run_compression_demo
+    from qtnn.apps.bench import format_table
+    from qtnn.apps.demo import run_compression_demo
 
     r = run_compression_demo(seed=args.seed, bonds=tuple(args.bonds), epochs=args.epochs)
     print(f"dense MLP 64-{r['hidden']}-10 on digits: test accuracy {r['dense']['accuracy']:.4f}, "
@@ -317,11 +319,12 @@ def _cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.train import HybridConfig, run_train
+    from qtnn.apps.digits import HybridConfig
+    from qtnn.apps.train import run_train
 
     if args.qubits < 1:
         raise QtnnError(f"--qubits must be a positive integer, got {args.qubits}")
-    cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, bond_dim=args.bond,
+    cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, max_bond=args.max_bond,
                        n_qubits=args.qubits, layers=args.layers, head=args.head, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     fake = None if args.fake.lower() == "none" else args.fake
@@ -338,7 +341,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         return r
     a = r["accuracy"]
     c = r["config"]
-    print(f"hybrid: MPOLinear(64->{c['hidden']}, bond {c['bond_dim']}) -> tanh -> "
+    print(f"hybrid: MPOLinear(64->{c['hidden']}, bond {c['max_bond']}) -> tanh -> "
           f"{'QuantumHead' if c['head'] == 'quantum' else 'DisentangledLinear'}"
           f"({c['n_qubits']} qubits, {c['layers']} layers); {r['params']['hybrid']} parameters "
           f"(dense MLP: {r['params']['dense_mlp']})")
@@ -370,7 +373,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         return _cmd_bench_hybrid(args)
     if args.bench == "planted":
         return _cmd_bench_planted(args)
-    from qtnn.bench import bench_mpo_linear, format_table
+    from qtnn.apps.bench import bench_mpo_linear, format_table
 
     if args.batch < 1 or args.repeats < 1:
         raise QtnnError(f"--batch and --repeats must be positive, got {args.batch} and {args.repeats}")
@@ -388,7 +391,7 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import bench_hybrid
+    from qtnn.apps.bench import bench_hybrid
 
     if args.aer_batch < 1 or args.repeats < 1 or args.layers < 0:
         raise QtnnError("--aer-batch and --repeats must be positive and --layers >= 0")
@@ -406,8 +409,8 @@ def _cmd_bench_hybrid(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import format_table
-    from qtnn.staircase.bench import disentangle_benchmark, format_benchmark, staircase_benchmark
+    from qtnn.apps.bench import format_table
+    from qtnn.apps.bench_circuits import disentangle_benchmark, format_benchmark, staircase_benchmark
 
     if args.n < 2 or args.max_layers < 1:
         raise QtnnError(f"--n must be >= 2 and --max-layers >= 1, got {args.n} and {args.max_layers}")
@@ -422,7 +425,7 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
                                      ("seconds", "s", ".2f")]))
     out = {"encode": enc, "disentangle": dis}
     if not args.no_scale:
-        from qtnn.staircase.bench import scale_benchmark
+        from qtnn.apps.bench_circuits import scale_benchmark
 
         sc = scale_benchmark(seed=args.seed)
         a, b = sc["encode_n50_bond16_D4"], sc["disentangle_2^10_bond32_D4_chi4"]
@@ -435,8 +438,8 @@ def _cmd_bench_staircase(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_bench_planted(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.bench import format_table
-    from qtnn.staircase.bench import planted_benchmark
+    from qtnn.apps.bench import format_table
+    from qtnn.apps.bench_circuits import planted_benchmark
 
     if len(args.qubits) != 2:
         raise QtnnError(f"--qubits must be two integers n_out,n_in, got {args.qubits}")
@@ -452,7 +455,7 @@ def _cmd_bench_planted(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.compress import run_cli
+    from qtnn.cli.compress import run_cli
 
     return run_cli(args)
 
@@ -465,7 +468,7 @@ def _handler(command: str) -> Any:
 
 
 def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
-    from qtnn.evaluate import cmd_eval
+    from qtnn.apps.evaluate import cmd_eval
 
     return cmd_eval(args)
 
@@ -500,6 +503,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     return 0
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -41,9 +41,9 @@ from typing import Any
 
 import numpy as np
 
-from qtnn._validate import check_path, check_real
 from qtnn.errors import QtnnError
 from qtnn.io import atomic_open, write_json
+from qtnn.validate import check_path, check_real
 
 __all__ = ["build_catalogue", "check_catalogue", "compare_catalogues", "verify_catalogue", "REBUILD_HINT",
            "CATALOGUE_FORMAT"]
@@ -125,8 +125,8 @@ def _heisenberg_rows(out: Path, progress: Callable[[str], None]) -> list[dict[st
 def _digits_model() -> tuple[Any, float]:
     import torch
 
-    from qtnn.demo import load_digits_split
-    from qtnn.train import HybridClassifier, HybridConfig, evaluate, train_model
+    from qtnn.apps.digits import HybridClassifier, HybridConfig, load_digits_split
+    from qtnn.apps.loop import evaluate, train_model
 
     cfg = HybridConfig().check()
     xtr, ytr, xte, yte = load_digits_split(cfg.seed)
@@ -236,7 +236,7 @@ def _build_into(out: Path, staging: Path, step: Callable[[str], None], bar: Any)
         if bar is not None:
             bar.close()
     manifest = {"format": CATALOGUE_FORMAT, "qtnn_version": _version(),
-                "generated_by": "qtnn circuits build (qtnn.analysis.catalogue.build_catalogue)",
+                "generated_by": "qtnn circuits build (qtnn.apps.catalogue.build_catalogue)",
                 "qubit_order": "OpenQASM 3 qubit q[i] is qtnn qubit n-1-i (qtnn qubit 0 is the "
                                "most significant bit of a basis index)",
                 "fake_torino": "transpiled with Qiskit's preset pass manager, optimization_level 3, "

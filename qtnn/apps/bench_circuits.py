@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from qtnn._validate import check_alloc, check_choice, check_int, pow2
 from qtnn.errors import QtnnError
 from qtnn.staircase.encode import METHODS, encode_mps
 from qtnn.staircase.targets import heisenberg_ground_state, ising_ground_state
 from qtnn.tn.mps import MPS
+from qtnn.validate import check_alloc, check_choice, check_int, pow2
 
 __all__ = ["staircase_benchmark", "format_benchmark", "disentangle_benchmark", "scale_benchmark",
            "planted_benchmark"]
@@ -35,7 +35,7 @@ def _targets(n: int, seed: int) -> dict[str, tuple[str, MPS]]:
 def staircase_benchmark(n: int = 12, max_layers: int = 6,
                         methods: Sequence[str] = ("ran", "sweep", "iterative"), seed: int = 0,
                         *, k: int = 2, sweeps: int | None = None) -> dict[str, Any]:
-    """Fidelity of :func:`~qtnn.staircase.encode.encode_mps` for ``D = 1 .. max_layers``.
+    """Fidelity of :func:`~qtnn.staircase.encode.encode_mps` for depths ``D`` from 1 to ``max_layers``.
 
     Targets: the Heisenberg and critical Ising (``h = 1``) ground states on
     ``n`` qubits and random real MPS of bond 4 and 8 (``MPS.random(n, b, seed=seed)``).
@@ -171,6 +171,12 @@ def scale_benchmark(seed: int = 0) -> dict[str, Any]:
     and disentangling a 2^10 x 2^10 MPO of bond 32 (D=4 per side, max_bond=4).
 
     Returns their wall times, fidelity / errors.
+
+    Examples
+    --------
+    >>> r = scale_benchmark()                      # doctest: +SKIP
+    >>> sorted(r)                                  # doctest: +SKIP
+    ['disentangle_2^10_bond32_D4_chi4', 'encode_n50_bond16_D4']
     """
     from qtnn.staircase.disentangling import disentangle
     from qtnn.tn.mpo import MPO

@@ -63,7 +63,14 @@ def fake_backend(short: str, *, argument: str = "name") -> Any:
 
 
 def ibm_backend(name: str) -> Any:
-    """A real IBM backend through ``qiskit-ibm-runtime`` with saved credentials (never prompts)."""
+    """A real IBM backend through ``qiskit-ibm-runtime`` with saved credentials (never prompts).
+
+    Examples
+    --------
+    >>> backend = ibm_backend("ibm_torino")        # doctest: +SKIP
+    >>> backend.num_qubits                         # doctest: +SKIP
+    133
+    """
     from qiskit_ibm_runtime import QiskitRuntimeService
 
     if not QiskitRuntimeService.saved_accounts():
