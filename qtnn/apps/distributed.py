@@ -332,7 +332,6 @@ def _worker(rank: int, world: int, port: int, backend: str, payload_path: str,
 
     import torch.distributed as dist
 
-    warnings.filterwarnings("ignore", message=".*Setting shots on device is deprecated.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})

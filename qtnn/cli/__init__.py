@@ -168,6 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_compress(sub)
 
+    from qtnn.apps.evaluate import add_parser as _add_eval
+
+    _add_eval(sub)
+
     cp = sub.add_parser("circuits", help="the circuits/ catalogue of reference OpenQASM 3 files")
     csub = cp.add_subparsers(dest="circuits", metavar="ACTION")
     csub.required = True
@@ -493,7 +497,14 @@ def _cmd_compress(args: argparse.Namespace) -> dict[str, Any]:
 def _handler(command: str) -> Any:
     """The function that runs ``command`` (argparse has already rejected unknown ones)."""
     return {"compress-demo": _cmd_demo, "train": _cmd_train, "bench": _cmd_bench,
-            "depth": _cmd_depth, "circuits": _cmd_circuits, "compress": _cmd_compress}[command]
+            "depth": _cmd_depth, "circuits": _cmd_circuits, "compress": _cmd_compress,
+            "eval": _cmd_eval}[command]
+
+
+def _cmd_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from qtnn.apps.evaluate import cmd_eval
+
+    return cmd_eval(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -508,9 +519,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    # Deprecation notices of the pinned stack (PennyLane's device-level shots, a
-    # qiskit-ibm-runtime plugin) say nothing a user of the command can act on.
-    warnings.filterwarnings("ignore", message=".*Setting shots on device is deprecated.*")
+    # A deprecation notice of the pinned stack (a qiskit-ibm-runtime plugin) says nothing a
+    # user of the command can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="stevedore.*")
     try:
         result = _handler(args.command)(args)

@@ -166,9 +166,9 @@ def _from_numpy(a: np.ndarray, dtype: torch.dtype, device: torch.device) -> torc
     return t if dtype == torch.float64 and device.type == "cpu" else t.to(dtype=dtype, device=device)
 
 
-#: The staircase encoding of QuantumStaircase(encoding="staircase"), the same on both backends:
-#: :func:`qtnn.staircase.encode_mps`'s method and sweeps, the global sign fixed so <G0|x> >= 0.
-_ENCODING_METHOD = "iterative"
+#: The staircase encoding of QuantumStaircase(encoding="staircase", encoding_method=...) other than
+#: "batched" (qtnn.quantum.encoding), the same on both backends: :func:`qtnn.staircase.encode_mps`'s
+#: sweeps, the global sign fixed so <G0|x> >= 0.
 _ENCODING_SWEEPS = 4
 
 
@@ -436,7 +436,7 @@ class _QuantumModule(nn.Module):
                 # qml.state() returns every device wire: run on a device of exactly n wires
                 from qtnn.quantum import device as make_device
 
-                dev = make_device(dev.name, wires=n, shots=dev.shots, seed=dev.seed)
+                dev = make_device(dev.name, wires=n, shots=dev.shots, seed=dev.seed, **dev.options)
             self._qnodes[key] = StaircaseQNode(dev, n, **kw)
         return self._qnodes[key]
 
@@ -458,8 +458,8 @@ class QuantumStaircase(_QuantumModule):
 
     ``forward(x)`` takes ``(..., in_features)`` with ``in_features <= 2**n``
     (zero-padded), encodes ``x / ||x||`` and returns, by ``readout``:
-    ``"state"`` the amplitudes ``C x`` (norm carried classically; exact
-    simulators only), ``"probs"`` the probabilities of ``readout_wires`` (all
+    ``"state"`` the amplitudes ``C x`` (norm carried classically; estimated
+    from counts on sampling devices), ``"probs"`` the probabilities of ``readout_wires`` (all
     by default), ``"expval"`` ``<Z_i>`` per wire.
 
     Parameters
@@ -469,9 +469,16 @@ class QuantumStaircase(_QuantumModule):
         Default ``2**n_qubits``.
     encoding : {"amplitude", "staircase"}
         Exact amplitude encoding, or the bounded-depth staircase encoding of
-        each input's MPS (``encoding_layers`` layers; on the reference path the
+        each input (``encoding_layers`` layers; on the reference path the
         prepared, approximate state is used, as a device would).
+    encoding_method : {"batched", "iterative", "ran", "sweep"}
+        ``"batched"`` (default): :class:`qtnn.quantum.encoding.StaircaseEncoder`,
+        the whole batch at once, cached per input (a data set is encoded once);
+        the others: :func:`qtnn.staircase.encode_mps` per input.  The mean
+        fidelity of the last batch is ``last_encoding_fidelity``.
     readout : {"state", "probs", "expval"}
+        ``"state"`` on a sampling device is the signed-amplitude estimator of
+        :mod:`qtnn.quantum.signed` (forward only).
     backend : {"reference", "pennylane"}
     qdevice : QDevice or str, optional
     layout : {"staircase", "brickwall"}
@@ -490,7 +497,8 @@ class QuantumStaircase(_QuantumModule):
                  encoding: str = "amplitude", readout: str = "state",
                  readout_wires: tuple[int, ...] | None = None, encoding_layers: int = 2,
                  backend: str = "reference", qdevice: Any = None, init: str = "random",
-                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None) -> None:
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None,
+                 encoding_method: str = "batched") -> None:
         super().__init__()
         if check_int("k", k, minimum=2) != 2:
             raise QtnnError(f"k must be 2 for trainable staircases (magic-basis gates), got {k}")
@@ -512,6 +520,8 @@ class QuantumStaircase(_QuantumModule):
             raise QtnnError(f"readout_wires must be distinct wires, got {readout_wires!r}")
         self.readout_wires = wires
         self.encoding_layers = check_int("encoding_layers", encoding_layers, minimum=1)
+        self.encoding_method = check_choice("encoding_method", encoding_method,
+                                            ("batched", "iterative", "ran", "sweep"))
         self.circuit = StaircaseGates(self.n_qubits, layers, init=init, dtype=dtype, layout=layout)
         self.last_encoding_fidelity: float | None = None
         self._init_backend(backend, qdevice, device)
@@ -524,10 +534,18 @@ class QuantumStaircase(_QuantumModule):
         from qtnn.staircase import encode_mps
         from qtnn.tn import MPS
 
+        rows = xn.detach().reshape(-1, xn.shape[-1]).cpu().to(torch.float64).numpy()
+        if self.encoding_method == "batched":
+            from qtnn.quantum.encoding import prepare_states, shared_encoder
+
+            res = shared_encoder(self.encoding_layers).encode(rows)
+            states = prepare_states(res.gates)
+            self.last_encoding_fidelity = res.fidelity_mean
+            return torch.as_tensor(states, dtype=xn.dtype, device=xn.device).reshape(xn.shape)
         out, fids = [], []
-        for row in xn.detach().reshape(-1, xn.shape[-1]).cpu().to(torch.float64).numpy():
+        for row in rows:
             # the same encoding as the pennylane backend's QNode (method, sweeps, sign)
-            st, rep = encode_mps(MPS.from_dense(row), self.encoding_layers, method=_ENCODING_METHOD,
+            st, rep = encode_mps(MPS.from_dense(row), self.encoding_layers, method=self.encoding_method,
                                  sweeps=_ENCODING_SWEEPS)
             state = st.state()
             out.append(-state if float(state @ row) < 0 else state)   # <G0|x> >= 0, as on the QNode
@@ -559,7 +577,7 @@ class QuantumStaircase(_QuantumModule):
         if self.backend == "pennylane":
             qn = self._qnode("main", n_qubits=n, layers=self.circuit.layers, encoding=self.encoding,
                              readout=self.readout, readout_wires=self.readout_wires,
-                             encoding_layers=self.encoding_layers, encoding_method=_ENCODING_METHOD,
+                             encoding_layers=self.encoding_layers, encoding_method=self.encoding_method,
                              encoding_sweeps=_ENCODING_SWEEPS, layout=self.circuit.layout)
             y = qn(xn.reshape(-1, 2**n), self.circuit.angles, self.circuit.dets)
             self.last_encoding_fidelity = (getattr(qn, "last_fidelity_mean", None)
@@ -589,7 +607,11 @@ class QuantumHead(_QuantumModule):
     the probability of basis state ``c`` and the module returns
     ``log(p_c + eps)`` as logits (softmax of them renormalises over the
     classes).  This is the architecture that runs end to end on shot-based
-    devices and hardware (only probabilities are needed).  ``layout``
+    devices and hardware (only probabilities are needed).  ``encoding="staircase"``
+    prepares each input by a staircase of ``encoding_layers`` layers instead of
+    ``StatePrep`` (:mod:`qtnn.quantum.encoding`: ``encoding_layers * (n - 1)``
+    two-qubit gates instead of ``O(2**n)``; approximate, its fidelity per batch
+    in ``last_encoding_fidelity``).  ``layout``
     (``"staircase"`` or ``"brickwall"``) is the in-layer gate order of the
     circuit (``head.body.circuit``).
 
@@ -603,7 +625,8 @@ class QuantumHead(_QuantumModule):
 
     def __init__(self, in_features: int, n_qubits: int, layers: int, n_classes: int, *,
                  backend: str = "reference", qdevice: Any = None, eps: float = 1e-6,
-                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None) -> None:
+                 dtype: torch.dtype | None = None, layout: str = "staircase", device: Any = None,
+                 encoding: str = "amplitude", encoding_layers: int = 2) -> None:
         super().__init__()
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
         n_qubits = check_int("n_qubits", n_qubits, minimum=2)
@@ -614,7 +637,7 @@ class QuantumHead(_QuantumModule):
         self.eps = check_real("eps", eps, minimum=0, strict_min=True)
         self.body = QuantumStaircase(n_qubits, layers, in_features=in_features, readout="probs",
                                      readout_wires=tuple(range(n_read)), dtype=dtype,
-                                     layout=layout)
+                                     layout=layout, encoding=encoding, encoding_layers=encoding_layers)
         self.in_features = self.body.in_features
         self.n_qubits = n_qubits
         self._init_backend(backend, qdevice, device)
@@ -625,6 +648,16 @@ class QuantumHead(_QuantumModule):
     def set_backend(self, backend: str, qdevice: Any = None, *, device: Any = None) -> None:
         super().set_backend(backend, qdevice, device=device)
         self.body.set_backend(backend, self.qdevice)
+
+    @property
+    def encoding(self) -> str:
+        """``"amplitude"`` (``StatePrep``) or ``"staircase"`` (bounded depth)."""
+        return self.body.encoding
+
+    @property
+    def last_encoding_fidelity(self) -> float | None:
+        """Mean encoding fidelity of the last batch (``encoding="staircase"``; else ``None``)."""
+        return self.body.last_encoding_fidelity
 
     def extra_repr(self) -> str:
         c = self.body.circuit
@@ -645,7 +678,10 @@ class DisentangledLinear(_QuantumModule):
     carry one output and one input qubit each (trivial sites pad the shorter
     side, as :meth:`qtnn.tn.MPO.from_dense`).  With ``backend="pennylane"`` the
     layer runs as QNode (``V^T``, ``"state"`` readout) -> classical ``M`` ->
-    QNode (``U``), norms carried classically; this needs an exact simulator.
+    QNode (``U``), norms carried classically; on a sampling device both
+    circuits are read by the signed-amplitude estimator of
+    :mod:`qtnn.quantum.signed` (``(n + 1) * shots`` shots per input and circuit,
+    forward only).
     ``layout`` (``"staircase"`` or ``"brickwall"``) is the in-layer gate order
     of both circuits.
 

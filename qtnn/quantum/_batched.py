@@ -39,6 +39,7 @@ them as ``retry_policy`` and counts failed tries in ``job_failures``.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from typing import Any, ClassVar
 
@@ -51,6 +52,7 @@ from pennylane_qiskit.remote import RemoteDevice
 from qiskit.compiler import transpile
 from qiskit_ibm_runtime import SamplerV2
 
+from qtnn.errors import QtnnTimeoutError
 from qtnn.quantum._retry import (
     DEFAULT_TIMEOUT_LOCAL,
     DEFAULT_TIMEOUT_REMOTE,
@@ -78,7 +80,18 @@ class BatchedRemoteDevice(RemoteDevice):
     def __init__(self, wires: Any, backend: Any, shots: int | None = None, **kwargs: Any) -> None:
         timeout = kwargs.pop("job_timeout", _UNSET)
         policy = RetryPolicy.pop_from(kwargs, default_timeout=None)
-        super().__init__(wires, backend=backend, shots=shots, **kwargs)
+        from qtnn.quantum.mitigation import check_mitigation
+
+        #: ``None`` or ``"readout"`` (:mod:`qtnn.quantum.mitigation`).
+        self.mitigation = check_mitigation(kwargs.pop("mitigation", None))
+        self.calibration_shots = kwargs.pop("calibration_shots", None)
+        #: Readout calibration per physical qubit: ``{qubit: 2x2 matrix P(measured | prepared)}``.
+        self.readout_calibration: dict[int, np.ndarray] = {}
+        # PennyLane's current API: the device holds no shots (the QNodes set them); ``shots``
+        # becomes the default of the circuits that come without any.
+        super().__init__(wires, backend=backend, shots=None, **kwargs)
+        if shots is not None:
+            self._kwargs["default_shots"] = int(shots)
         if timeout is _UNSET:
             timeout = DEFAULT_TIMEOUT_LOCAL if self._is_local_aer() else DEFAULT_TIMEOUT_REMOTE
         #: Tries, back-off and timeout of every job (options ``job_tries``, ``job_backoff``,
@@ -91,6 +104,7 @@ class BatchedRemoteDevice(RemoteDevice):
         self.job_failures = 0
         #: The transpiled sampler circuits of the last ``execute`` (for error budgets and reports).
         self.last_compiled: list = []
+        self._spent = 0.0
 
     @property
     def backend_label(self) -> str:
@@ -102,8 +116,23 @@ class BatchedRemoteDevice(RemoteDevice):
         self.job_failures += 1
 
     def _run_job(self, submit: Any, validate: Any, what: str) -> Any:
+        spent, self._spent = self._spent, 0.0
         return run_job(submit, self.retry_policy, backend=self.backend_label, what=what,
-                       validate=validate, on_failure=self._failed)
+                       validate=validate, on_failure=self._failed, spent=spent)
+
+    def _transpile(self, qcs: list, started: float) -> list:
+        """One :func:`~qiskit.compiler.transpile` call; stopped between passes at the job timeout."""
+        timeout = self.retry_policy.timeout
+        extra = {} if timeout is None else {"callback": _Deadline(started + timeout)}
+        try:
+            compiled = transpile(qcs, backend=self.compile_backend, **self._transpile_args, **extra)
+        except TranspileDeadline:
+            raise QtnnTimeoutError(
+                f"transpiling {len(qcs)} circuit(s) for backend {self.backend_label!r} took longer than "
+                f"job_timeout={timeout:g} s (stopped after {time.monotonic() - started:.3g} s; not "
+                "retried: the circuits are too large for the limit; raise job_timeout, use fewer "
+                "qubits or a bounded-depth encoding)") from None
+        return compiled if isinstance(compiled, list) else [compiled]
 
     def _count(self, jobs: int, circuits: int) -> None:
         self.jobs_submitted += jobs
@@ -124,42 +153,56 @@ class BatchedRemoteDevice(RemoteDevice):
         results: list = [None] * len(circuits)
         sampled = [i for i, c in enumerate(circuits) if not _uses_estimator(c)]
         if sampled:
+            started = time.monotonic()
             qcs = [circuit_to_qiskit(circuits[i], self.num_wires, diagonalize=True, measure=True)
                    for i in sampled]
-            compiled = transpile(qcs, backend=self.compile_backend, **self._transpile_args)
-            if not isinstance(compiled, list):
-                compiled = [compiled]
+            compiled = self._transpile(qcs, started)
+            # the first job's try also counts the preparation (the timeout bounds the whole try)
+            self._spent = time.monotonic() - started
             for i, qc in enumerate(compiled):
                 qc.name = f"circ{i}"
             self.last_compiled = compiled
-            if self._is_local_aer():
-                self._run_local_aer(circuits, sampled, compiled, results)
-                return self._finish(circuits, results)
-            limit = getattr(self.backend, "max_circuits", None) or len(compiled)
-            session = self._session
-            sampler = SamplerV2(mode=session) if session else SamplerV2(mode=self.backend)
-            sampler.options.update(**self._kwargs)
-            for start in range(0, len(compiled), limit):
-                chunk = list(range(start, min(start + limit, len(compiled))))
-                pubs = []
-                for pos in chunk:
-                    shots = circuits[sampled[pos]].shots.total_shots
-                    pubs.append((compiled[pos], None, shots if shots else None))
-
-                def read(job_result: Any, chunk: list = chunk, pubs: list = pubs) -> list:
-                    return _sampler_counts(job_result, [compiled[p] for p in chunk],
-                                           [pub[2] for pub in pubs])
-
-                counts = self._run_job(partial(sampler.run, pubs), read, "sampler job")
-                self._count(1, len(pubs))
-                for pos, pos_counts in zip(chunk, counts, strict=True):
-                    circ = circuits[sampled[pos]]
-                    self._current_job = _Counts(pos_counts)
-                    self._samples = self.generate_samples(0)
-                    res = [mp.process_samples(self._samples, wire_order=self.wires)
-                           for mp in circ.measurements]
-                    results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+            shots = [int(circuits[i].shots.total_shots or self._kwargs.get("default_shots", 1024))
+                     for i in sampled]
+            all_counts = self._run_counts(compiled, shots)
+            for pos, counts in enumerate(all_counts):
+                results[sampled[pos]] = self._process(circuits[sampled[pos]], counts, compiled[pos])
         return self._finish(circuits, results)
+
+    def _run_counts(self, compiled: list, shots: list[int]) -> list[dict[str, int]]:
+        """Counts of transpiled circuits: local Aer jobs, or Sampler jobs (split at ``max_circuits``)."""
+        if self._is_local_aer():
+            return self._run_local_aer(compiled, shots)
+        out: list = [None] * len(compiled)
+        limit = getattr(self.backend, "max_circuits", None) or len(compiled)
+        session = self._session
+        sampler = SamplerV2(mode=session) if session else SamplerV2(mode=self.backend)
+        sampler.options.update(**self._kwargs)
+        for start in range(0, len(compiled), limit):
+            chunk = list(range(start, min(start + limit, len(compiled))))
+            pubs = [(compiled[pos], None, shots[pos]) for pos in chunk]
+
+            def read(job_result: Any, chunk: list = chunk, pubs: list = pubs) -> list:
+                return _sampler_counts(job_result, [compiled[p] for p in chunk],
+                                       [pub[2] for pub in pubs])
+
+            counts = self._run_job(partial(sampler.run, pubs), read, "sampler job")
+            self._count(1, len(pubs))
+            for pos, pos_counts in zip(chunk, counts, strict=True):
+                out[pos] = pos_counts
+        return out
+
+    def _process(self, circ: QuantumScript, counts: dict[str, int], compiled: Any) -> tuple:
+        """The results of one circuit's measurements from its counts (readout-mitigated if asked)."""
+        if self.mitigation is not None:
+            from qtnn.quantum.mitigation import mitigated_results
+
+            res = mitigated_results(self, circ, counts, compiled)
+        else:
+            self._current_job = _Counts(counts)
+            self._samples = self.generate_samples(0)
+            res = [mp.process_samples(self._samples, wire_order=self.wires) for mp in circ.measurements]
+        return (res[0],) if len(res) == 1 else tuple(res)
 
     def _finish(self, circuits: list, results: list) -> list:
         for i, circ in enumerate(circuits):
@@ -180,6 +223,26 @@ class BatchedRemoteDevice(RemoteDevice):
             return False
         return isinstance(self.backend, AerSimulator)
 
+    def _aer_submit(self, batch: list, shots: int, noise_opts: dict) -> Any:
+        """``submit()`` of a local Aer job: in the worker process when a timeout must hold.
+
+        Aer keeps the GIL while it runs, so a job in this process can neither be
+        waited for with a timeout nor cancelled; with a ``job_timeout`` the job
+        runs in :func:`~qtnn.quantum._aerworker.shared_worker` (killed at the
+        limit).  A ``run`` patched onto the backend instance (tests,
+        instrumentation) is called here, in this process.
+        """
+        if self.retry_policy.timeout is None or "run" in self.backend.__dict__:
+            return partial(self.backend.run, batch, shots=shots, **noise_opts)
+        from qtnn.quantum._aerworker import shared_worker
+
+        options = {k: v for k, v in self.backend.options.__dict__.items()
+                   if v is not None and k not in ("noise_model", "shots")}
+        run_opts = dict(noise_opts)
+        if "noise_model" not in run_opts and getattr(self.backend.options, "noise_model", None) is not None:
+            run_opts["noise_model"] = self.backend.options.noise_model
+        return partial(shared_worker().submit, batch, shots, options, run_opts)
+
     def _restricted_noise(self, used: frozenset) -> dict:
         """Run options with the backend's noise model cut down to the qubits in ``used`` (cached).
 
@@ -198,35 +261,45 @@ class BatchedRemoteDevice(RemoteDevice):
         cache[used] = opts
         return opts
 
-    def _run_local_aer(self, circuits: list, sampled: list, compiled: list, results: list) -> None:
+    def _run_local_aer(self, compiled: list, shots_list: list[int]) -> list[dict[str, int]]:
         used: set = set()
         for qc in compiled:
             for inst in qc.data:
                 used.update(qc.find_bit(q).index for q in inst.qubits)
         noise_opts = self._restricted_noise(frozenset(used))
         groups: dict = {}
-        for pos, i in enumerate(sampled):
-            shots = circuits[i].shots.total_shots or self._kwargs.get("default_shots", 1024)
+        for pos, shots in enumerate(shots_list):
             groups.setdefault(int(shots), []).append(pos)
+        out: list = [None] * len(compiled)
         for shots, positions in groups.items():
             batch = [compiled[p] for p in positions]
 
             def read(result: Any, batch: list = batch, shots: int = shots) -> list:
                 return _aer_counts(result, batch, shots)
 
-            counts = self._run_job(partial(self.backend.run, batch, shots=shots, **noise_opts), read,
-                                   "Aer job")
+            counts = self._run_job(self._aer_submit(batch, shots, noise_opts), read, "Aer job")
             self._count(1, len(positions))
             for idx, pos in enumerate(positions):
-                circ = circuits[sampled[pos]]
-                self._current_job = _Counts(counts[idx])
-                self._samples = self.generate_samples(0)
-                res = [mp.process_samples(self._samples, wire_order=self.wires)
-                       for mp in circ.measurements]
-                results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+                out[pos] = counts[idx]
+        return out
 
 
 _UNSET: Any = object()
+
+
+class TranspileDeadline(Exception):
+    """Raised between transpiler passes once a job's timeout has passed."""
+
+
+class _Deadline:
+    """Transpiler callback: :class:`TranspileDeadline` after ``deadline`` (``time.monotonic``)."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+
+    def __call__(self, **kwargs: Any) -> None:
+        if time.monotonic() > self.deadline:
+            raise TranspileDeadline(f"deadline passed after pass {type(kwargs.get('pass_')).__name__}")
 
 
 def _sampler_counts(job_result: Any, compiled: list, shots: list) -> list[dict[str, int]]:
@@ -442,4 +515,6 @@ def fast_aer_device(wires: int, shots: int | None, **kwargs: Any) -> Any:
             return transpile(self._circuit, target=target, **self.transpile_args,
                              routing_method="none")
 
-    return qml.devices.LegacyDeviceFacade(FastAerDevice(wires=wires, shots=shots, **kwargs))
+    # PennyLane's current API: no shots on the device (the QNodes set them; the legacy
+    # facade sets each tape's shots on the device while it runs)
+    return qml.devices.LegacyDeviceFacade(FastAerDevice(wires=wires, shots=None, **kwargs))

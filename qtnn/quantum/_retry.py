@@ -40,7 +40,10 @@ The devices take the settings as options of :func:`qtnn.quantum.device`
 
 A timed-out try is abandoned: its job is cancelled where the backend allows
 it, and the thread that waited for it is left to finish on its own (a
-daemon thread, so it never keeps the interpreter alive).
+daemon thread, so it never keeps the interpreter alive).  The jobs of local
+``fake:`` devices run in a worker process (:mod:`qtnn.quantum._aerworker`:
+Aer keeps the GIL, so a thread could not time them out) that the cancel
+kills; their transpilation counts against the first try's timeout.
 
 Examples
 --------
@@ -212,23 +215,30 @@ def _attempt(work: Callable[[dict[str, Any]], Any], timeout: float | None, name:
 
 
 def _retry(work: Callable[[dict[str, Any]], T], policy: RetryPolicy, backend: str, what: str,
-           sleep: Callable[[float], None], on_failure: Callable[[BaseException], None] | None) -> T:
+           sleep: Callable[[float], None], on_failure: Callable[[BaseException], None] | None,
+           spent: float = 0.0) -> T:
     if not isinstance(policy, RetryPolicy):
         raise QtnnError(f"policy must be a RetryPolicy, got {type(policy).__name__}")
     last: BaseException | None = None
     all_timeouts = True
     for attempt in range(1, policy.tries + 1):
-        box = _attempt(work, policy.timeout, f"qtnn-job-{backend}")
+        timeout = policy.timeout
+        if timeout is not None and attempt == 1 and spent > 0:
+            timeout = max(timeout - spent, 0.0)     # the preparation (transpilation) counts
+        box: dict[str, Any] = (_attempt(work, timeout, f"qtnn-job-{backend}")
+                               if timeout is None or timeout > 0 else {"timed_out": True})
         if box.get("timed_out"):
             _cancel(box.get("job"))
-            last = TimeoutError(f"no result within {policy.timeout:g} s (try {attempt}; job cancelled)")
+            prep = (f"; {spent:.3g} s of the limit went to preparing the circuits"
+                    if attempt == 1 and spent > 0 else "")
+            last = TimeoutError(f"no result within {policy.timeout:g} s (try {attempt}; job cancelled{prep})")
             if not policy.retry_timeouts:
                 # a job too large for the limit would only time out again: give up now
                 if on_failure is not None:
                     on_failure(last)
                 raise QtnnTimeoutError(f"{what} on backend {backend!r} timed out after {policy.timeout:g} s "
                                        f"(try {attempt} of {policy.tries}; not retried: pass "
-                                       f"job_retry_timeouts=True to retry timeouts)") from last
+                                       f"job_retry_timeouts=True to retry timeouts{prep})") from last
         elif "error" in box:
             exc = box["error"]
             if not isinstance(exc, Exception) or (isinstance(exc, _PERMANENT)
@@ -255,7 +265,7 @@ def _retry(work: Callable[[dict[str, Any]], T], policy: RetryPolicy, backend: st
 
 def run_job(submit: Callable[[], Any], policy: RetryPolicy, *, backend: str, what: str = "job",
             validate: Callable[[Any], T] | None = None, sleep: Callable[[float], None] = time.sleep,
-            on_failure: Callable[[BaseException], None] | None = None) -> Any:
+            on_failure: Callable[[BaseException], None] | None = None, spent: float = 0.0) -> Any:
     """Submit a job and wait for its checked result, with retries (see the module docstring).
 
     Parameters
@@ -275,6 +285,10 @@ def run_job(submit: Callable[[], Any], policy: RetryPolicy, *, backend: str, wha
         Waits between tries (tests pass a recorder).
     on_failure : callable, optional
         Called with each failure (for counting).
+    spent : float
+        Seconds the first try already used before ``submit`` (transpiling its
+        circuits); its wait is shortened by as much, so that the timeout bounds
+        the whole try.
 
     Returns
     -------
@@ -292,7 +306,7 @@ def run_job(submit: Callable[[], Any], policy: RetryPolicy, *, backend: str, wha
         result = job.result()
         return validate(result) if validate is not None else result
 
-    return _retry(work, policy, backend, what, sleep, on_failure)
+    return _retry(work, policy, backend, what, sleep, on_failure, spent=float(spent))
 
 
 def call_with_retry(fn: Callable[[], T], policy: RetryPolicy, *, backend: str, what: str = "job",

@@ -86,6 +86,10 @@ class QDevice:
     seed : int or None
     exact : bool
         Results are exact (no sampling).
+
+    The PennyLane device itself holds no shots (PennyLane's current API: shots
+    belong to the QNode); :meth:`qnode` builds a QNode with ``shots``, and a
+    QNode of your own takes ``shots=dev.shots`` (or :func:`pennylane.set_shots`).
     supports_state : bool
         The state vector can be read (exact simulators only).
     backend : qiskit backend or None
@@ -106,6 +110,26 @@ class QDevice:
     exact: bool
     supports_state: bool
     backend: Any = field(default=None, repr=False)
+    mitigation: str | None = None
+    #: The ``**options`` given to :func:`device` (to build the same device on other wires).
+    options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def qnode(self, func: Any, **kwargs: Any) -> Any:
+        """``qml.QNode(func, self.pl, shots=self.shots, **kwargs)``.
+
+        Examples
+        --------
+        >>> import pennylane as qml
+        >>> dev = device("default.qubit", wires=1, shots=5, seed=0)
+        >>> def circuit():
+        ...     qml.X(0)
+        ...     return qml.counts(wires=0)
+        >>> dev.qnode(circuit)()
+        {np.str_('1'): np.int64(5)}
+        """
+        import pennylane as qml
+
+        return qml.QNode(func, self.pl, shots=self.shots, **kwargs)
 
     @property
     def kind(self) -> str:
@@ -226,17 +250,26 @@ def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: 
         raise QtnnError(f"batch_jobs must be a bool, got {batch_jobs!r}")
     options = dict(options)
     _check_remote_options(options, hardware=not _is_aer(backend))
+    from qtnn.quantum.mitigation import check_mitigation
+
+    if check_mitigation(options.get("mitigation")) is None:
+        options.pop("mitigation", None)
+    if options.get("calibration_shots") is not None:
+        options["calibration_shots"] = check_int("calibration_shots", options["calibration_shots"],
+                                                 minimum=1)
     if seed is not None:
         options.setdefault("seed_transpiler", seed)
     if batch_jobs:
         from qtnn.quantum._batched import BatchedRemoteDevice
 
         return BatchedRemoteDevice(wires=wires, backend=backend, shots=shots, **options)
-    retry = sorted(k for k in options if k in _RETRY_OPTIONS)
+    retry = sorted(k for k in options if k in (*_RETRY_OPTIONS, *_QTNN_OPTIONS))
     if retry:
-        raise QtnnError(f"the options {retry} (retries and timeouts) need batch_jobs=True; "
+        raise QtnnError(f"the options {retry} (retries, timeouts, mitigation) need batch_jobs=True; "
                         f"pennylane-qiskit's plain qiskit.remote device has no such options")
-    return _pl_device("qiskit.remote", wires=wires, backend=backend, shots=shots, **options)
+    pl = _pl_device("qiskit.remote", wires=wires, backend=backend, **options)
+    pl._kwargs["default_shots"] = shots       # for QNodes that set none (qtnn's QNodes set them)
+    return pl
 
 
 def _is_aer(backend: Any) -> bool:
@@ -267,7 +300,7 @@ def remote_option_names(hardware: bool) -> list[str]:
 
     from qiskit.compiler import transpile
 
-    names = set(_RETRY_OPTIONS) | (set(inspect.signature(transpile).parameters)
+    names = set(_RETRY_OPTIONS) | set(_QTNN_OPTIONS) | (set(inspect.signature(transpile).parameters)
                                    - {"circuits", "backend", "target", "callback", "output_name"})
     if hardware:
         import dataclasses
@@ -293,6 +326,9 @@ def _check_remote_options(options: dict[str, Any], hardware: bool) -> None:
 
 #: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for failing jobs.
 _RETRY_OPTIONS = ("job_tries", "job_backoff", "job_timeout", "job_retry_timeouts")
+#: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for readout mitigation
+#: (:mod:`qtnn.quantum.mitigation`).
+_QTNN_OPTIONS = ("mitigation", "calibration_shots")
 
 
 def _pl_device(name: str, **kwargs: Any) -> Any:
@@ -337,7 +373,10 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         (seconds, doubled after each failure) and ``job_timeout`` (seconds per job;
         ``None``: no limit); see :mod:`qtnn.quantum._retry`.  For ``qiskit.aer`` and ``fake:``,
         ``device="GPU"`` selects Aer's GPU method (a :class:`~qtnn.errors.QtnnError`
-        if this Aer has none).
+        if this Aer has none).  ``fake:`` / ``ibm:`` take ``mitigation="readout"``
+        (and ``calibration_shots``): probabilities corrected for readout errors
+        before anything reads them (:mod:`qtnn.quantum.mitigation`); any other
+        value is a :class:`~qtnn.errors.QtnnError` here, before any job.
 
     Examples
     --------
@@ -347,10 +386,25 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
     >>> device("qiskit.aer", wires=2, shots=100, seed=1).supports_state
     False
     """
+    qdev = _device(name, wires, shots, seed, batch_jobs, **options)
+    qdev.options = dict(options)
+    if not batch_jobs:
+        qdev.options["batch_jobs"] = False
+    return qdev
+
+
+def _device(name: str, wires: int, shots: int | None, seed: int | None, batch_jobs: bool,
+            **options: Any) -> QDevice:
     import pennylane as qml
 
     if not isinstance(name, str):
         raise QtnnError(f"name must be a device name string, got {name!r}")
+    if not name.startswith(("fake:", "ibm:")):
+        for opt in _QTNN_OPTIONS:
+            if opt in options:
+                raise QtnnError(f"{opt}={options[opt]!r}: readout mitigation corrects the readout errors "
+                                f"of a noisy device ('fake:<model>' or 'ibm:<backend>'); device {name!r} "
+                                "has none")
     wires = check_int("wires", wires, minimum=1)
     shots = _check_shots(shots)
     if seed is not None:
@@ -360,14 +414,14 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         check_alloc(f"a {wires}-qubit state vector", pow2(wires), 16,
                     hint="use fewer qubits or the MPS path of qtnn.staircase")
     if name == "default.qubit":
-        pl = _pl_device(name, wires=wires, shots=shots, seed=seed, **options)
+        pl = _pl_device(name, wires=wires, seed=seed, **options)
     elif name == "lightning.gpu" and not _lightning_gpu_installed():
         raise QtnnError("device 'lightning.gpu' needs PennyLane Lightning's GPU build "
                         "(pip install pennylane-lightning-gpu; an NVIDIA GPU with CUDA), which is not "
                         "installed here; use 'lightning.qubit' or 'default.qubit'")
     elif name in ("lightning.qubit", "lightning.gpu"):
         try:
-            pl = qml.device(name, wires=wires, shots=shots, seed=seed, **options)
+            pl = qml.device(name, wires=wires, seed=seed, **options)
         except Exception as exc:  # plugin broken / no usable GPU
             raise QtnnError(f"device {name!r} is installed but could not start here: {exc}") from exc
     elif name == "qiskit.aer":
@@ -396,7 +450,8 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         sim = AerSimulator.from_backend(backend, seed_simulator=seed,
                                         **_aer_device_option(name, options))
         pl = _remote(wires, sim, shots, seed, batch_jobs, options)
-        return QDevice(name, pl, wires, shots, seed, exact=False, supports_state=False, backend=sim)
+        return QDevice(name, pl, wires, shots, seed, exact=False, supports_state=False, backend=sim,
+                       mitigation=getattr(pl, "mitigation", None))
     elif name.startswith("ibm:"):
         backend = ibm_backend(name[4:])
         if shots is None:
@@ -405,7 +460,7 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
             raise QtnnError(f"wires={wires} is more than the {backend.num_qubits} qubits of {name!r}")
         pl = _remote(wires, backend, shots, seed, batch_jobs, options)
         return QDevice(name, pl, wires, shots, seed, exact=False, supports_state=False,
-                       backend=backend)
+                       backend=backend, mitigation=getattr(pl, "mitigation", None))
     else:
         raise QtnnError(f"unknown device name {name!r}; valid names: {', '.join(device_names())}")
     exact = shots is None

@@ -22,9 +22,15 @@ Encodings
 Readouts
 --------
 ``"state"``
-    The amplitudes ``C |x>`` (``(B, 2**n)``; real when everything is real) --
-    exact simulators only (``default.qubit``, ``lightning.qubit``, ``qiskit.aer``
-    without shots); on a sampling device it is a :class:`~qtnn.errors.QtnnError`.
+    The amplitudes ``C |x>`` (``(B, 2**n)``; real when everything is real).
+    Exact on ``default.qubit``, ``lightning.qubit``, ``qiskit.aer`` without
+    shots.  On a sampling device (shots, ``fake:``, ``ibm:``) real circuits are
+    read by the signed-amplitude estimator of :mod:`qtnn.quantum.signed`:
+    ``n + 1`` runs of the batch (computational basis, then a Hadamard on each
+    wire), i.e. ``(n + 1) * shots`` shots per input; the global sign, which no
+    measurement sees, is the sign of the largest amplitude in a classical
+    reference computation (:attr:`StaircaseQNode.reference`).  Forward only;
+    complex circuits are a :class:`~qtnn.errors.QtnnError` there.
 ``"probs"``
     ``|<b|C|x>|^2`` over the basis states of ``readout_wires`` (``(B, 2**r)``).
 ``"expval"``
@@ -64,6 +70,7 @@ lightning.qubit           probs          native       parameter-shift      adjoi
 lightning.qubit (exact)   state          native       none (forward only)
 qiskit.aer (exact)        probs, expval  native       parameter-shift      exact statevector
 qiskit.aer (exact)        state          native       none (forward only)
+any sampling device       state          native       none (forward only)  signed estimator
 qiskit.aer (shots)        probs, expval  native       parameter-shift      one Aer job per batch
 fake:* / ibm:*            probs, expval  native       parameter-shift      one Sampler job per batch
 ========================  =============  ===========  ===================  =====================
@@ -183,7 +190,9 @@ class StaircaseQNode:
     encoding_layers : int
         Depth of the staircase encoding (``encoding="staircase"``; default 2).
     encoding_method : str
-        ``method`` of :func:`~qtnn.staircase.encode_mps` (default ``"iterative"``).
+        ``method`` of :func:`~qtnn.staircase.encode_mps` (default ``"iterative"``), or
+        ``"batched"``: :class:`qtnn.quantum.encoding.StaircaseEncoder` (the whole
+        batch at once, cached per input; real inputs).
     encoding_sweeps : int
         ``sweeps`` of :func:`~qtnn.staircase.encode_mps` (default 4).
     complex : bool
@@ -240,8 +249,6 @@ class StaircaseQNode:
                  encoding_layers: int = 2, encoding_method: str = "iterative",
                  encoding_sweeps: int = 4, complex: bool = False, track: bool = False,
                  inverse: bool = False, layout: str = "staircase") -> None:
-        import pennylane as qml
-
         from qtnn.staircase.circuit import num_gate_params
 
         if not isinstance(dev, QDevice):
@@ -278,7 +285,7 @@ class StaircaseQNode:
         self.encoding_layers = check_int("encoding_layers", encoding_layers, minimum=1)
         from qtnn.staircase.encode import METHODS as _ENC_METHODS
 
-        self.encoding_method = check_choice("encoding_method", encoding_method, _ENC_METHODS)
+        self.encoding_method = check_choice("encoding_method", encoding_method, (*_ENC_METHODS, "batched"))
         self.encoding_sweeps = check_int("encoding_sweeps", encoding_sweeps, minimum=0)
         self.magic = self.k == 2 and not self.complex
         g = n - self.k + 1
@@ -298,12 +305,16 @@ class StaircaseQNode:
         if self.readout == "state":
             if readout_wires is not None and wires != tuple(range(n)):
                 raise QtnnError(f"readout 'state' reads all {n} wires; got readout_wires={readout_wires!r}")
-            if not dev.supports_state:
+            if not dev.supports_state and self.complex:
                 raise QtnnError(
-                    f"readout 'state' needs an exact simulator (default.qubit, lightning.qubit or "
-                    f"qiskit.aer with shots=None); device {dev.name!r} samples with shots={dev.shots}: "
-                    "use readout 'probs' or 'expval'")
+                    f"readout 'state' on the sampling device {dev.name!r} (shots={dev.shots}) estimates "
+                    "real amplitudes (qtnn.quantum.signed); complex=True gates give complex ones: use "
+                    "an exact simulator or readout 'probs' / 'expval'")
         self.readout_wires = wires
+        #: ``readout="state"`` on a sampling device: the signed-amplitude estimator
+        #: (:mod:`qtnn.quantum.signed`, ``n + 1`` settings of ``shots`` shots each).
+        self.signed = self.readout == "state" and not dev.supports_state
+        self._reference: StaircaseQNode | None = None
 
         # device facts
         name = dev.name
@@ -356,12 +367,13 @@ class StaircaseQNode:
         self.last_fidelity_mean: float | None = None
         self.last_fidelity_min: float | None = None
         self.last_stats: dict | None = None
+        self.last_signed_info: dict | None = None
         self.last_tapes: int | None = None
         self.last_jobs: int | None = None
-        self.qnode = qml.QNode(self._circuit, dev.pl, interface="torch", diff_method=diff_method)
+        self.qnode = dev.qnode(self._circuit, interface="torch", diff_method=diff_method)
 
     # ---------------------------------------------------------------- circuit
-    def _circuit(self, xn: Any, params: Any, enc: Any, dets: tuple) -> Any:
+    def _circuit(self, xn: Any, params: Any, enc: Any, dets: tuple, hwire: int | None = None) -> Any:
         import pennylane as qml
 
         from qtnn.quantum.template import StaircaseTemplate
@@ -389,6 +401,10 @@ class StaircaseQNode:
                 for layer in range(self.layers):
                     for j in self._order:
                         qml.QubitUnitary(params[layer, j], wires=list(range(j, j + k)))
+        if self.signed:
+            if hwire is not None:
+                qml.Hadamard(wires=hwire)
+            return qml.probs(wires=wires)
         if self.readout == "state":
             return qml.state()
         if self.readout == "probs" or self._probs_for_expval:
@@ -466,7 +482,7 @@ class StaircaseQNode:
         return tuple(tuple(int(v) for v in row) for row in arr)
 
     # -------------------------------------------------------------- encoding
-    def _staircase_encoding(self, xn: Any) -> Any:
+    def _staircase_encoding(self, xn: Any, raw: Any = None) -> Any:
         import torch
 
         from qtnn.staircase.encode import encode_mps
@@ -474,6 +490,18 @@ class StaircaseQNode:
 
         arr = xn.detach().cpu().numpy()
         arr = arr.astype(np.complex128 if np.iscomplexobj(arr) else np.float64)
+        if self.encoding_method == "batched" and not (self.complex or np.iscomplexobj(arr)):
+            from qtnn.quantum.encoding import shared_encoder
+
+            # the encoder normalises (and caches by) the caller's input itself: the same input
+            # then gives bit-identical gates on every path (the optimum's degenerate directions
+            # make the gates sensitive to the last bit of a twice-normalised input)
+            src = raw if raw is not None else xn
+            res = shared_encoder(self.encoding_layers).encode(src.detach().cpu().numpy().astype(np.float64))
+            self.last_fidelities = res.fidelities
+            self.last_fidelity_mean = res.fidelity_mean
+            self.last_fidelity_min = res.fidelity_min
+            return torch.as_tensor(res.gates)
         out = []
         fids = np.empty(arr.shape[0])
         for b, vec in enumerate(arr):
@@ -614,7 +642,7 @@ class StaircaseQNode:
             x = x.to(torch.float64) if not x.is_complex() else x.to(torch.complex128)
             xn = x / torch.linalg.vector_norm(x, dim=1, keepdim=True)
         if self.encoding == "staircase":
-            enc = self._staircase_encoding(xn)
+            enc = self._staircase_encoding(xn, raw=x)
         else:
             self.last_fidelities = self.last_fidelity_mean = self.last_fidelity_min = None
         if self.gate_mode == "matrix":
@@ -622,6 +650,8 @@ class StaircaseQNode:
         else:
             params = w.to(torch.float64)
 
+        if self.signed:
+            return self._signed_state(x, xn, params, enc, dets_t, w, squeeze)
         with _float64_results(not self._dq):
             if self.track:
                 with qml.Tracker(self.dev.pl) as tracker:
@@ -647,6 +677,50 @@ class StaircaseQNode:
         if squeeze:
             out = out[0]
         return out
+
+    def _signed_state(self, x: Any, xn: Any, params: Any, enc: Any, dets_t: tuple, w: Any,
+                      squeeze: bool) -> Any:
+        """``readout="state"`` on a sampling device: :func:`qtnn.quantum.signed.signed_amplitudes`.
+
+        ``n + 1`` runs of the batch (computational basis, then a Hadamard on each
+        wire); the global sign (not measurable) of each output is the sign of its
+        largest amplitude in a classical reference computation of that amplitude
+        (:attr:`reference`, an exact ``default.qubit`` copy of this circuit).
+        """
+        import torch
+
+        from qtnn.quantum.signed import signed_amplitudes
+
+        n = self.n_qubits
+        with _float64_results(not self._dq):
+            runs = [self.qnode(xn, params, enc, dets_t, None)]
+            runs += [self.qnode(xn, params, enc, dets_t, q) for q in range(n)]
+        probs = [np.asarray(r.detach().cpu().numpy() if is_torch(r) else r, dtype=np.float64) for r in runs]
+        probs = [p[None] if p.ndim == 1 else p for p in probs]
+        pz = probs[0]
+        ph = np.stack(probs[1:], axis=1)
+        roots = np.argmax(pz, axis=1)
+        with torch.no_grad():
+            ref = self.reference(x, w.detach(), dets_t)
+        ref = ref[None] if ref.ndim == 1 else ref
+        sign = np.where(ref.numpy()[np.arange(len(roots)), roots] < 0, -1.0, 1.0)
+        est, info = signed_amplitudes(pz, ph, sign_of_root=sign)
+        self.last_signed_info = {"pz": pz, "ph": ph, "estimate": est, **info}
+        out = torch.as_tensor(est, dtype=torch.float64)
+        return out[0] if squeeze else out
+
+    @property
+    def reference(self) -> StaircaseQNode:
+        """This circuit on an exact ``default.qubit`` with ``readout="state"`` (sign reference)."""
+        if self._reference is None:
+            from qtnn.quantum.devices import device
+
+            self._reference = StaircaseQNode(
+                device("default.qubit", self.n_qubits), self.n_qubits, self.layers, self.k,
+                encoding=self.encoding, readout="state", diff_method=None,
+                encoding_layers=self.encoding_layers, encoding_method=self.encoding_method,
+                encoding_sweeps=self.encoding_sweeps, inverse=self.inverse, layout=self.layout)
+        return self._reference
 
     def _where(self) -> str:
         return f"device {self.dev.name!r} with readout {self.readout!r} and gate_mode {self.gate_mode!r}"

@@ -76,10 +76,15 @@ def test_quantum_head_probs_with_shots_on_aer_within_shot_noise():
     assert torch.all((p_shot - p_exact).abs() <= bound)
 
 
-def test_state_on_shot_device_is_an_error():
+def test_state_on_shot_device_uses_the_signed_estimator():
+    """(Its accuracy is tested in tests/quantum/test_signed.py.)  Forward only: with weights that
+    require grad outside no_grad it is a QtnnError, not a silent result without gradient."""
     layer = QuantumStaircase(3, 1, readout="state")
     layer.set_backend("pennylane", device("qiskit.aer", wires=3, shots=100))
-    with pytest.raises(QtnnError, match="state"), torch.no_grad():
+    with torch.no_grad():
+        y = layer(torch.randn(2, 8))
+    assert y.shape == (2, 8)
+    with pytest.raises(QtnnError, match="diff_method=None"):
         layer(torch.randn(2, 8))
 
 

@@ -119,7 +119,7 @@ def test_aer_batch_is_one_job():
     x = x / x.norm(dim=1, keepdim=True)
     w = torch.zeros(1, 2, 6)
 
-    @qml.qnode(dev.pl, interface="torch", diff_method=None)
+    @qml.qnode(dev.pl, interface="torch", diff_method=None, shots=dev.shots)
     def c(x, w):
         _circuit_ops(x, w)
         return qml.probs(wires=range(3))
@@ -135,7 +135,7 @@ def test_default_qubit_broadcast_is_one_simulation():
     x = torch.tensor(np.random.default_rng(1).normal(size=(16, 8)))
     x = x / x.norm(dim=1, keepdim=True)
 
-    @qml.qnode(dev.pl, interface="torch")
+    @qml.qnode(dev.pl, interface="torch", shots=dev.shots)
     def c(x, w):
         _circuit_ops(x, w)
         return qml.probs(wires=range(3))
@@ -161,7 +161,7 @@ def test_fake_batch_is_one_job_and_restricted_noise_is_exact(torino):
     x = x / x.norm(dim=1, keepdim=True)
     w = torch.tensor(np.random.default_rng(4).normal(size=(1, 2, 6)))
 
-    @qml.qnode(torino.pl, interface="torch", diff_method=None)
+    @qml.qnode(torino.pl, interface="torch", diff_method=None, shots=torino.shots)
     def c(x, w):
         _circuit_ops(x, w)
         return qml.probs(wires=range(3))

@@ -178,11 +178,13 @@ def test_aer_shot_probs_within_bernstein_bound():
     assert np.all(np.abs(out * shots - np.round(out * shots)) < 1e-9)   # counts / shots
 
 
-def test_state_readout_on_shot_device_is_refused():
-    with pytest.raises(QtnnError, match=r"readout 'state' needs an exact simulator .*shots=100"):
-        StaircaseQNode(device("qiskit.aer", 3, shots=100), 3, 1, readout="state")
-    with pytest.raises(QtnnError, match="readout 'state' needs an exact simulator"):
-        StaircaseQNode(device("default.qubit", 3, shots=100), 3, 1, readout="state")
+def test_complex_state_readout_on_shot_device_is_refused():
+    """Real circuits use the signed estimator there (tests/quantum/test_signed.py); complex ones cannot."""
+    with pytest.raises(QtnnError, match=r"readout 'state' on the sampling device 'qiskit.aer' \(shots=100\)"):
+        StaircaseQNode(device("qiskit.aer", 3, shots=100), 3, 1, readout="state", complex=True)
+    with pytest.raises(QtnnError, match="complex=True gates give complex ones"):
+        StaircaseQNode(device("default.qubit", 3, shots=100), 3, 1, readout="state", complex=True)
+    assert StaircaseQNode(device("default.qubit", 3, shots=100), 3, 1, readout="state").signed
 
 
 @pytest.fixture(scope="module")

@@ -125,7 +125,7 @@ def scripted(fake_dev, monkeypatch):
 
 
 def _bell_probs(dev):
-    @qml.qnode(dev.pl)
+    @qml.qnode(dev.pl, shots=dev.shots)
     def circuit():
         qml.Hadamard(0)
         qml.CNOT([0, 1])
@@ -221,7 +221,7 @@ def test_estimator_jobs_are_retried(fake_dev, monkeypatch):
 
     monkeypatch.setattr(fake_dev.pl, "_execute_estimator", flaky)
 
-    @qml.qnode(fake_dev.pl)
+    @qml.qnode(fake_dev.pl, shots=fake_dev.shots)
     def circuit():
         qml.PauliX(0)
         return qml.expval(qml.PauliZ(0))
@@ -279,7 +279,7 @@ def remote(monkeypatch):
 
 
 def _zero_probs(dev, batch=3):
-    @qml.qnode(dev)
+    @qml.qnode(dev, shots=100)
     def circuit(x):
         qml.RX(x, 0)
         return qml.probs(wires=[0, 1])
