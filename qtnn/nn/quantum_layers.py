@@ -255,16 +255,6 @@ def _marginal(p: torch.Tensor, n: int, wires: tuple[int, ...]) -> torch.Tensor:
     return t.reshape((*p.shape[:-1], 2 ** len(wires)))
 
 
-def _expval_from_probs(p: torch.Tensor, n: int) -> torch.Tensor:
-    """``<Z_i>`` for every wire from the full distribution."""
-    t = p.reshape(-1, *([2] * n))
-    out = []
-    for w in range(n):
-        m = t.sum(dim=[1 + v for v in range(n) if v != w]) if n > 1 else t
-        out.append(m[:, 0] - m[:, 1])
-    return torch.stack(out, dim=-1).reshape((*p.shape[:-1], n))
-
-
 class StaircaseGates(nn.Module):
     """The trainable gates of one staircase (``n_qubits``, ``layers``, 2-qubit, real).
 
@@ -597,7 +587,9 @@ class QuantumStaircase(_QuantumModule):
             if self.readout_wires == tuple(range(n)):
                 return probs
             return _marginal(probs, n, self.readout_wires)
-        return _expval_from_probs(probs, n)
+        from qtnn.quantum.qnode import expval_from_probs
+
+        return expval_from_probs(probs)
 
 
 class QuantumHead(_QuantumModule):

@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from qtnn.errors import QtnnBackendError, QtnnError, QtnnTimeoutError
-from qtnn.validate import check_int, check_real
+from qtnn.validate import check_bool, check_int, check_real
 
 __all__ = ["RetryPolicy", "MalformedResult", "run_job", "call_with_retry", "check_counts",
            "OPTION_NAMES", "DEFAULT_TRIES", "DEFAULT_BACKOFF", "MAX_BACKOFF",
@@ -149,8 +149,7 @@ class RetryPolicy:
             if math.isinf(self.timeout):
                 object.__setattr__(self, "timeout", None)
         object.__setattr__(self, "max_backoff", check_real("max_backoff", self.max_backoff, minimum=0.0))
-        if not isinstance(self.retry_timeouts, bool):
-            raise QtnnError(f"job_retry_timeouts must be a bool, got {self.retry_timeouts!r}")
+        check_bool("job_retry_timeouts", self.retry_timeouts)
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed try number ``attempt`` (1-based)."""

@@ -55,8 +55,6 @@ Cost: every step works on MPS (no ``2**n`` vector); the cost is linear in
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,7 +66,7 @@ from qtnn.staircase import _mpsops as ops
 from qtnn.staircase.circuit import MAX_LAYERS, Staircase
 from qtnn.tn.linalg import polar_unitary, qr_pos
 from qtnn.tn.mps import MPS
-from qtnn.validate import check_choice, check_int
+from qtnn.validate import check_choice, check_int, check_real
 
 __all__ = ["encode_mps", "EncodeReport", "METHODS"]
 
@@ -454,11 +452,9 @@ def _encode(mps: Any, layers: Any, method: Any, sweeps: Any, k: Any, seed: Any, 
     method = check_choice("method", method, METHODS)
     sweeps = check_int("sweeps", sweeps, minimum=0)
     seed = check_int("seed", seed, minimum=0)
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0 or math.isinf(tol):
-        raise QtnnError(f"tol must be a finite real number >= 0, got {tol!r}")
+    tol = check_real("tol", tol, minimum=0)
     polish = check_int("polish", polish, minimum=0)
-    if isinstance(rtol, bool) or not isinstance(rtol, numbers.Real) or not 0 <= rtol <= 1:
-        raise QtnnError(f"rtol must be a real number in [0, 1], got {rtol!r}")
+    rtol = check_real("rtol", rtol, minimum=0, maximum=1)
     mps = _check_mps(mps, k)
     psi_complex = any(np.iscomplexobj(c) for c in mps.cores)
     if complex is None:
