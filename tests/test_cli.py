@@ -98,6 +98,12 @@ def test_depth_on_files_and_checkpoints(tmp_path, capsys):
                                         "epoch": 0, "losses": []})
     assert main(["depth", "--target", str(tmp_path / "h.pt"), "--layer", "head",
                  "--json", str(tmp_path / "h.json")]) == 0
+    # issue 16: the report of a trained head shows the input encoding in front of it
+    h = json.loads((tmp_path / "h.json").read_text())
+    enc = h["encoding"]
+    assert enc["stateprep"]["two_qubit"] > enc["staircase_D2"]["two_qubit"] > 0
+    assert enc["total_two_qubit_gates"] == enc["stateprep"]["two_qubit"] + h["report"]["two_qubit_gates"]
+    assert "input encoding on fake:torino: StatePrep" in capsys.readouterr().out
     assert main(["depth", "--target", str(tmp_path / "h.pt"), "--layer", "features", "--layers", "1",
                  "--no-dense", "--json", str(tmp_path / "f.json"),
                  "--png", str(tmp_path / "f.png")]) == 0

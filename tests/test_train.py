@@ -89,3 +89,18 @@ def test_config_errors():
     with pytest.raises(QtnnError, match="hidden=128 does not fit the 2\\*\\*n_qubits=64"):
         HybridConfig(hidden=128).check()
     assert main(["train", "--shots", "0", "--fake", "none"]) == 2
+
+
+def test_circuit_resources_show_the_input_encoding_beside_the_head():
+    """Issue 16: the demo's summary counts the encoding (StatePrep) with the trained circuit."""
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
+    from qtnn.apps.train import _circuit_resources
+
+    res = _circuit_resources(HybridClassifier(HybridConfig(layers=2)))
+    enc = res["encoding"]
+    assert enc["kind"].startswith("amplitude")
+    # a generic 6-qubit state needs 2^6 - 6 - 1 = 57 CX with Qiskit's isometry decomposition,
+    # far more than the head's 2 * 5 = 10 two-qubit gates
+    assert res["two_qubit_gates"] == 10
+    assert enc["two_qubit_gates"] >= 2**6 - 6 - 1
+    assert res["total_two_qubit_gates"] == enc["two_qubit_gates"] + 10

@@ -226,14 +226,10 @@ def load_model(spec: str) -> tuple[Any, dict[str, Any], dict[str, dict[str, Any]
     if ck.get("kind") == COMPRESSED_FORMAT:
         return _rebuild(ck, spec), ck["source"], dict(ck["layers"])
     if isinstance(ck.get("config"), dict) and "model" in ck:
-        source = {"kind": "hybrid", "config": ck["config"]}
-        model = _build_source(source)
-        try:
-            model.load_state_dict(ck["model"])
-        except RuntimeError as exc:
-            raise QtnnError(f"checkpoint {spec!r} does not fit its config: "
-                            f"{str(exc).splitlines()[0]}") from None
+        from qtnn.apps.train import load_hybrid
+
+        model, _ = load_hybrid(spec)
         model.eval()
-        return model, source, {}
+        return model, {"kind": "hybrid", "config": ck["config"]}, {}
     raise QtnnError(f"{spec!r} is a qtnn checkpoint but neither a hybrid model ('qtnn train --save') "
                     "nor a compressed model ('qtnn compress --out')")

@@ -9,6 +9,7 @@ shots on Qiskit Aer and on an IBM device model with noise.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -62,11 +63,42 @@ def _jobs(qdev: Any, fn: Any) -> tuple[Any, dict[str, int]]:
 
 
 def _circuit_resources(model: HybridClassifier) -> dict[str, Any]:
+    """The head's trained circuit and the input encoding in front of it (logical counts).
+
+    The head amplitude-encodes each input (``StatePrep``): its cost is that of
+    Qiskit's state preparation of a generic input, decomposed into CX and
+    one-qubit gates without a coupling map (a device adds routing; see
+    ``qtnn depth`` and :func:`qtnn.quantum.encoding.encoding_cost` for
+    transpiled counts and the bounded-depth staircase encoding).
+    """
     head = model.head
     gates = head.body.circuit if hasattr(head, "body") else head.U
     st = gates.to_staircase()
-    return {"qubits": st.n_qubits, "layers": st.layers, "two_qubit_gates": st.num_gates,
-            "depth": st.depth, "params": int(gates.angles.numel())}
+    out: dict[str, Any] = {"qubits": st.n_qubits, "layers": st.layers, "two_qubit_gates": st.num_gates,
+                           "depth": st.depth, "params": int(gates.angles.numel())}
+    enc = _stateprep_cost(st.n_qubits)
+    if enc is not None:
+        out["encoding"] = enc
+        out["total_two_qubit_gates"] = enc["two_qubit_gates"] + st.num_gates
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _stateprep_cost(n: int) -> dict[str, Any] | None:
+    """CX count and depth of ``StatePrep`` of a generic ``n``-qubit input (``None`` without qiskit)."""
+    try:
+        from qiskit import QuantumCircuit, transpile
+        from qiskit.circuit.library import StatePreparation
+    except ImportError:  # pragma: no cover - the quantum extra is installed with the main job
+        return None
+    import numpy as np
+
+    x = np.random.default_rng(0).normal(size=2**n)
+    qc = QuantumCircuit(n)
+    qc.append(StatePreparation(x / np.linalg.norm(x)), range(n))
+    t = transpile(qc, basis_gates=["cx", "u"], optimization_level=1, seed_transpiler=0)
+    two = sum(1 for inst in t.data if inst.operation.num_qubits == 2)
+    return {"kind": "amplitude (StatePrep)", "two_qubit_gates": int(two), "depth": int(t.depth())}
 
 
 def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
