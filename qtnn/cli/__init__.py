@@ -414,7 +414,8 @@ def _cmd_bench(args: argparse.Namespace) -> dict[str, Any]:
         print(f"wrote {args.prefix}.json and {args.prefix}.png")
         return r
     if args.bench is None:
-        raise QtnnError("bench needs a benchmark name (mpo-linear, hybrid, staircase, planted) or --all")
+        raise QtnnError("BENCH is required: a benchmark name (mpo-linear, hybrid, staircase, planted) "
+                        "or --all")
     if args.bench == "staircase":
         return _cmd_bench_staircase(args)
     if args.bench == "hybrid":

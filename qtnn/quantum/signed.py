@@ -42,7 +42,7 @@ Examples
 >>> a = np.array([0.6, -0.48, 0.0, 0.64])            # a real 2-qubit state
 >>> pz, ph = exact_settings(a)
 >>> est, _ = signed_amplitudes(pz, ph)
->>> np.round(est, 12).tolist()
+>>> np.round(est[0], 12).tolist()
 [0.6, -0.48, 0.0, 0.64]
 """
 
