@@ -23,7 +23,8 @@ DOCS = ROOT / "docs"
 #: Files a reader of the repository sees, which must not send them to a file that is not in it.
 READER_FILES = [ROOT / "README.md", *sorted((ROOT / "notebooks").glob("*.ipynb")),
                 *sorted(DOCS.glob("**/*.md")), *sorted((ROOT / "examples").glob("*.py")),
-                DOCS / "conf.py", *sorted((DOCS / "_ext").glob("*.py"))]
+                DOCS / "conf.py", *sorted((DOCS / "_ext").glob("*.py")),
+                *sorted((ROOT / "qtnn").glob("**/*.py"))]   # docstrings are read too
 #: Design notes and seed papers live outside the repository; their content is in docs/design.
 OUTSIDE = re.compile(r"DESIGN\.md|\bshared/|\bseeds/")
 

@@ -1,4 +1,4 @@
-"""Execute every notebook in ``notebooks/`` top to bottom (``DESIGN.md``: notebooks run in CI).
+"""Execute every notebook in ``notebooks/`` top to bottom (``docs/design/architecture.md``: notebooks run in CI).
 
 Each notebook runs in a fresh kernel started from *this* interpreter (a
 kernelspec written to a temporary directory, so whatever ``python3`` kernel is

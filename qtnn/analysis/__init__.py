@@ -1,4 +1,4 @@
-"""Analysis of staircase circuits on real hardware models (``DESIGN.md`` section 7).
+"""Analysis of staircase circuits on real hardware models (``docs/design/math.md``, section 7).
 
 * Export (:mod:`qtnn.analysis.export`): a :class:`qtnn.staircase.Staircase` to
   Qiskit and to OpenQASM 2 / 3, and back.  Qubit order is converted once,

@@ -1,4 +1,4 @@
-"""How deep a circuit is on a real IBM device, and what it costs (``DESIGN.md`` section 7).
+"""How deep a circuit is on a real IBM device, and what it costs (``docs/design/math.md``, section 7).
 
 :func:`depth_report` transpiles a staircase (or any Qiskit circuit) for an IBM
 device model -- ``"fake:torino"`` (Heron, ``cz``), ``"fake:sherbrooke"``

@@ -1,6 +1,6 @@
 """Export staircase circuits to Qiskit and OpenQASM, and read them back.
 
-Qubit order (the one conversion of ``DESIGN.md`` "Conventions"): qtnn qubit
+Qubit order (the one conversion of ``docs/design/conventions.md``): qtnn qubit
 ``q`` -- qubit 0 is the most significant bit of a basis index -- is Qiskit
 qubit ``n - 1 - q``.  Qiskit numbers basis states little-endian (its qubit 0
 is the least significant bit), so under this map a basis index means the same

@@ -1,4 +1,4 @@
-"""Data-parallel training with :mod:`torch.distributed` (DESIGN.md, "Where users outgrow one machine").
+"""Data-parallel training with :mod:`torch.distributed` (``docs/design/architecture.md``, scaling out).
 
 qtnn does not bring its own parallel engine: training runs under PyTorch's
 :class:`~torch.nn.parallel.DistributedDataParallel` (DDP), with the ``gloo``

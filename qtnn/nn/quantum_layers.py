@@ -1,4 +1,4 @@
-"""Torch modules whose core is a staircase circuit (DESIGN.md §5–6).
+"""Torch modules whose core is a staircase circuit (``docs/design/math.md``, sections 5-6).
 
 Each module runs on one of two backends, switchable at any time without
 touching the weights (:meth:`set_backend`):

@@ -1,4 +1,4 @@
-"""PennyLane glue: devices, the staircase template and batched QNodes (``DESIGN.md`` section 5).
+"""PennyLane glue: devices, the staircase template and batched QNodes (``docs/design/math.md``, section 5).
 
 Importing this package loads PennyLane only when :class:`StaircaseTemplate` or
 :class:`StaircaseQNode` is first used (``import qtnn`` and ``import qtnn.tn``

@@ -1,4 +1,4 @@
-"""Batched, differentiable QNodes for staircase circuits (``DESIGN.md`` section 5).
+"""Batched, differentiable QNodes for staircase circuits (``docs/design/math.md``, section 5).
 
 :class:`StaircaseQNode` builds the circuit ``encode(x) -> staircase -> readout``
 once and runs a whole torch batch per call.

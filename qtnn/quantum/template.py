@@ -1,7 +1,7 @@
 """The staircase circuit as a PennyLane template of native, trainable gates.
 
 :class:`StaircaseTemplate` applies ``D`` staircase layers of real orthogonal
-two-qubit gates (``DESIGN.md`` section 2; Ran, PRA 101, 032310 (2020)) in the
+two-qubit gates (``docs/design/math.md``, section 2; Ran, PRA 101, 032310 (2020)) in the
 magic-basis parametrisation of :mod:`qtnn.staircase.magic` (Vatan & Williams,
 PRA 69, 032315 (2004)).  Each gate on wires ``(w_j, w_{j+1})`` decomposes
 into (first gate first)::

@@ -2,7 +2,7 @@
 
 A staircase layer on ``n`` qubits is the sequence of ``k``-qubit gates on the
 windows ``(j, ..., j+k-1)`` for ``j = 0, 1, ..., n-k`` (in that order); a
-circuit of ``D`` layers applies layer 0 first (see ``DESIGN.md`` section 2 and
+circuit of ``D`` layers applies layer 0 first (see ``docs/design/math.md``, section 2, and
 Ran, PRA 101, 032310 (2020); Rudolph et al., arXiv:2209.00595).  The unitary is
 
 ``G = g[D-1, n-k] ... g[D-1, 0] ... g[0, n-k] ... g[0, 0]``   (rightmost first).

@@ -1,7 +1,7 @@
 """MPO -> ``U . M . V^T``: disentangling a weight matrix with staircase circuits.
 
 After Aizpurua et al., "Quantum large language models via tensor network
-disentanglers", arXiv:2410.17397 (see ``DESIGN.md`` section 4).  A weight
+disentanglers", arXiv:2410.17397 (see ``docs/design/math.md``, section 4).  A weight
 ``W`` (``out x in``, held as an MPO on ``n_out`` output and ``n_in`` input
 qubits) is written as
 
@@ -28,7 +28,7 @@ computed without dense matrices as
 ``||W||``; the cancellation puts a floor of about ``1e-8`` under the relative
 errors that can be resolved -- smaller ones are reported as such noise or 0).
 
-*Alternating sweeps* (the scheme of ``DESIGN.md`` section 4).  One sweep:
+*Alternating sweeps* (the scheme of ``docs/design/math.md``, section 4).  One sweep:
 
 1. *Gates.*  In a fixed order (a topological order of the circuit
    ``U (x) V``), each gate ``g`` is replaced by the unitary polar factor of
@@ -587,7 +587,7 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweep
     """Split ``W ~ U M V^T`` with staircase circuits ``U``, ``V`` and an MPO ``M`` of small bond.
 
     After Aizpurua et al., arXiv:2410.17397; see the module docstring for the
-    algorithm and ``DESIGN.md`` section 4.
+    algorithm and ``docs/design/math.md``, section 4.
 
     Parameters
     ----------

@@ -2,7 +2,7 @@
 
 Goal: gates ``G`` of a :class:`~qtnn.staircase.circuit.Staircase` with
 ``G |0...0> ~ |psi>``, maximising the fidelity ``|<psi|G|0>|^2``
-(``DESIGN.md`` section 3).  Three methods:
+(``docs/design/math.md``, section 3).  Three methods:
 
 ``"ran"``
     Layer-by-layer disentangling of S.-J. Ran, "Encoding of matrix product

@@ -1,7 +1,7 @@
 """Contraction planning for applying an MPO to a batch of vectors.
 
 The cost of ``y = W x`` with ``W`` an MPO depends on the order of the pairwise
-contractions (DESIGN.md §1).  One core at a time costs ``O(bond^2)`` per entry
+contractions (``docs/design/math.md``, section 1).  One core at a time costs ``O(bond^2)`` per entry
 and runs as many small matrix products; merging neighbouring cores first often
 halves the FLOPs; for large bonds rebuilding ``W`` is cheapest.
 :func:`plan_mpo_apply` compares, from the shapes alone,

@@ -153,7 +153,7 @@ class MPO(TensorTrain):
     @classmethod
     def from_dense(cls, W: Any, out_dims: Any = None, in_dims: Any = None,
                    max_bond: int | None = None, cutoff: float = 0.0) -> MPO:
-        """TT-SVD of a matrix (DESIGN.md §1).
+        """TT-SVD of a matrix (``docs/design/math.md``, section 1).
 
         ``W`` (``out x in``) is zero-padded to ``prod(out_dims) x prod(in_dims)``,
         reshaped to ``(o_0..o_{L-1}, i_0..i_{L-1})``, interleaved to

@@ -1,4 +1,4 @@
-"""StaircaseQNode against the classical contraction path (DESIGN.md section 5).
+"""StaircaseQNode against the classical contraction path (docs/design/math.md, section 5).
 
 Exact devices must reproduce the reference to rounding (float64, rtol=0);
 sampled devices must agree within bounds derived from the shot count, and the
