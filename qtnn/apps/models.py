@@ -226,9 +226,9 @@ def load_model(spec: str) -> tuple[Any, dict[str, Any], dict[str, dict[str, Any]
     if ck.get("kind") == COMPRESSED_FORMAT:
         return _rebuild(ck, spec), ck["source"], dict(ck["layers"])
     if isinstance(ck.get("config"), dict) and "model" in ck:
-        from qtnn.apps.train import load_hybrid
+        from qtnn.apps.train import hybrid_from_checkpoint
 
-        model, _ = load_hybrid(spec)
+        model = hybrid_from_checkpoint(ck, spec)
         model.eval()
         return model, {"kind": "hybrid", "config": ck["config"]}, {}
     raise QtnnError(f"{spec!r} is a qtnn checkpoint but neither a hybrid model ('qtnn train --save') "

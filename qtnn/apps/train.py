@@ -25,7 +25,7 @@ from qtnn.validate import check_int
 if TYPE_CHECKING:
     pass
 
-__all__ = ["run_train", "load_hybrid"]
+__all__ = ["run_train", "load_hybrid", "hybrid_from_checkpoint"]
 
 
 def _fit(model: HybridClassifier, data: tuple[Any, ...], config: HybridConfig, *, nproc: int,
@@ -85,20 +85,17 @@ def _circuit_resources(model: HybridClassifier) -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=16)
 def _stateprep_cost(n: int) -> dict[str, Any] | None:
-    """CX count and depth of ``StatePrep`` of a generic ``n``-qubit input (``None`` without qiskit)."""
+    """CX count and depth (measurement included) of ``StatePrep`` of a generic ``n``-qubit input.
+
+    ``None`` without qiskit.
+    """
     try:
-        from qiskit import QuantumCircuit, transpile
-        from qiskit.circuit.library import StatePreparation
+        from qtnn.quantum.encoding import encoding_cost
+
+        prep = encoding_cost(n, 1, backend=None, optimization_level=1)["stateprep"]
     except ImportError:  # pragma: no cover - the quantum extra is installed with the main job
         return None
-    import numpy as np
-
-    x = np.random.default_rng(0).normal(size=2**n)
-    qc = QuantumCircuit(n)
-    qc.append(StatePreparation(x / np.linalg.norm(x)), range(n))
-    t = transpile(qc, basis_gates=["cx", "u"], optimization_level=1, seed_transpiler=0)
-    two = sum(1 for inst in t.data if inst.operation.num_qubits == 2)
-    return {"kind": "amplitude (StatePrep)", "two_qubit_gates": int(two), "depth": int(t.depth())}
+    return {"kind": "amplitude (StatePrep)", "two_qubit_gates": prep["two_qubit"], "depth": prep["depth"]}
 
 
 def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
@@ -122,6 +119,20 @@ def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
     from qtnn.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path)
+    return hybrid_from_checkpoint(ck, path), ck
+
+
+def hybrid_from_checkpoint(ck: dict[str, Any], path: Any = "<checkpoint>") -> HybridClassifier:
+    """The :class:`HybridClassifier` held by a loaded checkpoint dict (``path`` names it in errors).
+
+    Examples
+    --------
+    >>> from dataclasses import asdict
+    >>> config = HybridConfig(layers=1)
+    >>> ck = {"config": asdict(config), "model": HybridClassifier(config).state_dict()}
+    >>> type(hybrid_from_checkpoint(ck)).__name__
+    'HybridClassifier'
+    """
     if not isinstance(ck.get("config"), dict) or "model" not in ck:
         raise QtnnError(f"checkpoint {path!r} does not hold a hybrid classifier (config and model)")
     try:
@@ -134,7 +145,7 @@ def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
     except RuntimeError as exc:
         raise QtnnError(f"checkpoint {path!r}: its weights do not match its config: "
                         f"{str(exc).splitlines()[0]}") from None
-    return model, ck
+    return model
 
 
 def run_train(config: HybridConfig | None = None, *, train_device: str = "default.qubit",

@@ -320,7 +320,8 @@ def encoding_cost(n_qubits: int, layers: int, backend: Any = "fake:torino", seed
     A random unit input of ``2**n_qubits`` entries; both circuits measure all
     qubits.  Returns ``{"staircase": {...}, "stateprep": {...}}`` with ``two_qubit``
     (gates on two qubits after transpilation), ``depth`` and ``fidelity`` (the
-    staircase's; 1 for ``StatePrep``).
+    staircase's; 1 for ``StatePrep``).  ``backend=None`` gives logical counts: CX and one-qubit
+    gates without a coupling map.
 
     Examples
     --------
@@ -334,7 +335,8 @@ def encoding_cost(n_qubits: int, layers: int, backend: Any = "fake:torino", seed
     from qtnn.quantum.ibm import backend_by_name
 
     n = check_int("n_qubits", n_qubits, minimum=2, maximum=MAX_QUBITS)
-    target = backend_by_name(backend)
+    # backend=None: logical counts, CX and one-qubit gates without a coupling map
+    where = {"basis_gates": ["cx", "u"]} if backend is None else {"backend": backend_by_name(backend)}
     x = np.random.default_rng(seed).normal(size=2**n)
     x /= np.linalg.norm(x)
     enc = StaircaseEncoder(layers).encode(x[None])
@@ -349,7 +351,7 @@ def encoding_cost(n_qubits: int, layers: int, backend: Any = "fake:torino", seed
     out: dict[str, dict[str, Any]] = {}
     for name, qc in (("staircase", stair), ("stateprep", prep)):
         qc.measure_all()
-        tqc = transpile(qc, backend=target, optimization_level=optimization_level, seed_transpiler=seed)
+        tqc = transpile(qc, **where, optimization_level=optimization_level, seed_transpiler=seed)
         two = sum(1 for inst in tqc.data if inst.operation.num_qubits == 2)
         out[name] = {"two_qubit": int(two), "depth": int(tqc.depth()),
                      "fidelity": float(enc.fidelities[0]) if name == "staircase" else 1.0}
