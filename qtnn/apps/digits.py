@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import InitVar, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ import torch
 from torch import nn
 
 from qtnn.errors import QtnnError
-from qtnn.validate import check_alloc, check_choice, check_int, check_real, pow2
+from qtnn.validate import check_alloc, check_choice, check_int, check_real, pow2, renamed
 
 if TYPE_CHECKING:
     from qtnn.nn.quantum_layers import DisentangledLinear, QuantumHead
@@ -80,10 +79,8 @@ class HybridConfig:
     bond_dim: InitVar[int | None] = None
 
     def __post_init__(self, bond_dim: int | None) -> None:
-        if bond_dim is not None:
-            warnings.warn("HybridConfig: bond_dim= is deprecated, use max_bond= (the old name goes away "
-                          "in the next release)", DeprecationWarning, stacklevel=3)
-            self.max_bond = bond_dim
+        # max_bond always has a value (its default), so it is passed as the default, not as given
+        self.max_bond = renamed("HybridConfig", "bond_dim", "max_bond", bond_dim, None, default=self.max_bond)
 
     def check(self) -> HybridConfig:
         """Validate every field; returns ``self`` (raises :class:`~qtnn.errors.QtnnError`).
