@@ -100,10 +100,14 @@ def test_depth_on_files_and_checkpoints(tmp_path, capsys):
                  "--json", str(tmp_path / "h.json")]) == 0
     # issue 16: the report of a trained head shows the input encoding in front of it
     h = json.loads((tmp_path / "h.json").read_text())
-    enc = h["encoding"]
-    assert enc["stateprep"]["two_qubit"] > enc["staircase_D2"]["two_qubit"] > 0
-    assert enc["total_two_qubit_gates"] == enc["stateprep"]["two_qubit"] + h["report"]["two_qubit_gates"]
-    assert "input encoding on fake:torino: StatePrep" in capsys.readouterr().out
+    enc, total, alt = h["encoding"], h["total"], h["alternative_encoding"]
+    assert enc["name"] == "encoding_amplitude_n6" and alt["name"] == "encoding_staircase_n6_D2"
+    assert enc["two_qubit_gates"] > alt["two_qubit_gates"] > 0
+    assert total["count_ops"]["measure"] == 4               # the read-out wires of 10 classes
+    assert 0 < total["success_with_readout"] < total["success_probability"] < 1
+    assert h["report"]["encoding"] == enc and h["report"]["total"] == total
+    out = capsys.readouterr().out
+    assert "encoding, StatePrep (amplitude)" in out and "total (encoding + head)" in out
     assert main(["depth", "--target", str(tmp_path / "h.pt"), "--layer", "features", "--layers", "1",
                  "--no-dense", "--json", str(tmp_path / "f.json"),
                  "--png", str(tmp_path / "f.png")]) == 0

@@ -25,10 +25,20 @@ Examples
 True
 """
 
-from qtnn.analysis.depth import DepthReport, dense_baseline, depth_report, depth_sweep, qsd_cx_count
+from qtnn.analysis.depth import (
+                                 DepthReport,
+                                 dense_baseline,
+                                 depth_report,
+                                 depth_sweep,
+                                 encoding_report,
+                                 model_circuit,
+                                 model_depth_report,
+                                 qsd_cx_count,
+)
 from qtnn.analysis.export import circuit_unitary, load_qasm, save_qasm, to_qasm2, to_qasm3, to_qiskit
 from qtnn.analysis.plot import plot_depth_sweep
 
 __all__ = ["to_qiskit", "to_qasm2", "to_qasm3", "save_qasm", "load_qasm", "circuit_unitary",
            "DepthReport", "depth_report", "dense_baseline", "depth_sweep", "qsd_cx_count",
+           "encoding_report", "model_depth_report", "model_circuit",
            "plot_depth_sweep"]

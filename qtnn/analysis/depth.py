@@ -49,7 +49,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from qtnn.tn import MPO, MPS
 
 __all__ = ["DepthReport", "depth_report", "dense_baseline", "qsd_cx_count", "depth_sweep",
-           "DENSE_MEASURED_MAX"]
+           "encoding_report", "model_depth_report", "model_circuit", "DENSE_MEASURED_MAX"]
 
 #: Largest width for which :func:`dense_baseline` synthesises and transpiles a
 #: generic unitary (7 qubits: ~15,000 two-qubit gates on FakeTorino, ~4 s).
@@ -90,7 +90,11 @@ class DepthReport:
     success_probability : float or None
         ``prod(1 - gate error)`` over the transpiled gates.
     readout_probability : float or None
-        ``prod(1 - read-out error)`` over the used qubits.
+        ``prod(1 - read-out error)`` over the measured qubits (all used qubits
+        when the circuit measures none).
+    success_with_readout : float or None
+        ``success_probability * readout_probability``: the estimated success
+        probability including read-out.
     layout : list of int or None
         ``layout[q]`` = physical qubit holding qtnn qubit ``q`` at the end
         (qtnn order: qubit 0 is the most significant bit).
@@ -108,6 +112,14 @@ class DepthReport:
         Wall time of the transpilation.
     note : str
         What the numbers are (estimate, formula ...).
+    encoding_fidelity : float or None
+        Report of an input encoding (:func:`encoding_report`): the fidelity
+        :math:`|\\langle x|G|0\\rangle|^2` of the encoded input (1 for ``StatePrep``).
+    encoding : DepthReport or None
+        :func:`model_depth_report`: the input encoding in front of this circuit.
+    total : DepthReport or None
+        :func:`model_depth_report`: encoding + circuit + measurement of the
+        read-out qubits, transpiled as one circuit (what the device runs).
 
     Examples
     --------
@@ -144,6 +156,10 @@ class DepthReport:
     all_to_all_two_qubit_gates: int | None = None
     seconds: float = 0.0
     note: str = ""
+    success_with_readout: float | None = None
+    encoding_fidelity: float | None = None
+    encoding: DepthReport | None = None
+    total: DepthReport | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of every field."""
@@ -276,8 +292,10 @@ def _estimates(tqc: QuantumCircuit, target: Any, used: Sequence[int]
             clock[q] = start + dur
         log_ok += math.log1p(-min(err, 1.0 - 1e-300))
     duration = max(clock.values(), default=0.0) * 1e9
+    measured = sorted({tqc.find_bit(inst.qubits[0]).index for inst in tqc.data
+                       if inst.operation.name == "measure"})
     read_log = 0.0
-    for q in used:
+    for q in measured or used:
         props = target["measure"].get((q,)) if "measure" in target else None
         if props is not None and props.error:
             read_log += math.log1p(-min(float(props.error), 1.0 - 1e-300))
@@ -386,12 +404,187 @@ def depth_report(circuit: Staircase | QuantumCircuit, backend: Any = None, *,
         two_qubit_gates_per_gate=(two_q / logical) if logical else None,
         depth=int(tqc.depth()), two_qubit_depth=int(depth2), swaps=int(swaps),
         duration_ns=duration, success_probability=p_gates, readout_probability=p_read,
+        success_with_readout=(p_gates * p_read if p_gates is not None and p_read is not None
+                              else None),
         layout=layout, initial_layout=initial,
         on_line=(_on_line(layout, initial, coupling) if stair is not None and stair.k == 2
                  else None),
         count_ops=ops, seconds=seconds,
         note=("estimates from the device's calibration: ASAP gate duration, prod(1 - error)"
               if be is not None else "bare basis: no durations or error rates"))
+
+
+def _input(n: int, x: Any, seed: int) -> Any:
+    """``x`` as a float array of ``2**n`` entries, or a generic (Gaussian, seeded) input."""
+    import numpy as np
+
+    if x is None:
+        return np.random.default_rng(seed).normal(size=2**n)
+    arr = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    if arr.ndim != 1 or arr.size > 2**n or arr.size == 0:
+        raise QtnnError(f"x must be one input of at most 2**n_qubits = {2**n} entries, got shape "
+                        f"{arr.shape}")
+    return np.pad(arr, (0, 2**n - arr.size))
+
+
+def encoding_report(n_qubits: int, encoding: str = "amplitude", layers: int = 2, backend: Any = None, *,
+                    basis_gates: Sequence[str] | None = None, coupling_map: Any = None,
+                    optimization_level: int = 3, seed: int = 0, x: Any = None) -> DepthReport:
+    """What encoding one input costs on a device: ``StatePrep`` or the bounded-depth staircase.
+
+    The circuit is :func:`qtnn.quantum.encoding.encoding_circuit` of ``x`` (default:
+    a generic input, Gaussian entries drawn with ``seed``), transpiled by
+    :func:`depth_report` (no measurement; the read-out estimate is over the used
+    qubits).  ``StatePrep`` of a real input costs ``O(2**n)`` two-qubit gates;
+    the staircase ``layers * (n - 1)`` gates of at most 3 CX each, linear in
+    ``n``, at the price of a fidelity below 1 (``encoding_fidelity``).
+
+    Parameters
+    ----------
+    n_qubits : int
+    encoding : {"amplitude", "staircase"}
+    layers : int
+        Staircase layers ``D`` (``encoding="staircase"`` only).
+    backend, basis_gates, coupling_map, optimization_level, seed
+        As in :func:`depth_report`.
+    x : array, optional
+        The input (at most ``2**n_qubits`` entries, zero-padded).
+
+    Examples
+    --------
+    >>> r = encoding_report(4, "staircase", 1, basis_gates=["cx", "u"])
+    >>> r.name, r.layers, r.logical_gates, r.two_qubit_gates <= 3 * 3, 0 < r.encoding_fidelity <= 1
+    ('encoding_staircase_n4_D1', 1, 3, True, True)
+    >>> encoding_report(4, basis_gates=["cx", "u"]).two_qubit_gates    # StatePrep: 2**n - n - 1 here
+    11
+    """
+    from qtnn.quantum.encoding import MAX_QUBITS, encoding_circuit
+    from qtnn.validate import check_choice
+
+    n = check_int("n_qubits", n_qubits, minimum=2, maximum=MAX_QUBITS)
+    encoding = check_choice("encoding", encoding, ("amplitude", "staircase"))
+    layers = check_int("layers", layers, minimum=1, maximum=64)
+    seed = check_int("seed", seed, minimum=0)
+    qc, fid = encoding_circuit(_input(n, x, seed), encoding, layers)
+    rep = depth_report(qc, backend, basis_gates=basis_gates, coupling_map=coupling_map,
+                       optimization_level=optimization_level, seed=seed)
+    rep.encoding_fidelity = fid
+    if encoding == "staircase":
+        rep.layers, rep.k, rep.logical_gates = layers, 2, layers * (n - 1)
+        rep.two_qubit_gates_per_gate = (rep.two_qubit_gates or 0) / rep.logical_gates
+    rep.note += ("; input encoding of " + ("a generic input" if x is None else "the given input"))
+    return rep
+
+
+def _quantum_body(model: Any) -> Any:
+    """The QuantumStaircase of a HybridClassifier, QuantumHead or QuantumStaircase."""
+    body = getattr(model, "head", model)
+    body = getattr(body, "body", body)
+    if not (hasattr(body, "circuit") and hasattr(body, "encoding") and hasattr(body, "readout_wires")):
+        raise QtnnTypeError(f"model must be a HybridClassifier with a quantum head, a QuantumHead or a "
+                            f"QuantumStaircase, got {type(model).__name__}"
+                            + (f" with a {type(model.head).__name__} head" if hasattr(model, "head")
+                               else ""))
+    return body
+
+
+def model_circuit(model: Any, x: Any = None, *, seed: int = 0, measure: bool = True) -> QuantumCircuit:
+    """The Qiskit circuit a device runs for one input of a quantum head: encoding, head, read-out.
+
+    The model's own input encoding of ``x`` (:func:`qtnn.quantum.encoding.encoding_circuit`;
+    default a generic input drawn with ``seed``), then the trained staircase
+    (:func:`~qtnn.analysis.to_qiskit`, native form), then -- with ``measure`` --
+    the measurement of the read-out wires into a register ``readout``
+    (wire ``w`` is Qiskit qubit ``n - 1 - w``).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from qiskit.quantum_info import Statevector
+    >>> from qtnn.nn import QuantumHead
+    >>> head = QuantumHead(8, n_qubits=3, layers=1, n_classes=2, dtype=torch.float64)
+    >>> x = np.arange(1.0, 9.0)
+    >>> p = Statevector(model_circuit(head, x, measure=False)).probabilities([2])   # wire 0
+    >>> bool(np.allclose(p, head.body(torch.tensor(x)).detach().numpy()))
+    True
+    """
+    from qiskit import ClassicalRegister
+
+    from qtnn.analysis.export import to_qiskit
+    from qtnn.quantum.encoding import encoding_circuit
+
+    body = _quantum_body(model)
+    n = int(body.n_qubits)
+    qc, _ = encoding_circuit(_input(n, x, check_int("seed", seed, minimum=0)), body.encoding,
+                             body.encoding_layers)
+    head = to_qiskit(body.circuit.to_staircase(), decompose="native")
+    total = qc.compose(head)
+    total.name = f"{qc.name}+{head.name}"
+    if measure:
+        wires = list(body.readout_wires)
+        creg = ClassicalRegister(len(wires), "readout")
+        total.add_register(creg)
+        for i, w in enumerate(wires):
+            total.measure(n - 1 - w, creg[i])
+    return total
+
+
+def model_depth_report(model: Any, backend: Any = None, *, basis_gates: Sequence[str] | None = None,
+                       coupling_map: Any = None, optimization_level: int = 3, seed: int = 0,
+                       x: Any = None, name: str | None = None) -> DepthReport:
+    """Cost of a trained quantum head together with its own input encoding.
+
+    The head's staircase is reported by :func:`depth_report`; its ``encoding``
+    field is the :func:`encoding_report` of the model's encoding (``StatePrep``,
+    or the staircase encoding with the model's ``encoding_layers``), and its
+    ``total`` field the report of encoding + head + measurement of the
+    read-out wires, transpiled as one circuit: what a device runs per input.
+    ``total.success_with_readout`` is the estimated success probability
+    including the read-out of the measured qubits.  The parts are transpiled
+    separately (their own layouts), so their counts need not add up to the
+    total exactly.
+
+    Parameters
+    ----------
+    model : HybridClassifier, QuantumHead or QuantumStaircase
+    backend, basis_gates, coupling_map, optimization_level, seed
+        As in :func:`depth_report`.
+    x : array, optional
+        The input to encode (default a generic input drawn with ``seed``).
+    name : str, optional
+        Label of the head's report (default ``"head"``).
+
+    Raises
+    ------
+    QtnnTypeError
+        ``model`` has no quantum head (e.g. a ``DisentangledLinear`` head).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from qtnn.nn import QuantumHead
+    >>> head = QuantumHead(16, n_qubits=4, layers=1, n_classes=4, encoding="staircase", encoding_layers=1,
+    ...                    dtype=torch.float64)
+    >>> r = model_depth_report(head, basis_gates=["cx", "u"])
+    >>> r.encoding.name, r.encoding.logical_gates, r.total.count_ops["measure"]
+    ('encoding_staircase_n4_D1', 3, 2)
+    >>> r.total.two_qubit_gates <= r.encoding.two_qubit_gates + r.two_qubit_gates
+    True
+    """
+    body = _quantum_body(model)
+    n = int(body.n_qubits)
+    st = body.circuit.to_staircase()
+    head = depth_report(st, backend, basis_gates=basis_gates, coupling_map=coupling_map,
+                        optimization_level=optimization_level, seed=seed, name=name or "head")
+    enc = encoding_report(n, body.encoding, body.encoding_layers, backend, basis_gates=basis_gates,
+                          coupling_map=coupling_map, optimization_level=optimization_level, seed=seed,
+                          x=x)
+    head.encoding = enc
+    head.total = depth_report(model_circuit(body, x, seed=seed), backend, basis_gates=basis_gates,
+                              coupling_map=coupling_map, optimization_level=optimization_level,
+                              seed=seed)
+    head.total.encoding_fidelity = enc.encoding_fidelity
+    return head
 
 
 def qsd_cx_count(n: int) -> int:

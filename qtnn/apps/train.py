@@ -65,18 +65,20 @@ def _jobs(qdev: Any, fn: Any) -> tuple[Any, dict[str, int]]:
 def _circuit_resources(model: HybridClassifier) -> dict[str, Any]:
     """The head's trained circuit and the input encoding in front of it (logical counts).
 
-    The head amplitude-encodes each input (``StatePrep``): its cost is that of
-    Qiskit's state preparation of a generic input, decomposed into CX and
-    one-qubit gates without a coupling map (a device adds routing; see
-    ``qtnn depth`` and :func:`qtnn.quantum.encoding.encoding_cost` for
-    transpiled counts and the bounded-depth staircase encoding).
+    The head encodes each input by ``StatePrep`` (``encoding="amplitude"``) or
+    by a staircase of ``encoding_layers`` layers: its cost is that of the
+    encoding of a generic input, decomposed into CX and one-qubit gates without
+    a coupling map (a device adds routing; see ``qtnn depth --layer head`` and
+    :func:`qtnn.analysis.model_depth_report` for transpiled counts).
     """
     head = model.head
     gates = head.body.circuit if hasattr(head, "body") else head.U
     st = gates.to_staircase()
     out: dict[str, Any] = {"qubits": st.n_qubits, "layers": st.layers, "two_qubit_gates": st.num_gates,
                            "depth": st.depth, "params": int(gates.angles.numel())}
-    enc = _stateprep_cost(st.n_qubits)
+    body = getattr(head, "body", None)      # a DisentangledLinear head: amplitude-encoded input
+    enc = (_encoding_cost(st.n_qubits, body.encoding, body.encoding_layers) if body is not None
+           else _encoding_cost(st.n_qubits, "amplitude", 1))
     if enc is not None:
         out["encoding"] = enc
         out["total_two_qubit_gates"] = enc["two_qubit_gates"] + st.num_gates
@@ -84,18 +86,21 @@ def _circuit_resources(model: HybridClassifier) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=16)
-def _stateprep_cost(n: int) -> dict[str, Any] | None:
-    """CX count and depth (measurement included) of ``StatePrep`` of a generic ``n``-qubit input.
+def _encoding_cost(n: int, encoding: str, layers: int) -> dict[str, Any] | None:
+    """CX count, depth (measurement included) and fidelity of encoding a generic ``n``-qubit input.
 
     ``None`` without qiskit.
     """
     try:
         from qtnn.quantum.encoding import encoding_cost
 
-        prep = encoding_cost(n, 1, backend=None, optimization_level=1)["stateprep"]
+        cost = encoding_cost(n, layers, backend=None, optimization_level=1)
     except ImportError:  # pragma: no cover - the quantum extra is installed with the main job
         return None
-    return {"kind": "amplitude (StatePrep)", "two_qubit_gates": prep["two_qubit"], "depth": prep["depth"]}
+    c = cost["stateprep" if encoding == "amplitude" else "staircase"]
+    kind = "amplitude (StatePrep)" if encoding == "amplitude" else f"staircase (D={layers})"
+    return {"kind": kind, "two_qubit_gates": c["two_qubit"], "depth": c["depth"],
+            "fidelity": c["fidelity"]}
 
 
 def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bond of the MPOLinear feature layer (default 8)")
     t.add_argument("--head", choices=["quantum", "disentangled"], default="quantum",
                    help="quantum head (probabilities) or a DisentangledLinear layer (default quantum)")
+    t.add_argument("--encoding", choices=["amplitude", "staircase"], default="amplitude",
+                   help="input encoding of the quantum head: amplitude (StatePrep, exact, O(2^n) "
+                        "two-qubit gates) or staircase (bounded depth, linear in n; default amplitude)")
+    t.add_argument("--encoding-layers", type=int, default=2,
+                   help="layers of the staircase encoding (default 2)")
     t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     t.add_argument("--seed", type=int, default=0, help="seed of data split, init and shuffling (default 0)")
@@ -235,28 +240,48 @@ def _depth_target(args: argparse.Namespace) -> tuple[Any, str]:
         if body is None:
             raise QtnnError(f"the head of {spec!r} is not a staircase (it is a "
                             f"{type(model.head).__name__}); use --layer features")
-        return body.circuit.to_staircase(), f"{label}_head"
+        return model.head, f"{label}_head"
     raise QtnnError(f"--layer must be 'features' or 'head' for a checkpoint, got {args.layer!r}")
 
 
-def _head_encoding_cost(rep: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """The input encoding in front of a trained head, on the same backend: what a device really runs.
+def _print_cost(label: str, rep: Any) -> None:
+    """One line of a DepthReport: two-qubit gates, depth, duration, estimated success."""
+    extra = (f", fidelity {rep.encoding_fidelity:.3f} on a generic input"
+             if rep.encoding_fidelity is not None and rep.encoding_fidelity < 1 else "")
+    esp = "" if rep.success_probability is None else (
+        f", est. success {rep.success_probability:.4f} (with read-out {rep.success_with_readout:.4f})")
+    print(f"  {label:<32} {rep.two_qubit_gates:>6} two-qubit gates, depth {rep.depth:>5}, "
+          f"{rep.swaps} SWAPs, {(rep.duration_ns or 0.0) / 1000:.2f} us{esp}{extra}")
 
-    The hybrid head amplitude-encodes each input (``StatePrep``); the staircase
-    encoding of depth 2 (``QuantumHead(encoding='staircase')``) is shown beside
-    it.  Counts are for one generic input, transpiled like the head.
-    """
-    from qtnn.quantum.encoding import encoding_cost
 
-    cost = encoding_cost(rep.n_qubits, 2, backend=args.backend, seed=args.seed,
-                         optimization_level=args.optimization_level)
-    prep, stair = cost["stateprep"], cost["staircase"]
-    print(f"input encoding on {rep.backend}: StatePrep {prep['two_qubit']} two-qubit gates, depth "
-          f"{prep['depth']}; encoding + head: {prep['two_qubit'] + rep.two_qubit_gates} two-qubit gates "
-          f"(bounded-depth alternative, staircase D=2: {stair['two_qubit']} two-qubit gates, depth "
-          f"{stair['depth']}, fidelity {stair['fidelity']:.3f} on a random input)")
-    return {"stateprep": prep, "staircase_D2": stair,
-            "total_two_qubit_gates": prep["two_qubit"] + rep.two_qubit_gates}
+def _head_depth(head: Any, label: str, args: argparse.Namespace) -> dict[str, Any]:
+    """``qtnn depth`` of a trained quantum head: its own input encoding, the head, and both together."""
+    from qtnn.analysis import encoding_report, model_depth_report
+
+    rep = model_depth_report(head, args.backend, optimization_level=args.optimization_level,
+                             seed=args.seed, name=label)
+    enc, total = rep.encoding, rep.total
+    if enc is None or total is None:  # pragma: no cover - model_depth_report always sets both
+        raise QtnnError(f"no encoding report for {label!r}")
+    body = head.body
+    kind = ("StatePrep (amplitude)" if body.encoding == "amplitude"
+            else f"staircase D={body.encoding_layers}")
+    # the other encoding, for comparison: the bounded-depth one beside StatePrep and vice versa
+    other = (encoding_report(rep.n_qubits, "staircase", 2, args.backend,
+                             optimization_level=args.optimization_level, seed=args.seed)
+             if body.encoding == "amplitude" else
+             encoding_report(rep.n_qubits, "amplitude", 1, args.backend,
+                             optimization_level=args.optimization_level, seed=args.seed))
+    print(f"{label}: {rep.n_qubits} qubits, {rep.layers} layers, {rep.logical_gates} gates, read-out "
+          f"wires {list(body.readout_wires)}; on {rep.backend} (optimization level "
+          f"{rep.optimization_level}, layout of the total {total.initial_layout}):")
+    _print_cost(f"encoding, {kind}", enc)
+    _print_cost("head (trained staircase)", rep)
+    _print_cost("total (encoding + head)", total)
+    _print_cost("alternative: " + ("staircase D=2" if body.encoding == "amplitude" else "StatePrep"),
+                other)
+    return {"target": label, "report": rep.to_dict(), "encoding": enc.to_dict(),
+            "total": total.to_dict(), "alternative_encoding": other.to_dict()}
 
 
 def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
@@ -269,6 +294,8 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
     target, label = _depth_target(args)
     json_path = args.json or os.path.join("runs", "depth", f"{label}.json")
     args.json = json_path
+    if hasattr(target, "body"):                    # the quantum head of a checkpoint
+        return _head_depth(target, label, args)
     if isinstance(target, Staircase):
         rep = depth_report(target, args.backend, optimization_level=args.optimization_level,
                            seed=args.seed, name=label)
@@ -278,10 +305,7 @@ def _cmd_depth(args: argparse.Namespace) -> dict[str, Any]:
               f"(two-qubit depth {rep.two_qubit_depth}), {rep.swaps} SWAPs, "
               f"{(rep.duration_ns or 0.0) / 1000:.2f} us, est. success probability "
               f"{rep.success_probability or float('nan'):.4f}, layout {rep.layout}")
-        out: dict[str, Any] = {"target": label, "report": r}
-        if label.endswith("_head") and not args.target.endswith(".npz"):
-            out["encoding"] = _head_encoding_cost(rep, args)
-        return out
+        return {"target": label, "report": r}
     res = depth_sweep(target, args.layers, args.backend, optimization_level=args.optimization_level,
                       seed=args.seed, method=args.method, max_bond=args.max_bond,
                       dense=not args.no_dense, name=label, progress=True)
@@ -354,7 +378,8 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.qubits < 1:
         raise QtnnError(f"--qubits must be a positive integer, got {args.qubits}")
     cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, max_bond=args.max_bond,
-                       n_qubits=args.qubits, layers=args.layers, head=args.head, epochs=args.epochs,
+                       n_qubits=args.qubits, layers=args.layers, head=args.head,
+                       encoding=args.encoding, encoding_layers=args.encoding_layers, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     fake = None if args.fake.lower() == "none" else args.fake
     if args.fake_samples < 1 or args.shots < 1:
@@ -393,9 +418,12 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
           f"two-qubit gates, depth {res['depth']}, {res['params']} circuit parameters")
     if "encoding" in res:
         e = res["encoding"]
-        print(f"input encoding, {e['kind']}: {e['two_qubit_gates']} CX, depth {e['depth']} (generic input, "
-              f"no coupling map); encoding + circuit: {res['total_two_qubit_gates']} two-qubit gates "
-              "(bounded-depth alternative: QuantumHead(encoding='staircase'))")
+        alt = ("bounded-depth alternative: --encoding staircase" if e["kind"].startswith("amplitude")
+               else "exact alternative: --encoding amplitude")
+        fid = f", fidelity {e['fidelity']:.3f}" if e["fidelity"] < 1 else ""
+        print(f"input encoding, {e['kind']}: {e['two_qubit_gates']} CX, depth {e['depth']}{fid} "
+              f"(generic input, no coupling map); encoding + circuit: {res['total_two_qubit_gates']} "
+              f"two-qubit gates ({alt}; `qtnn depth --layer head` for a device)")
     print(f"time: {r['seconds']['total']:.1f} s")
     return r
 

@@ -57,7 +57,8 @@ import numpy as np
 from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.validate import check_int
 
-__all__ = ["StaircaseEncoder", "Encoded", "shared_encoder", "prepare_states", "encoding_cost"]
+__all__ = ["StaircaseEncoder", "Encoded", "shared_encoder", "prepare_states", "encoding_cost",
+           "encoding_circuit"]
 
 #: Inputs longer than ``2**MAX_QUBITS`` are refused (dense batched sweeps).
 MAX_QUBITS = 14
@@ -313,11 +314,65 @@ def shared_encoder(layers: int, sweeps: int = 6) -> StaircaseEncoder:
     return _SHARED[key]
 
 
+def encoding_circuit(x: Any, encoding: str = "staircase", layers: int = 2) -> tuple[Any, float]:
+    """The Qiskit circuit that encodes one input ``x`` (``2**n`` real entries), and its fidelity.
+
+    ``encoding="amplitude"``: Qiskit's ``StatePreparation`` of ``x / ||x||``
+    (what ``qml.StatePrep`` is on a device; fidelity 1).  ``"staircase"``: the
+    :class:`StaircaseEncoder` gates of ``layers`` layers, one ``UnitaryGate``
+    each.  PennyLane wire ``w`` is Qiskit qubit ``n - 1 - w`` (both circuits
+    prepare the same amplitudes as the PennyLane ones, index for index).  No
+    measurement.
+
+    Returns
+    -------
+    (qiskit.QuantumCircuit, float)
+        The circuit (named ``"encoding_amplitude_n{n}"`` or
+        ``"encoding_staircase_n{n}_D{layers}"``) and :math:`|\\langle x|G|0\\rangle|^2`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from qiskit.quantum_info import Statevector
+    >>> x = np.random.default_rng(1).normal(size=8)
+    >>> qc, fid = encoding_circuit(x, "amplitude")
+    >>> bool(np.allclose(Statevector(qc).data.real, x / np.linalg.norm(x))), fid
+    (True, 1.0)
+    >>> qc, fid = encoding_circuit(x, "staircase", layers=1)
+    >>> qc.name, bool(np.isclose(abs(Statevector(qc).data @ x / np.linalg.norm(x)) ** 2, fid))
+    ('encoding_staircase_n3_D1', True)
+    """
+    from qiskit import QuantumCircuit
+    from qiskit.circuit.library import StatePreparation, UnitaryGate
+
+    from qtnn.validate import check_choice
+
+    encoding = check_choice("encoding", encoding, ("amplitude", "staircase"))
+    enc = StaircaseEncoder(check_int("layers", layers, minimum=1, maximum=64))
+    xn = enc._rows(x)                       # validated and normalised
+    if xn.shape[0] != 1:
+        raise QtnnError(f"x must be one input (2**n entries), got a batch of shape {xn.shape}")
+    n = xn.shape[1].bit_length() - 1
+    if encoding == "amplitude":
+        qc = QuantumCircuit(n, name=f"encoding_amplitude_n{n}")
+        # Qiskit's amplitude index sum_q b_q 2^q equals PennyLane's sum_w b_w 2^(n-1-w) for q = n-1-w
+        qc.append(StatePreparation(xn[0]), range(n))
+        return qc, 1.0
+    res = enc.encode(xn)                    # normalised, as QuantumStaircase gives it (see above)
+    qc = QuantumCircuit(n, name=f"encoding_staircase_n{n}_D{layers}")
+    for d in range(layers):
+        for j in range(n - 1):
+            # wires (j, j+1), wire j the high bit = UnitaryGate on qubits [n-2-j, n-1-j]
+            qc.append(UnitaryGate(res.gates[0, d, j]), [n - 2 - j, n - 1 - j])
+    return qc, float(res.fidelities[0])
+
+
 def encoding_cost(n_qubits: int, layers: int, backend: Any = "fake:torino", seed: int = 0,
-                  optimization_level: int = 2) -> dict[str, dict[str, int]]:
+                  optimization_level: int = 2) -> dict[str, dict[str, Any]]:
     """Two-qubit gates and depth of one input's encoding, staircase vs ``StatePrep``, transpiled.
 
-    A random unit input of ``2**n_qubits`` entries; both circuits measure all
+    A random unit input of ``2**n_qubits`` entries (the circuits of
+    :func:`encoding_circuit`); both circuits measure all
     qubits.  Returns ``{"staircase": {...}, "stateprep": {...}}`` with ``two_qubit``
     (gates on two qubits after transpilation), ``depth`` and ``fidelity`` (the
     staircase's; 1 for ``StatePrep``).  ``backend=None`` gives logical counts: CX and one-qubit
@@ -329,8 +384,7 @@ def encoding_cost(n_qubits: int, layers: int, backend: Any = "fake:torino", seed
     >>> cost["staircase"]["two_qubit"] <= 3 * 3 < cost["stateprep"]["two_qubit"]
     True
     """
-    from qiskit import QuantumCircuit, transpile
-    from qiskit.circuit.library import StatePreparation, UnitaryGate
+    from qiskit import transpile
 
     from qtnn.quantum.ibm import backend_by_name
 
@@ -338,22 +392,11 @@ def encoding_cost(n_qubits: int, layers: int, backend: Any = "fake:torino", seed
     # backend=None: logical counts, CX and one-qubit gates without a coupling map
     where = {"basis_gates": ["cx", "u"]} if backend is None else {"backend": backend_by_name(backend)}
     x = np.random.default_rng(seed).normal(size=2**n)
-    x /= np.linalg.norm(x)
-    enc = StaircaseEncoder(layers).encode(x[None])
-    stair = QuantumCircuit(n)
-    for d in range(layers):
-        for j in range(n - 1):
-            # PennyLane wire w is Qiskit qubit n-1-w (Qiskit: qubit 0 least significant); a gate on
-            # wires (j, j+1) with wire j the high bit is a UnitaryGate on qubits [n-2-j, n-1-j]
-            stair.append(UnitaryGate(enc.gates[0, d, j]), [n - 2 - j, n - 1 - j])
-    prep = QuantumCircuit(n)
-    prep.append(StatePreparation(x[:: 1]), range(n))
     out: dict[str, dict[str, Any]] = {}
-    for name, qc in (("staircase", stair), ("stateprep", prep)):
+    for name, kind in (("staircase", "staircase"), ("stateprep", "amplitude")):
+        qc, fid = encoding_circuit(x, kind, layers)
         qc.measure_all()
         tqc = transpile(qc, **where, optimization_level=optimization_level, seed_transpiler=seed)
         two = sum(1 for inst in tqc.data if inst.operation.num_qubits == 2)
-        out[name] = {"two_qubit": int(two), "depth": int(tqc.depth()),
-                     "fidelity": float(enc.fidelities[0]) if name == "staircase" else 1.0}
+        out[name] = {"two_qubit": int(two), "depth": int(tqc.depth()), "fidelity": fid}
     return out
-

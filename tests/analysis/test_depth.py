@@ -208,3 +208,109 @@ def test_brickwall_two_qubit_depth_by_hand():
         assert r.name == f"{layout}_n6_D3_k2" and r.logical_gates == 15
         assert r.two_qubit_gates == 30 and r.swaps == 0
         assert r.two_qubit_depth == 2 * steps
+
+
+# ------------------------------------------------------------------ issue 16: the input encoding
+def _independent_staircase_cx(n: int, layers: int, seed: int) -> int:
+    """CX count of the staircase encoding, gate by gate, from Qiskit's KAK decomposer (no transpiler).
+
+    The gates are those of the untranspiled circuit of the same (seeded) input.
+    """
+    from qiskit.circuit.library import CXGate
+    from qiskit.synthesis import TwoQubitBasisDecomposer
+
+    from qtnn.quantum.encoding import encoding_circuit
+
+    qc, _ = encoding_circuit(np.random.default_rng(seed).normal(size=2**n), "staircase", layers)
+    assert len(qc.data) == layers * (n - 1)
+    dec = TwoQubitBasisDecomposer(CXGate())
+    return sum(int(dec.num_basis_gates(inst.operation.to_matrix())) for inst in qc.data)
+
+
+def _independent_stateprep_cx(n: int, seed: int) -> int:
+    """CX count of Qiskit's StatePreparation of the same input, built and transpiled here."""
+    from qiskit import transpile
+    from qiskit.circuit.library import StatePreparation
+
+    x = np.random.default_rng(seed).normal(size=2**n)
+    qc = QuantumCircuit(n)
+    qc.append(StatePreparation(x / np.linalg.norm(x)), range(n))
+    return int(transpile(qc, basis_gates=["cx", "u"], optimization_level=1).count_ops().get("cx", 0))
+
+
+def test_encoding_counts_grow_linearly_for_the_staircase_and_exponentially_for_stateprep():
+    """Acceptance: n = 6, 8, 10: the bounded-depth encoding's two-qubit count is linear in n.
+
+    Logical counts (CX and one-qubit gates, no coupling map), each equal to a count made
+    without qtnn: the staircase gate by gate (KAK), StatePrep by Qiskit on the same input.
+    Measured (seed 0, D = 2): staircase 27, 37, 45 CX; StatePrep 57, 247, 1013 = 2^n - n - 1.
+    """
+    from qtnn.analysis import encoding_report
+
+    stair, prep = {}, {}
+    for n in (6, 8, 10):
+        rs = encoding_report(n, "staircase", 2, basis_gates=["cx", "u"], optimization_level=1)
+        rp = encoding_report(n, "amplitude", basis_gates=["cx", "u"], optimization_level=1)
+        stair[n], prep[n] = rs.two_qubit_gates, rp.two_qubit_gates
+        assert rs.logical_gates == 2 * (n - 1) and rs.layers == 2
+        assert stair[n] == _independent_staircase_cx(n, 2, 0)
+        assert prep[n] == _independent_stateprep_cx(n, 0) == 2**n - n - 1
+        assert 0 < rs.encoding_fidelity < 1 and rp.encoding_fidelity == 1.0
+        # linear: at most 3 CX per gate of D (n - 1) gates, at least 2 per generic gate
+        assert 2 * rs.logical_gates - 4 <= stair[n] <= 3 * rs.logical_gates
+    assert prep[10] - prep[8] > 3 * (prep[8] - prep[6])      # StatePrep: doubling per qubit
+    assert stair[10] - stair[8] <= 3 * 2 * 2                 # staircase: <= 3 D CX per added qubit
+
+
+def test_model_circuit_computes_what_the_head_computes():
+    """The circuit whose cost is reported is the head's: same read-out probabilities (both encodings)."""
+    import torch
+    from qiskit.quantum_info import Statevector
+
+    from qtnn.analysis import model_circuit
+    from qtnn.nn import QuantumHead
+
+    x = np.random.default_rng(3).normal(size=16)
+    for encoding in ("amplitude", "staircase"):
+        torch.manual_seed(0)
+        head = QuantumHead(16, n_qubits=4, layers=2, n_classes=4, encoding=encoding,
+                           dtype=torch.float64)
+        qc = model_circuit(head, x, measure=False)
+        p = Statevector(qc).probabilities([2, 3])   # qargs little-endian: wire 1 (qubit 2) low bit
+        ref = head.body(torch.tensor(x)).detach().numpy()
+        assert np.allclose(p, ref, rtol=0, atol=1e-10), encoding
+        assert model_circuit(head, x).count_ops()["measure"] == 2
+
+
+def test_model_depth_report_on_fake_torino_shows_encoding_head_and_total():
+    """The demo model (6 qubits, StatePrep): encoding, head and total; the read-out over the
+    measured qubits equals the product taken from the device's Target here."""
+    import torch
+
+    from qtnn.analysis import model_depth_report
+    from qtnn.apps.digits import HybridClassifier, HybridConfig
+
+    torch.manual_seed(0)
+    model = HybridClassifier(HybridConfig(layers=2))
+    r = model_depth_report(model, "fake:torino", optimization_level=1)
+    enc, total = r.encoding, r.total
+    assert enc is not None and total is not None
+    assert enc.name == "encoding_amplitude_n6" and enc.encoding_fidelity == 1.0
+    assert r.logical_gates == 10 and r.two_qubit_gates <= 30
+    assert total.two_qubit_gates > enc.two_qubit_gates >= 2**6 - 6 - 1
+    target = fake_backend("torino").target
+    # the measured physical qubits of the total circuit, from a fresh transpilation with the same seed
+    from qiskit import transpile
+
+    from qtnn.analysis import model_circuit
+
+    tqc = transpile(model_circuit(model), backend=fake_backend("torino"), optimization_level=1,
+                    seed_transpiler=0)
+    measured = [tqc.find_bit(i.qubits[0]).index for i in tqc.data if i.operation.name == "measure"]
+    assert len(measured) == 4 and total.count_ops["measure"] == 4
+    read = math.prod(1 - target["measure"][(q,)].error for q in measured)
+    assert math.isclose(total.readout_probability, read, rel_tol=1e-12)
+    assert math.isclose(total.success_with_readout, total.success_probability * read, rel_tol=1e-12)
+    assert 0 < total.success_with_readout < enc.success_probability < 1
+    d = r.to_dict()
+    assert d["encoding"]["name"] == enc.name and d["total"]["count_ops"]["measure"] == 4
