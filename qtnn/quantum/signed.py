@@ -36,6 +36,18 @@ right whose true product satisfies :math:`2|a_{b_0} a_{b_1}| > r_{c_0} + r_{c_1}
 an amplitude whose tree path has only such edges is within the magnitude
 bound, any other within ``2 |a_b|`` more.
 
+**Device-error bound** (:func:`device_error_bound`).  On a noisy device the
+frequencies estimate the noisy distributions :math:`\tilde P_s` of the
+``n + 1`` settings, not the ideal :math:`P_s`.  If
+:math:`\mathrm{TV}(\tilde P_s, P_s) \le \varepsilon_s`, every single
+probability moves by at most :math:`\varepsilon_s`
+(:math:`|\tilde P_s(c) - P_s(c)| \le \mathrm{TV}`), so the radius of every
+frequency of setting ``s`` becomes :math:`r + \varepsilon_s` and the argument
+above goes through unchanged: ``amplitude_bounds(..., device_error=eps)``.
+:func:`device_error_bound` derives :math:`\varepsilon_s` for one transpiled
+circuit from the device's own noise description (the Aer noise model of a
+``fake:`` backend); its docstring has the derivation and its assumptions.
+
 Examples
 --------
 >>> import numpy as np
@@ -50,6 +62,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -57,7 +70,8 @@ import numpy as np
 from qtnn.errors import QtnnError
 from qtnn.validate import check_int, check_real
 
-__all__ = ["signed_amplitudes", "exact_settings", "amplitude_bounds", "settings_shots"]
+__all__ = ["signed_amplitudes", "exact_settings", "amplitude_bounds", "settings_shots",
+           "device_error_bound", "DeviceErrorBound"]
 
 
 def settings_shots(n_qubits: int, shots: int) -> int:
@@ -182,12 +196,17 @@ def signed_amplitudes(pz: Any, ph: Any, sign_of_root: Any = None) -> tuple[np.nd
 
 
 def amplitude_bounds(exact: Any, pz: Any, ph: Any, info: dict, shots: int,
-                     delta: float = 1e-9) -> np.ndarray:
+                     delta: float = 1e-9, device_error: Any = 0.0) -> np.ndarray:
     """Per-amplitude error bounds of :func:`signed_amplitudes`, failing with probability ``<= delta``.
 
     ``exact`` is the true state (a test knows it); it decides which tree paths
     have only edges whose sign the shot count guarantees (module docstring).
     The global sign is assumed right (``sign_of_root`` from the reference).
+    ``device_error``: a bound on the total-variation distance between the
+    device's and the ideal distribution of each setting (scalar, or
+    ``(n + 1,)`` / ``(B, n + 1)``: the computational-basis setting first, then
+    the Hadamard on wire ``q``), e.g. :func:`device_error_bound`'s
+    ``total_variation``; it is added to every frequency's radius.
 
     Examples
     --------
@@ -207,9 +226,17 @@ def amplitude_bounds(exact: Any, pz: Any, ph: Any, info: dict, shots: int,
         # empirical Bernstein (Maurer & Pontil 2009) radius for a frequency of `shots` draws
         return np.sqrt(2.0 * np.clip(p_hat, 0, 1) * L / shots) + 7.0 * L / (3.0 * max(shots - 1, 1))
 
-    rz = radius(pz)
+    eps = np.asarray(device_error, dtype=np.float64)
+    if eps.ndim == 0:
+        eps = np.full((pz.shape[0], n + 1), float(eps))
+    elif eps.shape == (n + 1,):
+        eps = np.broadcast_to(eps, (pz.shape[0], n + 1))
+    if eps.shape != (pz.shape[0], n + 1) or not np.all(np.isfinite(eps)) or np.any(eps < 0):
+        raise QtnnError(f"device_error must be >= 0, a scalar or of shape (n + 1,) = ({n + 1},) or "
+                        f"(batch, n + 1) = {(pz.shape[0], n + 1)}, got {device_error!r}")
+    rz = radius(pz) + eps[:, :1]
     mag = np.minimum(np.sqrt(rz), rz / np.sqrt(np.maximum(pz, 1e-300)))
-    rh = radius(ph)
+    rh = radius(ph) + eps[:, 1:, None]
     bound = np.empty_like(a)
     for s in range(a.shape[0]):
         parent = info["parent"][s]
@@ -234,3 +261,175 @@ def _depth(parent: np.ndarray, b: int) -> int:
         b = int(parent[b])
         d += 1
     return d
+
+
+@dataclass
+class DeviceErrorBound:
+    """A bound on the total-variation distance between a circuit's noisy and ideal outcomes.
+
+    Attributes
+    ----------
+    total_variation : float
+        :math:`\\varepsilon = \\min(1, \\text{gates} + \\text{readout})`.
+    gates : float
+        :math:`\\tfrac12 \\sum_i \\lVert \\mathcal E_i - \\mathrm{id} \\rVert_\\diamond`
+        (bounded above) over the noisy instructions of the circuit.
+    readout : float
+        :math:`\\sum_q \\max(P(1|0), P(0|1))` over the measured qubits.
+    instructions : int
+        Instructions that carry a quantum error in the noise model.
+    per_instruction : dict
+        ``{(name, qubits): (count, half diamond-norm bound)}``.
+    """
+
+    total_variation: float
+    gates: float
+    readout: float
+    instructions: int
+    per_instruction: dict[tuple[str, tuple[int, ...]], tuple[int, float]] = field(default_factory=dict)
+
+
+def _trace_norm(m: np.ndarray) -> float:
+    h = (m + m.conj().T) / 2.0
+    return float(np.abs(np.linalg.eigvalsh(h)).sum())
+
+
+#: Bounds of the Aer errors seen so far (keyed by id, the error kept alive beside its value).
+_DIAMOND_CACHE: dict[int, tuple[Any, float]] = {}
+
+
+def _diamond_bound(error: Any) -> float:
+    """An upper bound on ``||E - id||_diamond`` of an Aer ``QuantumError`` (see device_error_bound)."""
+    hit = _DIAMOND_CACHE.get(id(error))
+    if hit is not None and hit[0] is error:
+        return hit[1]
+    from qiskit.quantum_info import Choi, SuperOp
+
+    d = 2**error.num_qubits
+    j_id = Choi(SuperOp(np.eye(d * d))).data
+    mixture = 0.0
+    for p, circ in zip(error.probabilities, error.circuits, strict=True):
+        mixture += float(p) * min(2.0, _trace_norm(Choi(SuperOp(circ)).data - j_id))
+    value = min(2.0, mixture)
+    if len(_DIAMOND_CACHE) > 100_000:
+        _DIAMOND_CACHE.clear()
+    _DIAMOND_CACHE[id(error)] = (error, value)
+    return value
+
+
+def device_error_bound(circuit: Any, noise_model: Any) -> DeviceErrorBound:
+    r"""Bound the total-variation distance between the noisy and ideal outcome distributions.
+
+    For a transpiled circuit (physical qubits, the backend's basis gates, with
+    measurements) and the noise model the simulator applies to it -- Aer's
+    ``NoiseModel.from_backend(backend)``, which ``AerSimulator.from_backend``
+    (the ``fake:`` devices) uses.
+
+    **Derivation.**  Aer runs every instruction :math:`U_i` followed by its
+    error channel :math:`\mathcal E_i` (a CPTP map: depolarising and thermal
+    relaxation from the device's calibration), then measures in the
+    computational basis and flips the outcome bits by the read-out assignment
+    matrices :math:`A_q`.
+
+    1. *Gates.*  Write the noisy circuit as :math:`\tilde\Lambda = \prod_i
+       \mathcal E_i \mathcal U_i` and the ideal one as :math:`\Lambda = \prod_i
+       \mathcal U_i`.  Telescoping, and using that the diamond norm is
+       sub-multiplicative and every channel has norm 1,
+       :math:`\lVert\tilde\Lambda - \Lambda\rVert_\diamond \le \sum_i
+       \lVert\mathcal E_i - \mathrm{id}\rVert_\diamond`.  The trace distance of
+       the final states, and so the total-variation distance of the
+       computational-basis outcomes (measurement is a channel), is at most half
+       of that.
+    2. *One channel.*  Aer stores :math:`\mathcal E = \sum_k p_k \mathcal C_k`
+       as a mixture of circuits (Pauli or reset terms composed with a Kraus
+       relaxation).  By the triangle inequality :math:`\lVert\mathcal E -
+       \mathrm{id}\rVert_\diamond \le \sum_k p_k \min(2, \lVert\mathcal C_k -
+       \mathrm{id}\rVert_\diamond)`, and for any map :math:`\Phi`,
+       :math:`\lVert\Phi\rVert_\diamond \le \lVert J(\Phi)\rVert_1` with
+       :math:`J` the (unnormalised, trace ``d``) Choi matrix: an input
+       :math:`(I \otimes X)|\Omega\rangle` with :math:`\mathrm{tr}\, X^\dagger X = 1`
+       gives :math:`(I\otimes X) J (I \otimes X^\dagger)`, of trace norm at most
+       :math:`\lVert J\rVert_1 \lVert X\rVert_\infty^2 \le \lVert J\rVert_1`.
+       Applied term by term (it over-estimates a term's diamond norm by at
+       most the factor ``d``; the terms are near the identity only for the
+       identity-Pauli term, the others are capped at 2).
+    3. *Read-out.*  The classical channel :math:`A = \bigotimes_q A_q` moves
+       any distribution by at most :math:`\sum_q \max(P(1|0), P(0|1))` in
+       total variation (replace one factor at a time).
+    4. :math:`\mathrm{TV}(\tilde P, P) \le \varepsilon = \min(1,
+       \tfrac12\sum_i b_i + \sum_q \rho_q)`, with :math:`b_i` the bound of
+       step 2 for instruction ``i`` and :math:`\rho_q` the flip probability of
+       step 3 for measured qubit ``q``.  :func:`amplitude_bounds` takes it as
+       ``device_error``.
+
+    **Assumptions.**  The device is the noise model: Markovian, one error
+    channel per instruction (no idle decoherence unless the circuit holds
+    ``delay`` instructions, which are counted like gates; no cross-talk,
+    leakage or drift), and instructions without an entry (``rz``, virtual)
+    are exact.  Then the bound is rigorous, not an estimate.  It is a
+    worst case over input states and over the ways errors could add up, so it
+    is loose: errors of opposite effect, and errors in directions the
+    measurement does not see, are all counted in full.
+
+    Parameters
+    ----------
+    circuit : qiskit.QuantumCircuit
+        Transpiled for the backend (physical qubit indices), with measurements.
+    noise_model : qiskit_aer.noise.NoiseModel or BackendV2
+        A backend is turned into ``NoiseModel.from_backend(backend)``.
+
+    Returns
+    -------
+    DeviceErrorBound
+
+    Examples
+    --------
+    >>> from qiskit import QuantumCircuit
+    >>> from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error
+    >>> nm = NoiseModel()
+    >>> nm.add_all_qubit_quantum_error(depolarizing_error(0.01, 2), ["cx"])
+    >>> nm.add_all_qubit_readout_error(ReadoutError([[0.98, 0.02], [0.03, 0.97]]))
+    >>> qc = QuantumCircuit(2); _ = qc.h(0); _ = qc.cx(0, 1); qc.measure_all()
+    >>> b = device_error_bound(qc, nm)
+    >>> b.instructions, round(b.readout, 12)
+    (1, 0.06)
+    >>> 0.01 * 15 / 16 <= b.gates <= 0.01 * 15 / 16 * 4      # exact 1/2 diamond, at most 4x
+    True
+    """
+    from qiskit_aer.noise import NoiseModel
+
+    model = noise_model if isinstance(noise_model, NoiseModel) else NoiseModel.from_backend(noise_model)
+    if getattr(model, "_nonlocal_quantum_errors", None):
+        raise QtnnError("noise_model has non-local errors (on qubits other than the instruction's), "
+                        "which device_error_bound does not cover")
+    cache: dict[tuple[str, tuple[int, ...]], float] = {}
+    counts: dict[tuple[str, tuple[int, ...]], int] = {}
+    gates = 0.0
+    readout = 0.0
+    measured: set[int] = set()
+    local = model._local_quantum_errors          # {name: {qubits: QuantumError}}
+    default = model._default_quantum_errors      # {name: QuantumError}
+    local_ro = model._local_readout_errors       # {qubits: ReadoutError}
+    default_ro = model._default_readout_error
+    for inst in circuit.data:
+        name = inst.operation.name
+        qubits = tuple(circuit.find_bit(q).index for q in inst.qubits)
+        if name == "measure":
+            measured.update(qubits)
+            continue
+        err = local.get(name, {}).get(qubits, default.get(name))
+        if err is None:
+            continue
+        key = (name, qubits)
+        if key not in cache:
+            cache[key] = 0.5 * _diamond_bound(err)
+        counts[key] = counts.get(key, 0) + 1
+        gates += cache[key]
+    for q in sorted(measured):
+        ro = local_ro.get((q,), default_ro)
+        if ro is not None:
+            a = np.asarray(ro.probabilities, dtype=np.float64)
+            readout += float(np.max(1.0 - np.diag(a)))
+    return DeviceErrorBound(total_variation=min(1.0, gates + readout), gates=gates, readout=readout,
+                            instructions=sum(counts.values()),
+                            per_instruction={k: (counts[k], cache[k]) for k in counts})
