@@ -104,3 +104,24 @@ def test_circuit_resources_show_the_input_encoding_beside_the_head():
     assert res["two_qubit_gates"] == 10
     assert enc["two_qubit_gates"] >= 2**6 - 6 - 1
     assert res["total_two_qubit_gates"] == enc["two_qubit_gates"] + 10
+
+
+def test_hybrid_with_the_staircase_encoding_reports_its_own_encoding():
+    """HybridConfig(encoding="staircase") builds a head with that encoding; the summary and
+    model_depth_report count it (D (n - 1) gates, fidelity below one) instead of StatePrep."""
+    from qtnn.analysis import model_depth_report
+    from qtnn.apps.train import _circuit_resources
+
+    torch.manual_seed(0)
+    model = HybridClassifier(HybridConfig(layers=1, encoding="staircase", encoding_layers=3))
+    assert model.head.encoding == "staircase" and model.head.body.encoding_layers == 3
+    assert tuple(model(torch.rand(2, 64, dtype=torch.float64)).shape) == (2, 10)
+    enc = _circuit_resources(model)["encoding"]
+    assert enc["kind"] == "staircase (D=3)" and 0 < enc["fidelity"] < 1
+    assert enc["two_qubit_gates"] <= 3 * 3 * 5 < 2**6 - 6 - 1
+    r = model_depth_report(model, basis_gates=["cx", "u"], optimization_level=1)
+    assert r.encoding is not None and r.encoding.logical_gates == 3 * 5
+    with pytest.raises(QtnnError, match="encoding='staircase' needs head='quantum'"):
+        HybridConfig(head="disentangled", encoding="staircase").check()
+    with pytest.raises(QtnnError, match="encoding"):
+        HybridConfig(encoding="basis").check()
