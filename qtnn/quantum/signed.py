@@ -67,7 +67,7 @@ from typing import Any
 
 import numpy as np
 
-from qtnn.errors import QtnnError
+from qtnn.errors import QtnnError, QtnnTypeError
 from qtnn.validate import check_int, check_real
 
 __all__ = ["signed_amplitudes", "exact_settings", "amplitude_bounds", "settings_shots",
@@ -396,9 +396,24 @@ def device_error_bound(circuit: Any, noise_model: Any) -> DeviceErrorBound:
     >>> round(b.gates, 12)      # a Pauli channel: exact, 1/2 ||E - id|| = 15/16 * 0.01
     0.009375
     """
+    from qiskit import QuantumCircuit
     from qiskit_aer.noise import NoiseModel
 
-    model = noise_model if isinstance(noise_model, NoiseModel) else NoiseModel.from_backend(noise_model)
+    if not isinstance(circuit, QuantumCircuit):
+        raise QtnnTypeError(f"circuit must be a transpiled qiskit.QuantumCircuit, got "
+                            f"{type(circuit).__name__}")
+    if isinstance(noise_model, NoiseModel):
+        model = noise_model
+    elif hasattr(noise_model, "target"):
+        model = NoiseModel.from_backend(noise_model)
+    else:
+        raise QtnnTypeError(f"noise_model must be a qiskit_aer NoiseModel or a backend, got "
+                            f"{type(noise_model).__name__}")
+    needed = ("_local_quantum_errors", "_default_quantum_errors", "_local_readout_errors",
+              "_default_readout_error")
+    if not all(hasattr(model, a) for a in needed):  # pragma: no cover - other qiskit-aer versions
+        raise QtnnError("this qiskit-aer NoiseModel does not expose its errors per instruction "
+                        f"({', '.join(needed)}); device_error_bound is tested with qiskit-aer 0.17")
     if getattr(model, "_nonlocal_quantum_errors", None):
         raise QtnnError("noise_model has non-local errors (on qubits other than the instruction's), "
                         "which device_error_bound does not cover")
@@ -415,8 +430,7 @@ def device_error_bound(circuit: Any, noise_model: Any) -> DeviceErrorBound:
         name = inst.operation.name
         qubits = tuple(circuit.find_bit(q).index for q in inst.qubits)
         if name == "measure":
-            measured.update(qubits)
-            continue
+            measured.update(qubits)        # read-out flips below; a quantum error on it counts here
         err = local.get(name, {}).get(qubits, default.get(name))
         if err is None:
             continue

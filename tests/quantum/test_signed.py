@@ -105,3 +105,38 @@ def test_quantum_staircase_state_readout_on_shots():
     _check_stage(qn, unit, 50_000)
     assert isinstance(qn, StaircaseQNode) and qn.signed
     assert torch.allclose(est.norm(dim=1), x.norm(dim=1), rtol=0, atol=1e-12)   # norm kept classically
+
+
+def test_device_error_bound_against_closed_forms():
+    """Pauli channels: the bound is the exact 1/2 diamond distance, 15/16 p per 2-qubit depolarising
+    error; read-out adds max(P(1|0), P(0|1)) per measured qubit; unknown inputs are typed errors."""
+    pytest.importorskip("qiskit_aer")
+    from qiskit import QuantumCircuit
+    from qiskit_aer.noise import NoiseModel, ReadoutError, depolarizing_error, pauli_error
+
+    from qtnn import QtnnTypeError
+    from qtnn.quantum.signed import device_error_bound
+
+    nm = NoiseModel()
+    nm.add_all_qubit_quantum_error(depolarizing_error(0.02, 2), ["cx"])
+    nm.add_quantum_error(pauli_error([("X", 0.01), ("I", 0.99)]), ["x"], [1])   # qubit 1 only
+    nm.add_readout_error(ReadoutError([[0.95, 0.05], [0.1, 0.9]]), [0])
+    qc = QuantumCircuit(3, 2)
+    qc.x(0)
+    qc.x(1)
+    qc.cx(0, 1)
+    qc.cx(1, 2)
+    qc.measure([0, 1], [0, 1])
+    b = device_error_bound(qc, nm)
+    assert b.instructions == 3                       # two cx and the x on qubit 1; x on 0 is exact
+    assert b.gates == pytest.approx(2 * 0.02 * 15 / 16 + 0.01, rel=1e-9)
+    assert b.readout == pytest.approx(0.1)           # qubit 0 only; qubit 1 has no read-out error
+    assert b.total_variation == pytest.approx(b.gates + b.readout)
+    with pytest.raises(QtnnTypeError, match="circuit must be a transpiled"):
+        device_error_bound("qc", nm)
+    with pytest.raises(QtnnTypeError, match="noise_model must be"):
+        device_error_bound(qc, 0.1)
+    with pytest.raises(QtnnError, match="device_error must be >= 0"):
+        a = np.array([0.6, 0.8])
+        pz, ph = exact_settings(a)
+        amplitude_bounds(a, pz, ph, signed_amplitudes(pz, ph)[1], 100, device_error=[-0.1, 0.0])
