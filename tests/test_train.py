@@ -125,3 +125,11 @@ def test_hybrid_with_the_staircase_encoding_reports_its_own_encoding():
         HybridConfig(head="disentangled", encoding="staircase").check()
     with pytest.raises(QtnnError, match="encoding"):
         HybridConfig(encoding="basis").check()
+
+
+def test_train_parser_takes_the_encoding():
+    from qtnn.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--encoding", "staircase", "--encoding-layers", "3"])
+    assert (args.encoding, args.encoding_layers) == ("staircase", 3)
+    assert build_parser().parse_args(["train"]).encoding == "amplitude"
