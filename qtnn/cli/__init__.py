@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "(Staircase.save), or a checkpoint from `qtnn train --save` with --layer "
                          "(default heisenberg)")
     dp.add_argument("--layer", help="with a checkpoint: features (the MPOLinear weight, "
-                                    "disentangled) or head (the trained staircase)")
+                                    "disentangled) or head (the trained staircase, its own input "
+                                    "encoding, and both with the read-out as one circuit)")
     dp.add_argument("--n", type=int, default=8, help="qubits of a built-in target (default 8; "
                                                      "random-mpo: qubits per side)")
     dp.add_argument("--bond", type=int, default=8, help="bond of the random targets (default 8)")
