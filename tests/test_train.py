@@ -106,30 +106,31 @@ def test_circuit_resources_show_the_input_encoding_beside_the_head():
     assert res["total_two_qubit_gates"] == enc["two_qubit_gates"] + 10
 
 
-def test_hybrid_with_the_staircase_encoding_reports_its_own_encoding():
-    """HybridConfig(encoding="staircase") builds a head with that encoding; the summary and
-    model_depth_report count it (D (n - 1) gates, fidelity below one) instead of StatePrep."""
+def test_a_head_with_the_staircase_encoding_reports_its_own_encoding():
+    """A model whose QuantumHead uses the staircase encoding: the summary and model_depth_report
+    count that encoding (D (n - 1) gates, fidelity below one) instead of StatePrep."""
     from qtnn.analysis import model_depth_report
     from qtnn.apps.train import _circuit_resources
+    from qtnn.nn import QuantumHead
 
     torch.manual_seed(0)
-    model = HybridClassifier(HybridConfig(layers=1, encoding="staircase", encoding_layers=3))
-    assert model.head.encoding == "staircase" and model.head.body.encoding_layers == 3
-    assert tuple(model(torch.rand(2, 64, dtype=torch.float64)).shape) == (2, 10)
+    model = HybridClassifier(HybridConfig(layers=1))
+    model.head = QuantumHead(64, 6, 1, 10, encoding="staircase", encoding_layers=3, dtype=torch.float64)
     enc = _circuit_resources(model)["encoding"]
     assert enc["kind"] == "staircase (D=3)" and 0 < enc["fidelity"] < 1
     assert enc["two_qubit_gates"] <= 3 * 3 * 5 < 2**6 - 6 - 1
     r = model_depth_report(model, basis_gates=["cx", "u"], optimization_level=1)
     assert r.encoding is not None and r.encoding.logical_gates == 3 * 5
-    with pytest.raises(QtnnError, match="encoding='staircase' needs head='quantum'"):
-        HybridConfig(head="disentangled", encoding="staircase").check()
-    with pytest.raises(QtnnError, match="encoding"):
-        HybridConfig(encoding="basis").check()
 
 
-def test_train_parser_takes_the_encoding():
-    from qtnn.cli import build_parser
+def test_train_summary_costs_encoding_and_head_on_the_device_model():
+    """Issue 16: the demo's summary on its device model: encoding + head, the total transpiled as
+    one circuit, and the estimated success probability with and without read-out."""
+    from qtnn.apps.train import _device_cost
 
-    args = build_parser().parse_args(["train", "--encoding", "staircase", "--encoding-layers", "3"])
-    assert (args.encoding, args.encoding_layers) == ("staircase", 3)
-    assert build_parser().parse_args(["train"]).encoding == "amplitude"
+    torch.manual_seed(0)
+    d = _device_cost(HybridClassifier(HybridConfig(layers=2)), "fake:torino", 0)
+    assert d["backend"] == "fake:torino"
+    assert d["encoding_two_qubit_gates"] >= 2**6 - 6 - 1 and 0 < d["head_two_qubit_gates"] <= 3 * 10
+    assert d["total_two_qubit_gates"] >= d["encoding_two_qubit_gates"]
+    assert 0 < d["success_with_readout"] < d["success_probability"] < 1

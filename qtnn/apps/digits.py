@@ -71,10 +71,6 @@ class HybridConfig:
     layers: int = 4
     n_classes: int = 10
     head: str = "quantum"
-    #: input encoding of the quantum head: "amplitude" (StatePrep) or "staircase" (bounded depth)
-    encoding: str = "amplitude"
-    #: staircase layers of the bounded-depth encoding (encoding="staircase")
-    encoding_layers: int = 2
     epochs: int = 30
     batch_size: int = 32
     lr: float = 0.01
@@ -100,11 +96,6 @@ class HybridConfig:
         check_int("layers", self.layers, minimum=0)
         check_int("seed", self.seed, minimum=0)
         check_choice("head", self.head, ("quantum", "disentangled"))
-        check_choice("encoding", self.encoding, ("amplitude", "staircase"))
-        check_int("encoding_layers", self.encoding_layers, minimum=1, maximum=64)
-        if self.encoding != "amplitude" and self.head != "quantum":
-            raise QtnnError(f"encoding={self.encoding!r} needs head='quantum' (the "
-                            f"{self.head!r} head encodes no input), got head={self.head!r}")
         if self.hidden > pow2(self.n_qubits):
             raise QtnnError(f"hidden={self.hidden} does not fit the 2**n_qubits={pow2(self.n_qubits):g} "
                             "amplitudes of the head")
@@ -135,8 +126,7 @@ class HybridClassifier(nn.Module):
         self.features = MPOLinear(c.in_features, c.hidden, c.max_bond, dtype=dtype)
         self.head: QuantumHead | DisentangledLinear
         if c.head == "quantum":
-            self.head = QuantumHead(c.hidden, c.n_qubits, c.layers, c.n_classes, dtype=dtype,
-                                    encoding=c.encoding, encoding_layers=c.encoding_layers)
+            self.head = QuantumHead(c.hidden, c.n_qubits, c.layers, c.n_classes, dtype=dtype)
         else:
             head = DisentangledLinear(c.hidden, c.n_classes, c.layers, c.layers, c.max_bond,
                                       dtype=dtype)

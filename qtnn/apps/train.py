@@ -103,6 +103,24 @@ def _encoding_cost(n: int, encoding: str, layers: int) -> dict[str, Any] | None:
             "fidelity": c["fidelity"]}
 
 
+def _device_cost(model: HybridClassifier, backend: str, seed: int) -> dict[str, Any]:
+    """Encoding, head and total (with the read-out) transpiled for ``backend``: what it runs per input.
+
+    :func:`qtnn.analysis.model_depth_report` of a generic input (optimization level 3).
+    """
+    from qtnn.analysis import model_depth_report
+
+    rep = model_depth_report(model, backend, optimization_level=3, seed=seed)
+    enc, total = rep.encoding, rep.total
+    if enc is None or total is None:  # pragma: no cover - model_depth_report always sets both
+        raise QtnnError(f"no encoding report for {backend!r}")
+    return {"backend": backend, "encoding_two_qubit_gates": enc.two_qubit_gates,
+            "head_two_qubit_gates": rep.two_qubit_gates, "total_two_qubit_gates": total.two_qubit_gates,
+            "total_depth": total.depth, "total_swaps": total.swaps,
+            "success_probability": total.success_probability,
+            "success_with_readout": total.success_with_readout}
+
+
 def load_hybrid(path: str) -> tuple[HybridClassifier, dict[str, Any]]:
     """Rebuild a :class:`HybridClassifier` from a checkpoint (weights only; never executes code).
 
@@ -264,6 +282,8 @@ def run_train(config: HybridConfig | None = None, *, train_device: str = "defaul
         fig["fake_samples"] = n
     hybrid.set_backend("reference")
     fig["resources"] = _circuit_resources(hybrid)
+    if fake and fake.startswith("fake:") and hasattr(hybrid.head, "body"):
+        fig["resources"]["device"] = _device_cost(hybrid, fake, config.seed)
     fig["params"] = {"hybrid": sum(p.numel() for p in hybrid.parameters()),
                      "dense_mlp": sum(p.numel() for p in mlp.parameters())}
     if save:

@@ -59,11 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bond of the MPOLinear feature layer (default 8)")
     t.add_argument("--head", choices=["quantum", "disentangled"], default="quantum",
                    help="quantum head (probabilities) or a DisentangledLinear layer (default quantum)")
-    t.add_argument("--encoding", choices=["amplitude", "staircase"], default="amplitude",
-                   help="input encoding of the quantum head: amplitude (StatePrep, exact, O(2^n) "
-                        "two-qubit gates) or staircase (bounded depth, linear in n; default amplitude)")
-    t.add_argument("--encoding-layers", type=int, default=2,
-                   help="layers of the staircase encoding (default 2)")
     t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
     t.add_argument("--seed", type=int, default=0, help="seed of data split, init and shuffling (default 0)")
@@ -379,8 +374,7 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     if args.qubits < 1:
         raise QtnnError(f"--qubits must be a positive integer, got {args.qubits}")
     cfg = HybridConfig(hidden=2**args.qubits if args.qubits <= 6 else 64, max_bond=args.max_bond,
-                       n_qubits=args.qubits, layers=args.layers, head=args.head,
-                       encoding=args.encoding, encoding_layers=args.encoding_layers, epochs=args.epochs,
+                       n_qubits=args.qubits, layers=args.layers, head=args.head, epochs=args.epochs,
                        batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     fake = None if args.fake.lower() == "none" else args.fake
     if args.fake_samples < 1 or args.shots < 1:
@@ -419,12 +413,20 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
           f"two-qubit gates, depth {res['depth']}, {res['params']} circuit parameters")
     if "encoding" in res:
         e = res["encoding"]
-        alt = ("bounded-depth alternative: --encoding staircase" if e["kind"].startswith("amplitude")
-               else "exact alternative: --encoding amplitude")
+        alt = ("bounded-depth alternative: QuantumHead(encoding='staircase')"
+               if e["kind"].startswith("amplitude")
+               else "exact alternative: QuantumHead(encoding='amplitude')")
         fid = f", fidelity {e['fidelity']:.3f}" if e["fidelity"] < 1 else ""
         print(f"input encoding, {e['kind']}: {e['two_qubit_gates']} CX, depth {e['depth']}{fid} "
               f"(generic input, no coupling map); encoding + circuit: {res['total_two_qubit_gates']} "
               f"two-qubit gates ({alt}; `qtnn depth --layer head` for a device)")
+    if "device" in res:
+        d = res["device"]
+        print(f"on {d['backend']} (transpiled, optimization level 3, generic input): encoding "
+              f"{d['encoding_two_qubit_gates']} + head {d['head_two_qubit_gates']} -> "
+              f"{d['total_two_qubit_gates']} two-qubit gates together, depth {d['total_depth']}, "
+              f"{d['total_swaps']} SWAPs; est. success probability {d['success_probability']:.3f}, "
+              f"{d['success_with_readout']:.3f} with read-out")
     print(f"time: {r['seconds']['total']:.1f} s")
     return r
 
