@@ -20,6 +20,10 @@ that no instruction touches cannot change the counts (same seed: identical
 counts, checked in ``tests/quantum/test_devices.py``), so this is exact and
 turns a seconds-long job into tens of milliseconds.
 
+With ``mitigation`` containing ``"zne"`` every transpiled circuit is also run with its
+two-qubit gates folded at each of ``zne_scales`` (in the same job) and the
+probabilities are extrapolated to zero noise (:mod:`qtnn.quantum.mitigation`).
+
 The transpiled circuits of the last batch are kept in ``last_compiled``.
 The device counts what it submitted: ``jobs_submitted`` and
 ``circuits_submitted`` (running totals), and, while a :class:`pennylane.Tracker`

@@ -94,6 +94,10 @@ class QDevice:
         The state vector can be read (exact simulators only).
     backend : qiskit backend or None
         The Qiskit backend behind ``fake:`` and ``ibm:`` devices.
+    mitigation : str or None
+        ``None``, ``"readout"``, ``"zne"`` or ``"readout+zne"`` (:mod:`qtnn.quantum.mitigation`);
+        the probabilities of the last batch under each subset of it, from the same shots, are in
+        ``pl.last_variants``.
 
     Examples
     --------
