@@ -76,7 +76,7 @@ Examples
 [0.3, 0.7]
 >>> np.round(nearest_probability(np.array([0.6, 0.5, -0.1])), 12).tolist()
 [0.55, 0.45, 0.0]
->>> float(richardson([1, 3], [np.array(0.8), np.array(0.6)]))      # a straight line through both
+>>> round(float(richardson([1, 3], [np.array(0.8), np.array(0.6)])), 12)   # the line through both
 0.9
 """
 
