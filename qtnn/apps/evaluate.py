@@ -44,8 +44,9 @@ def run_eval(path: str, device_name: str = "fake:torino", *, shots: int | None =
         Any name of :func:`qtnn.quantum.device`.
     shots : int or None
         ``None``: exact (simulators only).
-    mitigation : {None, "readout"}
-        ``fake:`` / ``ibm:`` devices (:mod:`qtnn.quantum.mitigation`).
+    mitigation : {None, "readout", "zne", "readout+zne"}
+        ``fake:`` / ``ibm:`` devices (:mod:`qtnn.quantum.mitigation`; ``"zne"`` runs every
+        circuit at the noise scales 1 and 3: twice the shots).
     samples : int, optional
         The first ``samples`` test samples (default all).
     batch_size : int
@@ -125,8 +126,9 @@ def add_parser(sub: Any) -> None:
                    help="device name (default fake:torino; e.g. qiskit.aer, default.qubit, ibm:<backend>)")
     e.add_argument("--shots", type=int, default=4000,
                    help="shots (default 4000); 0 for exact results on a simulator")
-    e.add_argument("--mitigation", choices=["none", "readout"], default="none",
-                   help="readout-error mitigation on fake:/ibm: devices (default none)")
+    e.add_argument("--mitigation", choices=["none", "readout", "zne", "readout+zne"], default="none",
+                   help="error mitigation on fake:/ibm: devices: readout correction, zero-noise "
+                        "extrapolation (scales 1, 3: twice the shots), or both (default none)")
     e.add_argument("--samples", type=int, help="evaluate the first N test samples (default all)")
     e.add_argument("--batch-size", type=int, default=100, help="samples per job (default 100)")
     e.add_argument("--job-timeout", type=float, help="seconds per job on fake:/ibm: devices")

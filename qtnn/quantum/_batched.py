@@ -20,6 +20,10 @@ that no instruction touches cannot change the counts (same seed: identical
 counts, checked in ``tests/quantum/test_devices.py``), so this is exact and
 turns a seconds-long job into tens of milliseconds.
 
+With ``mitigation`` containing ``"zne"`` every transpiled circuit is also run with its
+two-qubit gates folded at each of ``zne_scales`` (in the same job) and the
+probabilities are extrapolated to zero noise (:mod:`qtnn.quantum.mitigation`).
+
 The transpiled circuits of the last batch are kept in ``last_compiled``.
 The device counts what it submitted: ``jobs_submitted`` and
 ``circuits_submitted`` (running totals), and, while a :class:`pennylane.Tracker`
@@ -80,10 +84,16 @@ class BatchedRemoteDevice(RemoteDevice):
     def __init__(self, wires: Any, backend: Any, shots: int | None = None, **kwargs: Any) -> None:
         timeout = kwargs.pop("job_timeout", _UNSET)
         policy = RetryPolicy.pop_from(kwargs, default_timeout=None)
-        from qtnn.quantum.mitigation import check_mitigation
+        from qtnn.quantum.mitigation import check_mitigation, check_zne_scales
 
-        #: ``None`` or ``"readout"`` (:mod:`qtnn.quantum.mitigation`).
+        #: ``None``, ``"readout"``, ``"zne"`` or ``"readout+zne"`` (:mod:`qtnn.quantum.mitigation`).
         self.mitigation = check_mitigation(kwargs.pop("mitigation", None))
+        #: Noise scales of zero-noise extrapolation (used with ``"zne"`` in ``mitigation``).
+        self.zne_scales = check_zne_scales(kwargs.pop("zne_scales", None))
+        #: With mitigation: the probabilities of the last batch (one entry per sampled circuit, a list
+        #: per measurement) under every subset of the applied mitigations, from the same shots:
+        #: ``"raw"``, ``"readout"``, ``"zne"``, ``"readout+zne"`` (:mod:`qtnn.quantum.mitigation`).
+        self.last_variants: dict[str, list] = {}
         self.calibration_shots = kwargs.pop("calibration_shots", None)
         #: Readout calibration per physical qubit: ``{qubit: 2x2 matrix P(measured | prepared)}``.
         self.readout_calibration: dict[int, np.ndarray] = {}
@@ -164,6 +174,21 @@ class BatchedRemoteDevice(RemoteDevice):
             self.last_compiled = compiled
             shots = [int(circuits[i].shots.total_shots or self._kwargs.get("default_shots", 1024))
                      for i in sampled]
+            self.last_variants = {}
+            if self.mitigation is not None and "zne" in self.mitigation:
+                from qtnn.quantum.mitigation import fold_two_qubit_gates, zne_results
+
+                # every scale of every circuit in one job: scale-major order
+                folded = [fold_two_qubit_gates(qc, s) for s in self.zne_scales[1:] for qc in compiled]
+                all_counts = self._run_counts(compiled + folded, shots * len(self.zne_scales))
+                n = len(compiled)
+                every = compiled + folded
+                for pos in range(n):
+                    idx = [k * n + pos for k in range(len(self.zne_scales))]
+                    res = zne_results(self, circuits[sampled[pos]], [all_counts[i] for i in idx],
+                                      [every[i] for i in idx], self.zne_scales)
+                    results[sampled[pos]] = (res[0],) if len(res) == 1 else tuple(res)
+                return self._finish(circuits, results)
             all_counts = self._run_counts(compiled, shots)
             for pos, counts in enumerate(all_counts):
                 results[sampled[pos]] = self._process(circuits[sampled[pos]], counts, compiled[pos])

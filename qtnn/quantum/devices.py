@@ -94,6 +94,10 @@ class QDevice:
         The state vector can be read (exact simulators only).
     backend : qiskit backend or None
         The Qiskit backend behind ``fake:`` and ``ibm:`` devices.
+    mitigation : str or None
+        ``None``, ``"readout"``, ``"zne"`` or ``"readout+zne"`` (:mod:`qtnn.quantum.mitigation`);
+        the probabilities of the last batch under each subset of it, from the same shots, are in
+        ``pl.last_variants``.
 
     Examples
     --------
@@ -250,10 +254,18 @@ def _remote(wires: int, backend: Any, shots: int, seed: int | None, batch_jobs: 
         raise QtnnError(f"batch_jobs must be a bool, got {batch_jobs!r}")
     options = dict(options)
     _check_remote_options(options, hardware=not _is_aer(backend))
-    from qtnn.quantum.mitigation import check_mitigation
+    from qtnn.quantum.mitigation import check_mitigation, check_zne_scales
 
-    if check_mitigation(options.get("mitigation")) is None:
+    mitigation = check_mitigation(options.get("mitigation"))
+    if mitigation is None:
         options.pop("mitigation", None)
+    else:
+        options["mitigation"] = mitigation
+    if options.get("zne_scales") is not None:
+        if mitigation is None or "zne" not in mitigation:
+            raise QtnnError(f"zne_scales={options['zne_scales']!r} needs mitigation='zne' or "
+                            f"'readout+zne', got mitigation={mitigation!r}")
+        options["zne_scales"] = check_zne_scales(options["zne_scales"])
     if options.get("calibration_shots") is not None:
         options["calibration_shots"] = check_int("calibration_shots", options["calibration_shots"],
                                                  minimum=1)
@@ -326,9 +338,9 @@ def _check_remote_options(options: dict[str, Any], hardware: bool) -> None:
 
 #: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for failing jobs.
 _RETRY_OPTIONS = ("job_tries", "job_backoff", "job_timeout", "job_retry_timeouts")
-#: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for readout mitigation
+#: Options of :class:`~qtnn.quantum._batched.BatchedRemoteDevice` for error mitigation
 #: (:mod:`qtnn.quantum.mitigation`).
-_QTNN_OPTIONS = ("mitigation", "calibration_shots")
+_QTNN_OPTIONS = ("mitigation", "calibration_shots", "zne_scales")
 
 
 def _pl_device(name: str, **kwargs: Any) -> Any:
@@ -375,8 +387,11 @@ def device(name: str, wires: int, shots: int | None = None, seed: int | None = N
         ``device="GPU"`` selects Aer's GPU method (a :class:`~qtnn.errors.QtnnError`
         if this Aer has none).  ``fake:`` / ``ibm:`` take ``mitigation="readout"``
         (and ``calibration_shots``): probabilities corrected for readout errors
-        before anything reads them (:mod:`qtnn.quantum.mitigation`); any other
-        value is a :class:`~qtnn.errors.QtnnError` here, before any job.
+        before anything reads them; ``mitigation="zne"`` (and ``zne_scales``, default
+        ``(1, 3)``): zero-noise extrapolation by folding the two-qubit gates; both as
+        ``"readout+zne"`` or ``("readout", "zne")`` (:mod:`qtnn.quantum.mitigation`, which
+        states the shot cost); any other value is a :class:`~qtnn.errors.QtnnError` here,
+        before any job.
 
     Examples
     --------
@@ -402,7 +417,7 @@ def _device(name: str, wires: int, shots: int | None, seed: int | None, batch_jo
     if not name.startswith(("fake:", "ibm:")):
         for opt in _QTNN_OPTIONS:
             if opt in options:
-                raise QtnnError(f"{opt}={options[opt]!r}: readout mitigation corrects the readout errors "
+                raise QtnnError(f"{opt}={options[opt]!r}: error mitigation corrects the errors "
                                 f"of a noisy device ('fake:<model>' or 'ibm:<backend>'); device {name!r} "
                                 "has none")
     wires = check_int("wires", wires, minimum=1)
