@@ -159,6 +159,12 @@ def test_bench_planted_small(tmp_path, capsys):
         assert r["stage_errors"][-1] == r["error"] <= r["truncation_error"]
         assert all(b <= a * (1 + 1e-12) for a, b in zip(r["stage_errors"], r["stage_errors"][1:]))
     assert "recovered" in capsys.readouterr().out
+    assert data["gates"] == "o4"
+    assert main(["bench", "planted", "--qubits", "3,3", "--depths", "1", "--seeds", "1", "--refine", "5",
+                 "--gates", "so4", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["gates"] == "so4" and data["rows"][0]["det_minus"] == 0
+    assert "SO4 gates" in capsys.readouterr().out
     assert main(["bench", "planted", "--qubits", "3"]) == 2
 
 

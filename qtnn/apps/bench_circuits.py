@@ -199,7 +199,8 @@ def scale_benchmark(seed: int = 0) -> dict[str, Any]:
 
 def planted_benchmark(n_out: int = 8, n_in: int = 10, depths: Sequence[int] = (2, 4),
                       seeds: int = 10, *, layout: str = "staircase", refine: int = 200,
-                      threshold: float = 1e-3, progress: bool = False) -> dict[str, Any]:
+                      threshold: float = 1e-3, gates: str = "o4",
+                      progress: bool = False) -> dict[str, Any]:
     """Recovery of planted ``W = U0 M0 V0^T`` (bond 1) by ``disentangle(method="grow")``.
 
     For each depth ``D`` and seed ``s``: ``U0`` and ``V0`` are Haar-random
@@ -210,12 +211,25 @@ def planted_benchmark(n_out: int = 8, n_in: int = 10, depths: Sequence[int] = (2
     the deep-circuit optimiser: the solution exists, so anything above the
     threshold is the optimiser's failure, not the model's.
 
+    *Gate family.*  ``gates="o4"`` (the default) plants Haar-random gates of
+    ``O(4)``, the family the library's circuits represent: a gate of
+    determinant ``-1`` is exported as a ``CZ`` followed by a ``det = +1``
+    gate (:mod:`qtnn.staircase.magic`), so half of the planted gates have
+    determinant ``-1``.  ``gates="so4"`` plants Haar-random ``SO(4)`` gates
+    (each ``O(4)`` gate of determinant ``-1`` times ``diag(1, 1, 1, -1)``,
+    the same seeds otherwise): a diagnostic, since the grow engine moves every
+    gate continuously from the identity and so only reaches circuits of
+    determinant-``+1`` gates.  Each row records ``det_minus``, the planted
+    gates of determinant ``-1`` in ``U0`` and ``V0`` together.
+
     Examples
     --------
     >>> r = planted_benchmark(3, 3, depths=(1,), seeds=1, refine=50)
     >>> row = r["rows"][0]
     >>> row["error"] <= row["truncation_error"], r["summary"][0]["seeds"]
     (True, 1)
+    >>> planted_benchmark(3, 3, depths=(1,), seeds=1, refine=0, gates="so4")["rows"][0]["det_minus"]
+    0
     """
     import numpy as np
     from tqdm.auto import tqdm
@@ -229,6 +243,7 @@ def planted_benchmark(n_out: int = 8, n_in: int = 10, depths: Sequence[int] = (2
     seeds = check_int("seeds", seeds, minimum=1)
     refine = check_int("refine", refine, minimum=0)
     layout = check_choice("layout", layout, ("staircase", "brickwall"))
+    gates = check_choice("gates", gates, ("o4", "so4"))
     depths = [check_int("depths[]", d, minimum=1) for d in depths]
     check_alloc(f"the dense 2^{n_out} x 2^{n_in} planted matrix", 8.0 * pow2(n_out + n_in), 8,
                 hint="use fewer qubits")
@@ -240,11 +255,15 @@ def planted_benchmark(n_out: int = 8, n_in: int = 10, depths: Sequence[int] = (2
     for d, s in tqdm(cases, desc=f"planted {n_out}+{n_in}", disable=not progress):
         U0 = Staircase.random(n_out, d, seed=3 * s, layout=layout)
         V0 = Staircase.random(n_in, d, seed=3 * s + 1, layout=layout)
+        det_minus = int((np.linalg.det(U0.gates) < 0).sum() + (np.linalg.det(V0.gates) < 0).sum())
+        if gates == "so4":
+            U0, V0 = _det_plus(U0), _det_plus(V0)
+            det_minus = 0
         M0 = MPO.random(out_dims, in_dims, 1, seed=3 * s + 2).to_dense()
         W = V0.apply(U0.apply(np.ascontiguousarray(M0.T)).T)       # U0 M0 V0^T
         t = time.perf_counter()
         res = disentangle(W, d, d, 1, method="grow", layout=layout, refine=refine)
-        rows.append({"depth": d, "seed": s, "error": res.error,
+        rows.append({"depth": d, "seed": s, "det_minus": det_minus, "error": res.error,
                      "truncation_error": res.truncation_error,
                      "stage_errors": [st.error for st in res.stages],
                      "recovered": res.error < threshold, "seconds": time.perf_counter() - t})
@@ -255,5 +274,16 @@ def planted_benchmark(n_out: int = 8, n_in: int = 10, depths: Sequence[int] = (2
         summary.append({"depth": d, "seeds": seeds, "recovered": sum(e < threshold for e in errs),
                         "median_error": float(np.median(errs)), "best_error": min(errs),
                         "seconds": float(sum(float(r["seconds"]) for r in mine))})
-    return {"n_out": n_out, "n_in": n_in, "layout": layout, "refine": refine,
+    return {"n_out": n_out, "n_in": n_in, "layout": layout, "gates": gates, "refine": refine,
             "threshold": threshold, "rows": rows, "summary": summary}
+
+
+def _det_plus(c: Any) -> Any:
+    """``c`` with every gate of determinant ``-1`` times ``diag(1, 1, 1, -1)`` (all in ``SO(4)``)."""
+    import numpy as np
+
+    from qtnn.staircase.circuit import Staircase
+
+    g = np.array(c.gates)
+    g[..., :, -1] *= np.where(np.linalg.det(g) < 0, -1.0, 1.0)[..., None]
+    return Staircase(c.n_qubits, c.layers, c.k, g, layout=c.layout)

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--seeds", type=int, default=10, help="seeds per depth (default 10)")
     pl.add_argument("--layout", choices=["staircase", "brickwall"], default="staircase")
     pl.add_argument("--refine", type=int, default=200, help="L-BFGS iterations per stage (default 200)")
+    pl.add_argument("--gates", choices=["o4", "so4"], default="o4",
+                    help="planted gate family: Haar O(4), what the circuits represent (default), or "
+                         "SO(4) (determinant +1 only, the grow engine's reach; a diagnostic)")
     pl.add_argument("--json", metavar="PATH", help="write the figures to this JSON file")
     dp = sub.add_parser(
         "depth", help="fidelity, two-qubit gates, depth, duration and success probability of "
@@ -538,9 +541,10 @@ def _cmd_bench_planted(args: argparse.Namespace) -> dict[str, Any]:
     if len(args.qubits) != 2:
         raise QtnnError(f"--qubits must be two integers n_out,n_in, got {args.qubits}")
     r = planted_benchmark(args.qubits[0], args.qubits[1], args.depths, args.seeds, layout=args.layout,
-                          refine=args.refine, progress=True)
+                          refine=args.refine, gates=args.gates, progress=True)
     print(f"planted U0 M0 V0^T, bond 1, {r['n_out']}+{r['n_in']} qubits, {r['layout']}, "
-          f"refine {r['refine']}: recovered = relative error < {r['threshold']:g}")
+          f"{r['gates'].upper()} gates, refine {r['refine']}: recovered = relative error < "
+          f"{r['threshold']:g}")
     print(format_table(r["summary"], [("depth", "D", "d"), ("seeds", "seeds", "d"),
                                       ("recovered", "recovered", "d"),
                                       ("median_error", "median err", ".3e"),

@@ -207,3 +207,34 @@ def test_grow_method_brickwall_result_is_consistent():
     np.testing.assert_allclose(res.to_mpo().to_dense(), A[:12, :20], rtol=0, atol=1e-12)
     assert abs(res.error - np.linalg.norm(A[:12, :20] - W) / np.linalg.norm(W)) < 1e-12
     assert res.error <= res.truncation_error
+
+
+def test_planted_benchmark_gate_families():
+    """``gates="o4"`` plants Haar O(4) gates (some of determinant -1), ``"so4"`` the same gates
+    moved into SO(4); both build the same-size problem and report the determinant count."""
+    from qtnn import QtnnError
+    from qtnn.apps.bench_circuits import planted_benchmark
+
+    o4 = planted_benchmark(4, 3, depths=(2,), seeds=3, refine=0)
+    so4 = planted_benchmark(4, 3, depths=(2,), seeds=3, refine=0, gates="so4")
+    assert o4["gates"] == "o4" and so4["gates"] == "so4"
+    assert sum(r["det_minus"] for r in o4["rows"]) > 0
+    assert all(r["det_minus"] == 0 for r in so4["rows"])
+    # refine=0: no optimisation, so no planted circuit is found (the error is that of the start)
+    assert all(r["error"] > 0.1 and not r["recovered"] for r in o4["rows"] + so4["rows"])
+    with pytest.raises(QtnnError, match="gates"):
+        planted_benchmark(3, 3, depths=(1,), seeds=1, gates="u4")
+
+
+def test_det_plus_keeps_the_gates_of_determinant_one():
+    from qtnn.apps.bench_circuits import _det_plus
+
+    c = Staircase.random(4, 3, seed=11)
+    p = _det_plus(c)
+    dets = np.linalg.det(c.gates)
+    assert np.all(np.linalg.det(p.gates) > 0)
+    np.testing.assert_array_equal(p.gates[dets > 0], c.gates[dets > 0])
+    flipped = p.gates[dets < 0]
+    np.testing.assert_allclose(flipped[..., :, :3], c.gates[dets < 0][..., :, :3])
+    np.testing.assert_allclose(flipped[..., :, 3], -c.gates[dets < 0][..., :, 3])
+    assert p.layout == c.layout and p.layers == c.layers
