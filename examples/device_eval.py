@@ -5,7 +5,8 @@ The 8x8 digits are resized (bilinear) to ``2**(n/2)`` pixels a side and amplitud
 :class:`~qtnn.nn.QuantumHead` of ``--layers`` layers is trained on the exact reference path
 (float64), then the same model and encoding are evaluated on ``fake:torino`` with shots: once
 without mitigation (timed: the evaluation whose time the speed figure quotes), once with
-``mitigation="readout+zne"`` (timed), whose shots also give the readout-only, ZNE-only and raw
+``mitigation="readout+zne"`` (timed; ``--mitigation`` picks another), whose shots also give the
+readout-only, ZNE-only and raw
 figures (``QDevice.pl.last_variants``, :mod:`qtnn.quantum.mitigation`).  Prints and writes
 (``--json``) every figure: encoding fidelity and time, exact accuracy, device accuracy per
 mitigation and seconds, two-qubit gates and depth of a compiled circuit, the machine load.
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="evaluate on a validation split (the first --test training samples, not trained "
                          "on) instead of the test samples: for choosing a configuration")
     ap.add_argument("--job-timeout", type=float, default=1800.0)
+    ap.add_argument("--mitigation", default="readout+zne", choices=("readout", "zne", "readout+zne"),
+                    help="mitigation of the second run (its shots also give the figures of the parts)")
     ap.add_argument("--zne-scales", default="1,3", help="odd noise scales of ZNE, e.g. 1,3 or 1,3,5")
     ap.add_argument("--zne-test", type=int, default=None,
                     help="evaluate the mitigated run on the first N test samples only (default: all)")
@@ -121,9 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
         with torch.no_grad():
             out["exact_accuracy_mitigated_subset"] = float((head(xe[:n_mit]).argmax(-1) == ye[:n_mit])
                                                            .double().mean())
-    runs = ("readout+zne",) if args.skip_raw else (None, "readout+zne")
+    runs = (args.mitigation,) if args.skip_raw else (None, args.mitigation)
     for mitigation in (runs if args.shots else ()):                      # --shots 0: exact only
-        opts = {"zne_scales": scales} if mitigation else {}
+        opts = {"zne_scales": scales} if mitigation and "zne" in mitigation else {}
         dev = device(args.device, wires=n, shots=args.shots, seed=args.seed, mitigation=mitigation,
                      job_timeout=args.job_timeout, **opts)
         head.set_backend("pennylane", dev)
@@ -141,8 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
             out["compiled_two_qubit"] = sum(1 for inst in qc.data if inst.operation.num_qubits == 2)
             out["compiled_depth"] = qc.depth()
         else:
-            out.update(mitigated_test=n_mit, zne_scales=list(scales), mitigated_seconds=seconds,
+            out.update(mitigation=mitigation, mitigated_test=n_mit, mitigated_seconds=seconds,
                        mitigated_load=load)
+            if "zne" in mitigation:
+                out["zne_scales"] = list(scales)
             for key, rows in dev.pl.last_variants.items():     # one row per sample, one per measurement
                 p = np.array([r[0][: head.n_classes] for r in rows])
                 out[f"{key}_accuracy_same_shots"] = float((torch.tensor(p.argmax(-1)) == ys).double().mean())
