@@ -6,8 +6,7 @@ The 8x8 digits are resized (bilinear) to ``2**(n/2)`` pixels a side and amplitud
 (float64), then the same model and encoding are evaluated on ``fake:torino`` with shots: once
 without mitigation (timed: the evaluation whose time the speed figure quotes), once with
 ``mitigation="readout+zne"`` (timed; ``--mitigation`` picks another), whose shots also give the
-readout-only, ZNE-only and raw
-figures (``QDevice.pl.last_variants``, :mod:`qtnn.quantum.mitigation`).  Prints and writes
+readout-only, ZNE-only and raw figures (``QDevice.pl.last_variants``, :mod:`qtnn.quantum.mitigation`).  Prints and writes
 (``--json``) every figure: encoding fidelity and time, exact accuracy, device accuracy per
 mitigation and seconds, two-qubit gates and depth of a compiled circuit, the machine load.
 
