@@ -447,7 +447,7 @@ def _split_kernel() -> Any:
                 # operand is permuted into a copy (the copies took 30% of the step).
                 # Conjugate transposes are torch's gradient convention for complex
                 # tensors (no-ops on real ones).
-                if need_l:
+                if gl2 is not None:  # need_l
                     t = ctx.ts[s // ctx.chunk] if ctx.ts else (x2 @ r2).reshape(c, k, o2)
                     gl2 += torch.bmm(g, t.mH).sum(0)
                 if need_x or need_r:
