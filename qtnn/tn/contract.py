@@ -389,8 +389,56 @@ CHUNK_BYTES = 2 << 20
 KEEP_INTERMEDIATE = True
 
 
+#: Least multiply-adds of one split-kernel call for its batch chunks to run on
+#: several threads at once (each GEMM single-threaded) instead of one after
+#: another with torch's threads inside every small GEMM.  Below this, starting
+#: the threads costs more than it saves.
+PARALLEL_MIN_FLOPS = 1 << 24
+
+
 def _chunk(per_sample: int, itemsize: int, batch: int) -> int:
     return max(1, min(batch, CHUNK_BYTES // max(per_sample * itemsize, 1)))
+
+
+@functools.lru_cache(maxsize=4)
+def _pool(workers: int) -> Any:
+    from concurrent.futures import ThreadPoolExecutor
+
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="qtnn-split")
+
+
+def _run_groups(work: Any, starts: Sequence[int], flops: float) -> list[Any]:
+    """Run ``work(group)`` over contiguous groups of the chunk ``starts``; results in group order.
+
+    With torch's intra-op threads ``T >= 2``, at least two chunks and ``flops``
+    above :data:`PARALLEL_MIN_FLOPS`, the chunks are split into ``T`` contiguous
+    groups run on ``T`` threads while torch's own threads are set to 1 (so
+    every GEMM is single-threaded and no core is oversubscribed), then restored.
+    Otherwise one group runs here.  The grouping depends only on ``T`` and the
+    chunks, so results are reproducible for a given thread count; gradient sums
+    are added group by group, in order.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    groups = min(threads, len(starts))
+    if groups < 2 or flops < PARALLEL_MIN_FLOPS:
+        return [work(list(starts))]
+    size = -(-len(starts) // groups)
+    parts = [list(starts[g * size:(g + 1) * size]) for g in range(groups)]
+    parts = [p for p in parts if p]
+    grad_mode = torch.is_grad_enabled()
+
+    def run(part: list[int]) -> Any:
+        # grad mode is per thread: keep the caller's (off inside backward)
+        with torch.set_grad_enabled(grad_mode):
+            return work(part)
+
+    torch.set_num_threads(1)
+    try:
+        return list(_pool(len(parts)).map(run, parts))
+    finally:
+        torch.set_num_threads(threads)
 
 
 @functools.lru_cache(maxsize=1)
@@ -398,9 +446,11 @@ def _split_kernel() -> Any:
     """The two-block product as a torch autograd Function, run in batch chunks.
 
     ``y[b] = l2 @ (x[b] @ r2).reshape(K, o2)`` with ``x (B, i1, i2)``,
-    ``r2 (i2, chi*o2)``, ``l2 (o1, i1*chi)``.  The intermediate is never kept
-    for the whole batch: the backward pass recomputes it chunk by chunk
-    (one extra GEMM of the first kind, traded for cache-resident data).
+    ``r2 (i2, chi*o2)``, ``l2 (o1, i1*chi)``.  The intermediate is never formed
+    for the whole batch at once: chunks of :data:`CHUNK_BYTES` stay in cache.
+    With several torch threads the chunks run in parallel groups, one thread
+    each (:func:`_run_groups`).  The chunks' intermediates are kept for the
+    backward pass (:data:`KEEP_INTERMEDIATE`) or recomputed there.
     First-order gradients only (``once_differentiable``).
     """
     import torch
@@ -414,16 +464,22 @@ def _split_kernel() -> Any:
             o2 = r2.shape[1] * i1 // k
             y = x.new_empty(b, o1, o2)
             keep = l2.requires_grad and KEEP_INTERMEDIATE
-            ts = []
-            for s in range(0, b, chunk):
-                xc = x[s: s + chunk]
-                t = (xc.reshape(-1, i2) @ r2).reshape(xc.shape[0], k, o2)
-                torch.matmul(l2, t, out=y[s: s + chunk])
-                if keep:
-                    ts.append(t)
+            starts = range(0, b, chunk)
+
+            def work(part: list[int]) -> list[Any]:
+                ts = []
+                for s in part:
+                    xc = x[s: s + chunk]
+                    t = (xc.reshape(-1, i2) @ r2).reshape(xc.shape[0], k, o2)
+                    torch.matmul(l2, t, out=y[s: s + chunk])
+                    if keep:
+                        ts.append(t)
+                return ts
+
+            flops = 2.0 * b * (i1 * i2 * r2.shape[1] + o1 * k * o2)
+            ctx.ts = [t for ts in _run_groups(work, starts, flops) for t in ts]
             ctx.save_for_backward(x, r2, l2)
             ctx.chunk = chunk
-            ctx.ts = ts
             return y
 
         @staticmethod
@@ -435,28 +491,38 @@ def _split_kernel() -> Any:
             o2 = gy.shape[2]
             need_x, need_r, need_l = ctx.needs_input_grad[:3]
             gx = torch.empty_like(x) if need_x else None
-            gr2 = torch.zeros_like(r2) if need_r else None
-            gl2 = torch.zeros_like(l2) if need_l else None
             l2h = l2.mH
-            for s in range(0, b, ctx.chunk):
-                xc = x[s: s + ctx.chunk]
-                c = xc.shape[0]
-                x2 = xc.reshape(c * i1, i2)
-                g = gy[s: s + ctx.chunk]
-                # Every product below is one (batched) GEMM on strided views: no
-                # operand is permuted into a copy (the copies took 30% of the step).
-                # Conjugate transposes are torch's gradient convention for complex
-                # tensors (no-ops on real ones).
-                if gl2 is not None:  # need_l
-                    t = ctx.ts[s // ctx.chunk] if ctx.ts else (x2 @ r2).reshape(c, k, o2)
-                    gl2 += torch.bmm(g, t.mH).sum(0)
-                if need_x or need_r:
-                    gt = torch.bmm(l2h.expand(c, k, o1), g).reshape(c * i1, -1)
-                    if gx is not None:  # need_x
-                        torch.mm(gt, r2.mH, out=gx[s: s + c].view(c * i1, i2))
-                    if gr2 is not None:  # need_r
-                        gr2.addmm_(x2.mH, gt)
+            chunk, kept = ctx.chunk, ctx.ts
+            starts = range(0, b, chunk)
+
+            def work(part: list[int]) -> tuple[Any, Any]:
+                gr2 = torch.zeros_like(r2) if need_r else None
+                gl2 = torch.zeros_like(l2) if need_l else None
+                for s in part:
+                    xc = x[s: s + chunk]
+                    c = xc.shape[0]
+                    x2 = xc.reshape(c * i1, i2)
+                    g = gy[s: s + chunk]
+                    # Every product below is one (batched) GEMM on strided views: no
+                    # operand is permuted into a copy (the copies took 30% of the step).
+                    # Conjugate transposes are torch's gradient convention for complex
+                    # tensors (no-ops on real ones).
+                    if gl2 is not None:  # need_l
+                        t = kept[s // chunk] if kept else (x2 @ r2).reshape(c, k, o2)
+                        gl2 += torch.bmm(g, t.mH).sum(0)
+                    if need_x or need_r:
+                        gt = torch.bmm(l2h.expand(c, k, o1), g).reshape(c * i1, -1)
+                        if gx is not None:  # need_x
+                            torch.mm(gt, r2.mH, out=gx[s: s + c].view(c * i1, i2))
+                        if gr2 is not None:  # need_r
+                            gr2.addmm_(x2.mH, gt)
+                return gr2, gl2
+
+            flops = 2.0 * b * (i1 * i2 * r2.shape[1] + 2 * o1 * k * o2)
+            parts = _run_groups(work, starts, flops)
             ctx.ts = []
+            gr2 = functools.reduce(lambda a, p: a + p[0], parts[1:], parts[0][0]) if need_r else None
+            gl2 = functools.reduce(lambda a, p: a + p[1], parts[1:], parts[0][1]) if need_l else None
             return gx, gr2, gl2, None
 
     return SplitApply.apply

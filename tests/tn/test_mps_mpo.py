@@ -228,6 +228,42 @@ def test_chunked_kernel_matches_unchunked(monkeypatch, rng):
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("right_first", [True, False])
+def test_parallel_chunk_groups_match_dense(monkeypatch, rng, right_first):
+    # chunks run in groups on two threads (forced: no FLOP threshold, 3 samples a chunk); every
+    # output and gradient equals the float64 dense reference, and torch's thread count is restored
+    import qtnn.tn.contract as contract
+
+    monkeypatch.setattr(contract, "PARALLEL_MIN_FLOPS", 0)
+    monkeypatch.setattr(contract, "CHUNK_BYTES", 3 * 8 * 32 * 4 * 2)
+    W = rng.normal(size=(32, 32))
+    mpo = MPO.from_dense(W, out_dims=2, in_dims=2, max_bond=4)
+    Wd = mpo.to_dense()
+    plan = MPOApplyPlan("split", 0, right_first, 0.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        x = torch.tensor(rng.normal(size=(37, 32)), requires_grad=True)
+        cores = [torch.tensor(c, requires_grad=True) for c in mpo.cores]
+        y = execute_mpo_apply(plan, x, cores)
+        assert torch.get_num_threads() == 2
+        w = torch.tensor(rng.normal(size=(37, 32)))
+        (y * w).sum().backward()
+        np.testing.assert_allclose(y.detach().numpy(), x.detach().numpy() @ Wd.T, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(x.grad.numpy(), w.numpy() @ Wd, rtol=0, atol=1e-12)
+        # the cores' gradients against the serial kernel (one group)
+        monkeypatch.setattr(contract, "PARALLEL_MIN_FLOPS", float("inf"))
+        ref = [torch.tensor(c, requires_grad=True) for c in mpo.cores]
+        (execute_mpo_apply(plan, x.detach(), ref) * w).sum().backward()
+        for a, b in zip(cores, ref):
+            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+        monkeypatch.setattr(contract, "PARALLEL_MIN_FLOPS", 0)
+        xs = torch.tensor(rng.normal(size=(7, 32)), requires_grad=True)
+        assert torch.autograd.gradcheck(lambda a, *cs: execute_mpo_apply(plan, a, cs), (xs, *cores))
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_plan_is_cached_and_cheap():
     shapes = [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)]
     p = plan_mpo_apply(256, shapes)
