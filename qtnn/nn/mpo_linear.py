@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from qtnn.errors import QtnnError, QtnnTypeError
+from qtnn.tn.contract import dense_weight, measured_plan
 from qtnn.tn.mpo import MPO, apply_cores, site_dims
 from qtnn.validate import (
     as_float_array,
@@ -210,7 +211,10 @@ class MPOLinear(nn.Module):
         a function of the shapes alone).
         """
         self._check_input(x)
-        cores = list(self.cores)
+        # the parameters read straight from the list (indexing a ParameterList costs more than the
+        # rest of a cached-weight forward); through indexing where a parametrization sits in between
+        cores: list[torch.Tensor] = (list(self.cores) if self._parametrized()
+                                     else [*self.cores._parameters.values()])  # type: ignore[list-item]
         plan = self._measured_plan(x, cores)
         if plan is not None and plan.strategy == "dense":
             return torch.nn.functional.linear(x, self._dense_weight(plan.split, cores), self.bias)
@@ -219,25 +223,25 @@ class MPOLinear(nn.Module):
             y = y + self.bias
         return y
 
+    def _parametrized(self) -> bool:
+        """Whether ``self.cores`` is parametrized (``torch.nn.utils.parametrize``): then read by index."""
+        return "parametrizations" in self.cores._modules
+
     def _measured_plan(self, x: torch.Tensor, cores: list[torch.Tensor]) -> Any:
         """The measured plan for ``x`` (``None``: leave it to the cost model; see :data:`MEASURE_PLANS`)."""
         if (not MEASURE_PLANS or x.device.type == "meta" or torch.is_autocast_enabled(x.device.type)
                 or torch.jit.is_tracing() or torch.compiler.is_compiling()):
             return None
-        from qtnn.tn.contract import measured_plan
-
         grad = torch.is_grad_enabled() and (x.requires_grad or any(c.requires_grad for c in cores))
         batch = math.prod(x.shape[:-1])
         # timed once per power of two: varying batches (sequence lengths, the last batch of an
         # epoch) reuse the plan of their bucket instead of each paying for a calibration
         bucket = 1 << max(batch - 1, 0).bit_length()
-        return measured_plan(bucket, [tuple(c.shape) for c in cores], device=x.device,
-                             dtype=cores[0].dtype, grad=grad)
+        return measured_plan(bucket, tuple(c.shape for c in cores), device=x.device,
+                             dtype=cores[0].dtype, grad=bool(grad))
 
     def _dense_weight(self, split: int, cores: list[torch.Tensor]) -> torch.Tensor:
         """``W`` (``out_features x in_features``); without gradients, kept while the cores are unchanged."""
-        from qtnn.tn.contract import dense_weight
-
         def build() -> torch.Tensor:
             w = dense_weight(split, cores)
             if w.shape != (self.out_features, self.in_features):

@@ -539,6 +539,9 @@ CANDIDATE_RATIO = 4.0
 CALIBRATION_ROUNDS = 3
 
 _MEASURED: dict[tuple[Any, ...], MPOApplyPlan] = {}
+# the same plans under the caller's own arguments, when they are exactly typed (a hot loop such as
+# MPOLinear.forward finds its plan here without re-validating the shapes on every call)
+_BY_ARGS: dict[tuple[Any, ...], MPOApplyPlan] = {}
 
 
 def candidate_plans(batch: int, core_shapes: Sequence[Sequence[int]], *,
@@ -572,6 +575,7 @@ def clear_measured_plans() -> None:
     0
     """
     _MEASURED.clear()
+    _BY_ARGS.clear()
 
 
 def measured_plan(batch: int, core_shapes: Sequence[Sequence[int]], *, device: Any = "cpu",
@@ -612,6 +616,15 @@ def measured_plan(batch: int, core_shapes: Sequence[Sequence[int]], *, device: A
     >>> p in candidate_plans(8, shapes), p is measured_plan(8, shapes, grad=False)
     (True, True)
     """
+    args: tuple[Any, ...] | None = None
+    if type(batch) is int and type(grad) is bool and type(core_shapes) is tuple and dtype is not None:
+        args = (batch, core_shapes, device, dtype, grad)
+        try:
+            hit = _BY_ARGS.get(args)
+        except TypeError:       # unhashable parts: the checks below say what is wrong
+            args, hit = None, None
+        if hit is not None:
+            return hit
     import torch
 
     from qtnn.errors import QtnnError, QtnnTypeError
@@ -629,15 +642,16 @@ def measured_plan(batch: int, core_shapes: Sequence[Sequence[int]], *, device: A
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise QtnnTypeError(f"dtype must be a real floating torch.dtype, got {dtype!r:.80}")
     key = (batch, shapes, str(dev), dtype, grad)
-    hit = _MEASURED.get(key)
-    if hit is not None:
-        return hit
-    cands = candidate_plans(batch, shapes, device_type=dev.type)
-    if dev.type == "meta" or len(cands) == 1 or batch == 0:
-        plan = cands[0]
-    else:
-        plan = _fastest(cands, batch, shapes, dev, dtype, grad)
-    _MEASURED[key] = plan
+    plan = _MEASURED.get(key)
+    if plan is None:
+        cands = candidate_plans(batch, shapes, device_type=dev.type)
+        if dev.type == "meta" or len(cands) == 1 or batch == 0:
+            plan = cands[0]
+        else:
+            plan = _fastest(cands, batch, shapes, dev, dtype, grad)
+        _MEASURED[key] = plan
+    if args is not None:
+        _BY_ARGS[args] = plan
     return plan
 
 

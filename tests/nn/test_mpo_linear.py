@@ -190,16 +190,16 @@ def test_inference_weight_is_rebuilt_when_a_core_changes(monkeypatch):
 
 
 def test_batches_share_the_plan_of_their_power_of_two(monkeypatch):
-    import qtnn.tn.contract as contract
+    import qtnn.nn.mpo_linear as mod  # the name MPOLinear calls
 
     asked = []
-    real = contract.measured_plan
+    real = mod.measured_plan
 
     def spy(batch, *a, **k):
         asked.append(batch)
         return real(batch, *a, **k)
 
-    monkeypatch.setattr(contract, "measured_plan", spy)
+    monkeypatch.setattr(mod, "measured_plan", spy)
     layer = MPOLinear(16, 16, 2, dtype=torch.float64)
     for b in (1, 5, 7, 8, 9):
         layer(torch.randn(b, 16, dtype=torch.float64))

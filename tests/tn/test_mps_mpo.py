@@ -386,3 +386,28 @@ def test_measured_plan_is_a_candidate_and_cached(grad):
         measured_plan(16, shapes, device="nowhere")
     with pytest.raises(QtnnTypeError, match="dtype must be a real floating"):
         measured_plan(16, shapes, dtype=torch.int64)
+
+
+def test_measured_plan_by_exact_arguments_keeps_validating():
+    """The lookup under the caller's own (exactly typed) arguments returns the validated plan and
+    never lets a bad argument through: a bool batch, a negative batch or an unhashable shape still fail."""
+    import qtnn.tn.contract as contract
+    from qtnn.tn.contract import clear_measured_plans, measured_plan
+
+    shapes = ((1, 4, 4, 3), (3, 4, 4, 1))
+    clear_measured_plans()
+    p = measured_plan(8, shapes, device="cpu", dtype=torch.float64, grad=True)
+    assert measured_plan(8, shapes, device="cpu", dtype=torch.float64, grad=True) is p
+    assert measured_plan(8, [list(s) for s in shapes], device="cpu", dtype=torch.float64, grad=True) is p
+    assert measured_plan(8, tuple(torch.Size(s) for s in shapes), device=torch.device("cpu"),
+                         dtype=torch.float64, grad=True) is p
+    with pytest.raises(QtnnTypeError, match="batch"):
+        measured_plan(True, shapes, device="cpu", dtype=torch.float64, grad=True)
+    with pytest.raises(QtnnError, match="batch"):
+        measured_plan(-8, shapes, device="cpu", dtype=torch.float64, grad=True)
+    with pytest.raises(QtnnError, match="grad"):
+        measured_plan(8, shapes, device="cpu", dtype=torch.float64, grad=1)
+    with pytest.raises(QtnnError):
+        measured_plan(8, ((1, 4, 4, [3]), (3, 4, 4, 1)), device="cpu", dtype=torch.float64, grad=True)
+    clear_measured_plans()
+    assert not contract._MEASURED and not contract._BY_ARGS
