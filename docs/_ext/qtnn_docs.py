@@ -258,6 +258,26 @@ def gpu_tables(data: dict[str, Any]) -> str:
     return text + "\n" + _table(["timing", "result"], rows, "ll")
 
 
+def mpo_linear_tables(data: dict[str, Any]) -> str:
+    env = data.get("environment", {})
+    load = env.get("load_average") or [float("nan")]
+    head = (f"{data.get('device', 'cpu')}, {data.get('dtype')}, torch {data.get('torch', '?')}, "
+            f"{env.get('cpus', '?')} CPUs, {data.get('threads', '?')} torch threads, median of "
+            f"{data.get('repeats')} interleaved repeats; load at the start {load[0]:.2f}.\n\n")
+    cells: dict[tuple[int, int, int], dict[str, Any]] = {}
+    for r in data["rows"]:
+        cells.setdefault((r["size"], r["bond"], r["batch"]), {})[r["mode"]] = r
+    rows = []
+    for (size, bond, batch), by in sorted(cells.items()):
+        tr, inf = by.get("train", {}), by.get("infer", {})
+        rows.append([f"{size}²", bond, batch,
+                     f"{tr['ratio']:.2f}" if tr else "", f"{tr['flops_planned_ratio']:.2f}" if tr else "",
+                     f"{inf['ratio']:.2f}" if inf else "",
+                     f"{tr.get('strategy', '')} / {inf.get('strategy', '')}"])
+    return head + _table(["size", "bond", "batch", "train: time / nn.Linear", "train: FLOPs / dense",
+                          "infer: time / nn.Linear", "plan (train / infer)"], rows, "rrrrrrl")
+
+
 def cli_help() -> str:
     try:
         cli = importlib.import_module("qtnn.cli")
@@ -286,7 +306,8 @@ def write_generated(docs: Path) -> None:
     makers = {"compress_smollm2.json": ("smollm2.md", smollm2_tables),
               "depth_study.json": ("depth_study.md", depth_tables),
               "compress_minilm.json": ("minilm.md", minilm_tables),
-              "gpu_check_h200.json": ("gpu_check.md", gpu_tables)}
+              "gpu_check_h200.json": ("gpu_check.md", gpu_tables),
+              "bench_mpo_linear.json": ("mpo_linear.md", mpo_linear_tables)}
     for src, (dst, make) in makers.items():
         path = examples / src
         text = make(json.loads(path.read_text())) if path.exists() else f"*(`examples/{src}` is missing)*\n"
