@@ -135,20 +135,23 @@ def test_cuda_matches_cpu():
 
 
 def _forced(monkeypatch, plan):
-    import qtnn.tn.contract as contract
+    import qtnn.nn.mpo_linear as mpo_linear  # the name MPOLinear.forward calls
 
-    monkeypatch.setattr(contract, "measured_plan", lambda *a, **k: plan)
+    asked: list[int] = []
+    monkeypatch.setattr(mpo_linear, "measured_plan", lambda *a, **k: asked.append(1) or plan)
+    return asked
 
 
-@pytest.mark.parametrize("pick", range(3))
+@pytest.mark.parametrize("pick", range(4))
 def test_every_measured_plan_equals_the_dense_reference(monkeypatch, pick):
     from qtnn.tn.contract import candidate_plans
 
     torch.manual_seed(0)
     layer = MPOLinear(60, 50, 5, out_dims=3, in_dims=3, dtype=torch.float64)   # padded to 64 / 64
     cands = candidate_plans(7, [tuple(c.shape) for c in layer.cores])
-    plan = cands[min(pick, len(cands) - 1)]
-    _forced(monkeypatch, plan)
+    assert len(cands) == 4
+    plan = cands[pick]
+    asked = _forced(monkeypatch, plan)
     w, b = layer.weight.detach(), layer.bias.detach()
     x = torch.randn(7, 60, dtype=torch.float64, requires_grad=True)
     ref = x.detach() @ w.T + b
@@ -159,6 +162,7 @@ def test_every_measured_plan_equals_the_dense_reference(monkeypatch, pick):
     gy = torch.randn_like(y)
     y.backward(gy)
     torch.testing.assert_close(x.grad, gy @ w, rtol=0, atol=1e-13)
+    assert len(asked) == 2          # both passes ran the forced plan
     # the cores' gradients against those of the cost model's own plan
     got = [c.grad.clone() for c in layer.cores]
     layer.zero_grad()

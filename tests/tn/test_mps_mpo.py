@@ -361,13 +361,19 @@ def test_size_guard_refuses_before_allocating(monkeypatch):
 
 
 def test_candidates_start_with_the_cost_models_plan_and_hold_one_per_strategy():
+    """One plan per strategy, except the split plan, which comes in both orders at one bond."""
     from qtnn.tn.contract import candidate_plans
 
     shapes = [(1, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 8), (8, 8, 8, 1)]
     for batch in (1, 32, 4096):
         cands = candidate_plans(batch, shapes)
         assert cands[0] == plan_mpo_apply(batch, shapes)
-        assert len({p.strategy for p in cands}) == len(cands)
+        assert len(set(cands)) == len(cands)
+        splits = [p for p in cands if p.strategy == "split"]
+        assert len(splits) <= 2 and len({p.split for p in splits}) <= 1
+        assert len({p.right_first for p in splits}) == len(splits)
+        others = [p.strategy for p in cands if p.strategy != "split"]
+        assert len(set(others)) == len(others)
         assert all(p.score <= 4.0 * cands[0].score for p in cands)
 
 
