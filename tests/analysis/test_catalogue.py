@@ -61,7 +61,7 @@ def test_changed_generator_fails_with_rebuild_hint(tmp_path, monkeypatch):
     monkeypatch.setattr(catalogue, "_HEIS_LAYERS", (1, 2))
     monkeypatch.setattr(catalogue, "_ENCODE_METHOD", "ran")
     monkeypatch.setattr(catalogue, "_digits_rows", lambda out, progress: [])
-    catalogue.build_catalogue(tmp_path, progress=False)
+    catalogue.build_catalogue(tmp_path, progress=False, reference_blas=False)   # the patches apply here
     with pytest.raises(QtnnError, match=HINT) as info:
         catalogue.compare_catalogues(CIRCUITS, tmp_path)
     msg = str(info.value)

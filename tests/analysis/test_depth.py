@@ -243,7 +243,9 @@ def test_encoding_counts_grow_linearly_for_the_staircase_and_exponentially_for_s
 
     Logical counts (CX and one-qubit gates, no coupling map), each equal to a count made
     without qtnn: the staircase gate by gate (KAK), StatePrep by Qiskit on the same input.
-    Measured (seed 0, D = 2): staircase 27, 37, 45 CX; StatePrep 57, 247, 1013 = 2^n - n - 1.
+    Measured (seed 0, D = 2): staircase 27, 37, 45 CX with AVX-512 OpenBLAS kernels and 22, 32, 45
+    with Haswell ones (the fitted gates follow the last bits of the SVDs, and a gate that comes out
+    closer to a special one needs fewer CX); StatePrep 57, 247, 1013 = 2^n - n - 1 on both.
     """
     from qtnn.analysis import encoding_report
 
@@ -259,7 +261,8 @@ def test_encoding_counts_grow_linearly_for_the_staircase_and_exponentially_for_s
         # linear: at most 3 CX per gate of D (n - 1) gates, at least 2 per generic gate
         assert 2 * rs.logical_gates - 4 <= stair[n] <= 3 * rs.logical_gates
     assert prep[10] - prep[8] > 3 * (prep[8] - prep[6])      # StatePrep: doubling per qubit
-    assert stair[10] - stair[8] <= 3 * 2 * 2                 # staircase: <= 3 D CX per added qubit
+    # the staircase stays inside its linear envelope 3 D (n - 1), which StatePrep leaves from n = 8
+    assert all(prep[n] > 3 * 2 * (n - 1) >= stair[n] for n in (8, 10))
 
 
 def test_model_circuit_computes_what_the_head_computes():
