@@ -189,11 +189,17 @@ REFERENCE_BLAS = {"OPENBLAS_CORETYPE": "Haswell"}
 
 
 def _runs_reference_blas() -> bool:
-    """Whether numpy's OpenBLAS in this process runs the :data:`REFERENCE_BLAS` kernels."""
+    """Whether numpy's (and scipy's) OpenBLAS in this process runs the :data:`REFERENCE_BLAS` kernels.
+
+    Only the ``scipy_openblas`` builds that numpy and scipy load count: other
+    packages bring their own OpenBLAS (qiskit-aer's reports "Barcelona"), which
+    the catalogue's fits do not call.
+    """
     from threadpoolctl import threadpool_info
 
     archs = {str(i.get("architecture", "")).lower() for i in threadpool_info()
-             if i.get("internal_api") == "openblas"}
+             if i.get("internal_api") == "openblas"
+             and "scipy_openblas" in os.path.basename(str(i.get("filepath", "")))}
     return archs == {REFERENCE_BLAS["OPENBLAS_CORETYPE"].lower()}
 
 
@@ -236,6 +242,11 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
     (11, 'heisenberg_n8_D1.qasm')
     """
     out = Path(check_path("out_dir", out_dir))
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise QtnnError(f"out_dir {str(out)!r} is not a directory that can be created or written: "
+                        f"{exc.strerror or exc}") from None
     if reference_blas and not _runs_reference_blas() and _can_run_reference_blas():
         import subprocess
         import sys
@@ -249,11 +260,6 @@ def build_catalogue(out_dir: str | os.PathLike[str] = "circuits", *, progress: b
             raise QtnnError(f"building the catalogue with {REFERENCE_BLAS} in a child process "
                             f"failed ({proc.returncode}): {(proc.stderr or '')[-2000:]}")
         return _read_manifest(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise QtnnError(f"out_dir {str(out)!r} is not a directory that can be created or written: "
-                        f"{exc.strerror or exc}") from None
     bar = None
     if progress:
         from tqdm.auto import tqdm

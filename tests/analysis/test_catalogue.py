@@ -22,8 +22,15 @@ HINT = r"qtnn circuits build"
 
 @pytest.fixture(scope="module")
 def rebuilt(tmp_path_factory):
+    """The catalogue rebuilt through the child process with the reference BLAS kernels.
+
+    Forced as if this process ran other kernels, so that the path an AVX-512 machine takes is
+    exercised everywhere (on CPUs that cannot run the reference kernels the build stays here).
+    """
     out = tmp_path_factory.mktemp("circuits")
-    catalogue.build_catalogue(out, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(catalogue, "_runs_reference_blas", lambda: False)
+        catalogue.build_catalogue(out, progress=False)
     return out
 
 
