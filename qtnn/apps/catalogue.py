@@ -182,7 +182,8 @@ def _digits_rows(out: Path, progress: Callable[[str], None]) -> list[dict[str, A
 #: come from a non-convex fit (:func:`qtnn.staircase.encode_mps`) whose optimum
 #: follows the last bits of every SVD: OpenBLAS's kernels for other CPUs round
 #: differently and end in other optima (Heisenberg n=12, D=4: fidelity 0.99760
-#: with the Haswell kernels, 0.99893 with AVX-512 ones, 0.99772 with SSE3 ones).
+#: with the Haswell kernels, 0.99772 with SSE3 ones, 0.99893 on the machine that
+#: built the earlier catalogue, presumably with AVX-512 ones).
 #: Pinning one kernel family that every x86-64 CPU with AVX2 and FMA runs makes
 #: the catalogue the same on every such machine (:func:`build_catalogue`).
 REFERENCE_BLAS = {"OPENBLAS_CORETYPE": "Haswell"}
