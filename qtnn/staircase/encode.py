@@ -418,9 +418,9 @@ def encode_mps(mps: MPS, layers: int, method: str = "iterative", sweeps: int = 1
         ``"polish"``; 0: no polishing).  Measured at n=12, D=4 (2 shared cores):
         Heisenberg ground state 0.9974 -> 0.9989 and random bond-4 MPS (seeds
         0-4) 0.955 -> 0.975 on average, each in under 6 s, on a machine whose
-        OpenBLAS kernels were presumably AVX-512 ones.  The fit is non-convex and follows the rounding of its
-        SVDs: with the Haswell (AVX2) kernels the same calls give 0.99760 and
-        0.9717.
+        OpenBLAS kernels were presumably AVX-512 ones.  The fit is non-convex
+        and follows the rounding of its SVDs: with the Haswell (AVX2) kernels
+        the same calls give 0.99760 and 0.9717.
     rtol : float
         Relative tolerance of the polishing (see ``polish``).
 

@@ -244,8 +244,9 @@ def test_encoding_counts_grow_linearly_for_the_staircase_and_exponentially_for_s
     Logical counts (CX and one-qubit gates, no coupling map), each equal to a count made
     without qtnn: the staircase gate by gate (KAK), StatePrep by Qiskit on the same input.
     Measured (seed 0, D = 2): staircase 27, 37, 45 CX on an earlier machine (presumably AVX-512
-    OpenBLAS kernels) and 22, 32, 45 with the Haswell ones (the fitted gates follow the last bits of the SVDs, and a gate that comes out
-    closer to a special one needs fewer CX); StatePrep 57, 247, 1013 = 2^n - n - 1 on both.
+    OpenBLAS kernels) and 22, 32, 45 with the Haswell ones (the fitted gates follow the last bits
+    of the SVDs, and a gate that comes out closer to a special one needs fewer CX); StatePrep 57,
+    247, 1013 = 2^n - n - 1 on both.
     """
     from qtnn.analysis import encoding_report
 
