@@ -258,6 +258,29 @@ class Study:
                     "depths": [s.U.layers for s in res.stages]})
                 self.save()
 
+            # the SVD start: the full depth at once from the best rank-R approximation
+            for rank in a.svd_starts if aware else []:
+                for d in a.svd_depths:
+                    key = f"{proj}/dis-svd/R={rank}/D={d}/{fit}"
+                    if not want(key) and not want(key + "/healed"):
+                        continue
+                    t = time.perf_counter()
+                    res = disentangle(w, d, d, 1, method="grow", refine=a.svd_refine, inputs=x_cal,
+                                      layout=a.layout, start="svd", start_rank=rank,
+                                      output_weight=g_out if fit == "out" else None)
+                    mod = DisentangledLinear._from_result(res, w.shape[1], w.shape[0], d, d, 1, None,
+                                                          torch.float32)
+                    info = {**common, "family": "disentangled", "start": f"svd rank {rank}",
+                            "fit": fit, "bond": 1, "depth": d, "layout": a.layout,
+                            "weight_error": res.error, "activation_error_calib": res.activation_error,
+                            "qubits": [res.U.n_qubits, res.V.n_qubits],
+                            "two_qubit_gates": res.U.num_gates + res.V.num_gates,
+                            "circuit_depth": [res.U.depth, res.V.depth],
+                            "seconds": time.perf_counter() - t}
+                    if want(key):
+                        self.evaluate(key, proj, mod, info, x_eval, linear)
+                    healable[key] = (mod, info)
+
         if a.heal_steps > 0:
             for key, (mod, info) in healable.items():
                 hkey = key + "/healed"
@@ -294,13 +317,19 @@ def plot(data: dict[str, Any], path: str) -> None:
             for fit, ls in (("plain", ":"), ("data", "--"), ("out", "-")):
                 pts = sorted((r["params"], 100 * r["change"]) for r in mine
                              if r["family"] == fam and r.get("fit") == fit and "heal" not in r
-                             and (fam != "disentangled" or r.get("bond") == 1))
+                             and (fam != "disentangled" or r.get("bond") == 1) and "start" not in r)
                 if pts:
                     ax.plot(*zip(*pts, strict=True), ls, marker=marker, label=f"{fam} ({fit})")
+        for fit, color in (("data", "C4"), ("out", "C5")):
+            pts = [(r["params"], 100 * r["change"]) for r in mine
+                   if "start" in r and r.get("fit") == fit and "heal" not in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "D", color=color, label=f"disentangled, SVD start ({fit})")
         healed = [r for r in mine if "heal" in r]
         for r in healed:
             ax.plot(r["params"], 100 * r["change"], "k*", ms=11)
-            ax.annotate(f"{r['family']} healed", (r["params"], 100 * r["change"]), fontsize=7,
+            tag = r["family"] + (" (SVD start)" if "start" in r else "")
+            ax.annotate(f"{tag} healed", (r["params"], 100 * r["change"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
         removed = [r for r in mine if r["family"] == "removed"]
         if removed:
@@ -326,6 +355,8 @@ def markdown(data: dict[str, Any]) -> str:
         what = {"removed": "removed", "mpo": f"MPO χ={r.get('bond')}",
                 "svd": f"SVD rank {r.get('rank')}",
                 "disentangled": f"disentangled χ={r.get('bond')} D={r.get('depth')}"}[fam]
+        if "start" in r:
+            what += f", {r['start']} start"
         lines.append(f"| {r['target']} | {what} | {r.get('fit', '')} | {'yes' if 'heal' in r else ''} "
                      f"| {r['params']} | {r.get('two_qubit_gates', 0)} | {r['weight_error']:.4f} "
                      f"| {r['activation_error_eval']:.4f} | {r['perplexity']:.3f} "
@@ -342,6 +373,11 @@ def main() -> None:
     p.add_argument("--dis-bonds", default="1", help="bonds of the disentangled residual")
     p.add_argument("--layout", default="staircase", choices=["staircase", "brickwall"])
     p.add_argument("--refine", type=int, default=100, help="L-BFGS iterations per growth stage")
+    p.add_argument("--svd-starts", default="2",
+                   help="ranks of the disentangled layer's SVD start (data-aware fits; '' for none)")
+    p.add_argument("--svd-depths", default="32", help="depths of the SVD-started fits")
+    p.add_argument("--svd-refine", type=int, default=300,
+                   help="L-BFGS iterations after the SVD start")
     p.add_argument("--eval-windows", type=int, default=32)
     p.add_argument("--calib-windows", type=int, default=64)
     p.add_argument("--heal-steps", type=int, default=500)
@@ -350,7 +386,7 @@ def main() -> None:
     p.add_argument("--png", default="examples/compress_smollm2.png")
     p.add_argument("--fresh", action="store_true", help="ignore an existing JSON file")
     a = p.parse_args()
-    for k in ("depths", "bonds", "ranks", "dis_bonds"):
+    for k in ("depths", "bonds", "ranks", "dis_bonds", "svd_starts", "svd_depths"):
         setattr(a, k, [int(v) for v in getattr(a, k).split(",") if v])
     torch.manual_seed(0)
     study = Study(a)

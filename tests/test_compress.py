@@ -512,3 +512,27 @@ def test_disentangled_record_keeps_the_layout_and_defaults_to_staircase():
     assert _module_from_spec(old).U.layout == "staircase"
     with pytest.raises(QtnnError, match="unknown layout 'ladder'"):
         _module_from_spec({**spec, "layout": "ladder"})
+
+
+def test_cli_svd_start_matches_the_api(tmp_path, hybrid_checkpoint):
+    """--start svd --start-rank R reaches disentangle(start='svd') through compress, and the saved
+    layer computes what the fit returned."""
+    from qtnn.staircase import disentangle
+
+    path, model = hybrid_checkpoint
+    out = tmp_path / "svd.pt"
+    res = run_cli(tiny_cli().parse_args(["compress", str(path), "--targets", "features", "--method",
+                                         "disentangle", "--max-bond", "1", "--layers", "2", "--start",
+                                         "svd", "--start-rank", "4", "--refine", "5", "--no-progress",
+                                         "--out", str(out)]))
+    (row,) = res["layers"]
+    w = model.features.weight.detach().double().numpy()
+    ref = disentangle(w, 2, 2, 1, method="grow", refine=5, start="svd", start_rank=4)
+    assert row["weight_error"] == pytest.approx(ref.error, rel=0, abs=1e-12)
+    loaded, _ = load_compressed(out)
+    x = torch.rand(3, w.shape[1], dtype=torch.float64)
+    want = x @ torch.as_tensor(ref.to_dense()).T + model.features.bias.detach().double()
+    torch.testing.assert_close(loaded.features(x).double(), want, rtol=0, atol=1e-5)
+    with pytest.raises(QtnnError, match="start_rank must be a power of two"):
+        compress(model, "features", "disentangle", max_bond=1, layers=1, start="svd", start_rank=3,
+                 progress=False)

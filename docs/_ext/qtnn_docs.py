@@ -190,7 +190,8 @@ def smollm2_tables(data: dict[str, Any]) -> str:
             if parts[1] == "removed":
                 label, fit = "matrix removed", "plain"
             else:
-                family = {"mpo": "MPO", "svd": "SVD", "dis": "disentangled"}.get(parts[1], parts[1])
+                family = {"mpo": "MPO", "svd": "SVD", "dis": "disentangled",
+                          "dis-svd": "disentangled χ=1, SVD start"}.get(parts[1], parts[1])
                 params = [p for p in parts[2:] if "=" in p]
                 label = f"{family} " + " ".join(p.replace("chi", "χ") for p in params)
                 fit = "/".join(p for p in parts[2:] if "=" not in p)

@@ -71,6 +71,11 @@ def add_parser(subparsers: Any) -> None:
                    help="in-layer gate order of the circuits (disentangle; default staircase)")
     c.add_argument("--engine", choices=["auto", "dense", "mpo", "grow"], default="auto",
                    help="disentangling engine (grow: staged deep circuits; default auto)")
+    c.add_argument("--start", choices=["identity", "svd"], default="identity",
+                   help="disentangle: grow the circuits from identity layers, or start the full "
+                        "depth from the best rank-R approximation (svd; default identity)")
+    c.add_argument("--start-rank", type=int, default=2,
+                   help="rank R of --start svd, a power of two (default 2)")
     c.add_argument("--calibration", type=int, default=0, metavar="N",
                    help="data-aware fits on N calibration inputs (smollm2: windows of 256 tokens "
                         "of the calibration split; hybrid: training images); 0: plain weight fits")
@@ -240,6 +245,7 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
                             refine=args.refine, seed=args.seed,
                             workers=None if args.workers == 0 else args.workers, rank=args.rank,
                             calibration=calib, damp=args.damp, layout=args.layout,
+                            start=args.start, start_rank=args.start_rank,
                             engine=args.engine, progress=not args.no_progress)
     healed = None
     if args.heal:

@@ -307,7 +307,7 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
              refine: int = 100, tol: float | None = None, seed: int = 0, out_dims: Any = None,
              in_dims: Any = None, workers: int | None = 1, rank: int | None = None,
              calibration: Any = None, damp: float = 1e-2, output_weight: Any = None,
-             layout: str = "staircase",
+             layout: str = "staircase", start: str = "identity", start_rank: int = 2,
              engine: str = "auto", progress: bool = True) -> tuple[Any, list[LayerReport]]:
     """Replace linear layers of a model by MPO or disentangled (circuit + MPO) layers.
 
@@ -381,6 +381,10 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         ``max_bond``, qubit sites) and ``"disentangle"``.
     layout : {"staircase", "brickwall"}
         ``"disentangle"``: the circuits' in-layer gate order.
+    start, start_rank : str, int
+        ``"disentangle"``: where the circuits start (see
+        :func:`qtnn.staircase.disentangle`; ``"svd"``: at the full depth, from
+        the best rank-``start_rank`` approximation, a power of two).
     engine : {"auto", "dense", "mpo", "grow"}
         ``"disentangle"``: the ``method`` of :func:`qtnn.staircase.disentangle`
         (``"grow"``: staged deep circuits; chosen by ``"auto"`` with
@@ -453,6 +457,8 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
                         "set max_bond, and no cutoff / out_dims / in_dims")
     check_choice("layout", layout, ("staircase", "brickwall"))
     check_choice("engine", engine, ("auto", "dense", "mpo", "grow"))
+    check_choice("start", start, ("identity", "svd"))
+    check_int("start_rank", start_rank, minimum=1)
     damp = check_real("damp", damp, minimum=0)
     cut = check_cutoff("cutoff", cutoff)
     d_out, d_in = _layers_arg(layers, method)
@@ -486,6 +492,8 @@ def compress(model: Any, targets: Any, method: str = "mpo", *, max_bond: int | N
         opts: dict[str, Any] = {"sweeps": sweeps, "restarts": restarts, "refine": refine,
                                 "tol": None if tol is None else float(tol), "seed": seed,
                                 "method": engine, "layout": layout}
+        if start != "identity":
+            opts.update(start=start, start_rank=start_rank)
         if x is not None or g is not None:
             opts.update(inputs=x, damp=float(damp), output_weight=g)
         jobs.append({"w": w, "method": method, "max_bond": max_bond, "cutoff": cut,

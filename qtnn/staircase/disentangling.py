@@ -92,6 +92,7 @@ Examples
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -356,7 +357,8 @@ def _start_gates(lay: Layout, rng: np.random.Generator, kind: str, dtype: Any) -
 
 def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_bond: int, k: int,
                       refine: int, tol: float, inputs: Any, layout: str, damp: float,
-                      progress: bool, output_weight: Any = None) -> Disentangled:
+                      progress: bool, output_weight: Any = None, start: str = "identity",
+                      start_rank: int = 2, start_sweeps: int = 500) -> Disentangled:
     """``method="grow"``: staged growth with joint L-BFGS (:mod:`qtnn.staircase._grow`)."""
     from qtnn.staircase import _grow
 
@@ -384,7 +386,7 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
     M0.shape = mpo.padded_shape
     # reporting problems: the Frobenius error on the logical block, and the undamped activations
     frob = prob if L is None and Lo is None else _grow.make_problem(W, n_out, n_in, None)
-    stages = _grow.stage_depths(d_out, d_in)
+    stages = _grow.stage_depths(d_out, d_in) if start == "identity" else [(d_out, d_in)]
     history: list[SweepRecord] = []
     best = math.inf
     bar = None
@@ -398,14 +400,29 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
         nonlocal best
         e = math.sqrt(max(res.f, 0.0)) if prob is frob else _error_at(frob, res, layout)
         best = min(best, e)
-        history.append(SweepRecord(0, i, e, best, "grow"))
+        history.append(SweepRecord(0, i, e, best, "grow" if start == "identity" or i == 0 else "svd"))
         if bar is not None:
             bar.set_postfix_str(f"D={res.gu.shape[0]}/{res.gv.shape[0]} f={res.f:.4g}", refresh=False)
             bar.update()
 
+    cores0 = [np.asarray(c, dtype=np.float64) for c in M0.cores]
     try:
-        results = _grow.grow(prob, d_out, d_in, layout, [np.asarray(c, dtype=np.float64)
-                                                        for c in M0.cores], refine, tol, on_stage)
+        if start == "identity":
+            results = _grow.grow(prob, d_out, d_in, layout, cores0, refine, tol, on_stage)
+        else:
+            results = _grow.grow(prob, 0, 0, layout, cores0, refine, tol, on_stage)[:1]
+            t_start = time.perf_counter()
+            gu, gv, cores, _ = _grow.svd_start(prob, W, L, Lo, start_rank, d_out, d_in, layout,
+                                               start_sweeps)
+            fitted = _grow.refine(prob, gu, gv, cores, layout, refine, tol)
+            if not fitted.f <= results[0].f:   # never worse than M alone (depth 0)
+                r0 = results[0]
+                fitted = _grow.StageResult(_grow.add_identity_layers(r0.gu, d_out),
+                                           _grow.add_identity_layers(r0.gv, d_in), r0.cores, r0.f,
+                                           fitted.iterations, fitted.evaluations, fitted.seconds)
+            fitted.seconds = time.perf_counter() - t_start   # the isometry fits included
+            results.append(fitted)
+            on_stage(1, fitted)
     finally:
         if bar is not None:
             bar.close()
@@ -583,6 +600,7 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweep
                 restarts: int = 2, seed: int = 0, tol: float | None = None, method: str = "auto",
                 refine: int = 100, work_bond: int | None = None, inputs: Any = None,
                 layout: str = "staircase", damp: float = 1e-2, output_weight: Any = None,
+                start: str = "identity", start_rank: int = 2, start_sweeps: int = 500,
                 progress: bool = False) -> Disentangled:
     """Split ``W ~ U M V^T`` with staircase circuits ``U``, ``V`` and an MPO ``M`` of small bond.
 
@@ -665,6 +683,25 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweep
         attention key read by the queries, a value read by the output
         projection), ``G = E[P^T P]`` makes the fit care about the errors the
         next operation sees.  Uses ``method="grow"``.
+    start : {"identity", "svd"}
+        ``method="grow"``: where the circuits start.  ``"identity"`` grows
+        them from identity layers in stages (above).  ``"svd"`` starts the
+        full depth at once from the best rank-``start_rank`` approximation of
+        the fitted objective (the weighted truncated SVD when ``inputs`` or
+        ``output_weight`` are given): ``M`` is a bond-1 product whose
+        ``start_rank`` non-zero entries carry the singular values (exact when
+        they have product form), and ``U``, ``V`` are fitted so that they map
+        those basis states to the singular vectors (polar sweeps of
+        :func:`qtnn.staircase._grow.fit_isometry`, at most ``start_sweeps``);
+        one L-BFGS refinement of everything follows.  ``stages`` then holds
+        depth 0 (``M`` alone) and the full depth, and the result is never
+        worse than depth 0.  On SmolLM2's ``k_proj`` at ``D = 32`` this start
+        roughly halves the activation error of identity growth (README).
+    start_rank : int
+        Rank of the ``"svd"`` start, a power of two (``1 <= start_rank <=
+        2**min(n_out, n_in)`` and at most ``min(W.shape)``).
+    start_sweeps : int
+        Most polar sweeps of each circuit's isometry fit (``"svd"`` start).
     progress : bool
         ``method="grow"``: a progress bar over the stages.
 
@@ -708,6 +745,11 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweep
     method = check_choice("method", method, ("auto", "dense", "mpo", "grow"))
     layout = check_choice("layout", layout, ("staircase", "brickwall"))
     damp = check_real("damp", damp, minimum=0)
+    start = check_choice("start", start, ("identity", "svd"))
+    start_rank = check_int("start_rank", start_rank, minimum=1)
+    start_sweeps = check_int("start_sweeps", start_sweeps, minimum=0)
+    if start_rank & (start_rank - 1):
+        raise QtnnError(f"start_rank must be a power of two, got start_rank={start_rank}")
     if not isinstance(progress, (bool, np.bool_)):
         raise QtnnTypeError(f"progress must be a bool, got {progress!r}")
     aware = inputs is not None or output_weight is not None
@@ -727,12 +769,19 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweep
             raise QtnnError(f"{name} must be 0 when W has fewer than k={k} qubits on that side "
                             f"({n}); got {name}={d}")
     lay = Layout(n_sites, n_out, n_in, d_out, d_in, k)
-    if method == "auto" and (aware or layout != "staircase"):
+    if start == "svd":
+        if method in ("dense", "mpo"):
+            raise QtnnError(f"start='svd' needs method='grow' (or 'auto'), got method={method!r}")
+        if start_rank > min(2 ** min(n_out, n_in), *mpo.shape):
+            raise QtnnError(f"start_rank must be at most 2**min(n_out, n_in) = {2 ** min(n_out, n_in)} "
+                            f"and at most min(W.shape) = {min(mpo.shape)}, got start_rank={start_rank}")
+    if method == "auto" and (aware or layout != "staircase" or start == "svd"):
         method = "grow"
     if method == "grow":
         return _disentangle_grow(mpo, params_before, d_out, d_in, max_bond, k, refine,
                                  1e-14 if tol is None else tol,
-                                 inputs, layout, damp, progress, output_weight)
+                                 inputs, layout, damp, progress, output_weight,
+                                 start, start_rank, start_sweeps)
     if tol is None:
         tol = 1e-3
     if method == "auto":
@@ -767,9 +816,9 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweep
                 M, err = M0, trunc_err
             else:
                 rng = np.random.default_rng([seed, r])
-                start = _start_gates(lay, rng, "near" if r % 2 else "haar", dtype)
+                start_g = _start_gates(lay, rng, "near" if r % 2 else "haar", dtype)
                 for side in ("U", "V"):
-                    gates[side][...] = start[side]
+                    gates[side][...] = start_g[side]
                 engine.invalidate()
                 M = engine.m_candidate()
                 err = rel(engine.overlap(M), M)

@@ -238,3 +238,88 @@ def test_det_plus_keeps_the_gates_of_determinant_one():
     np.testing.assert_allclose(flipped[..., :, :3], c.gates[dets < 0][..., :, :3])
     np.testing.assert_allclose(flipped[..., :, 3], -c.gates[dets < 0][..., :, 3])
     assert p.layout == c.layout and p.layers == c.layers
+
+
+# ------------------------------------------------------------------ the SVD start
+def _orth(rng, n):
+    q, r = np.linalg.qr(rng.normal(size=(n, n)))
+    return q * np.sign(np.diag(r))
+
+
+@pytest.mark.parametrize("r", [1, 2, 4])
+def test_fit_isometry_one_gate_is_exact(r):
+    """On 2 qubits one gate maps any r basis columns to any r orthonormal columns in one sweep."""
+    rng = np.random.default_rng(10 + r)
+    target = _orth(rng, 4)[:, :r]
+    support = np.array([3, 0, 2, 1])[:r]
+    g, overlap = _grow.fit_isometry(2, 1, "staircase", support, target, sweeps=3)
+    np.testing.assert_allclose(g[0, 0][:, support], target, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(g[0, 0] @ g[0, 0].T, np.eye(4), rtol=0, atol=1e-12)
+    assert abs(overlap - 1.0) < 1e-12
+
+
+@pytest.mark.parametrize("layout", ["staircase", "brickwall"])
+def test_fit_isometry_sweeps_never_lose(layout):
+    """Each gate update maximises the overlap exactly, so more sweeps never give less; the
+    returned overlap is that of the returned gates (dense reference)."""
+    rng = np.random.default_rng(11)
+    target = _orth(rng, 16)[:12, :3]            # 12 logical rows of 4 qubits, padding rows zero
+    support = np.array([0, 5, 9])
+    last = -np.inf
+    for sweeps in (1, 2, 4, 8):
+        g, overlap = _grow.fit_isometry(4, 3, layout, support, target, sweeps, rtol=0.0)
+        G = _dense(4, g, layout)
+        assert abs(overlap - np.trace(target.T @ G[:12, support]) / 3) < 1e-12
+        assert overlap >= last - 1e-12
+        last = overlap
+    assert last > 0.5
+
+
+def test_svd_start_is_exact_when_the_circuits_can_express_it():
+    """W = G_u M G_v^T with one gate per side and M of rank 2 in product form: the start alone
+    (no refinement) reproduces W, since one gate maps M's support onto W's singular vectors."""
+    from qtnn.staircase import disentangle
+
+    rng = np.random.default_rng(12)
+    M = np.diag([3.0, 0.0, 0.0, 0.0])
+    M[2, 1] = 1.25                               # rank 2: singular values 3 and 1.25
+    W = _orth(rng, 4) @ M @ _orth(rng, 4).T
+    res = disentangle(W, 1, 1, max_bond=1, start="svd", start_rank=2, refine=0)
+    assert res.truncation_error > 0.1
+    assert res.error < 1e-12
+    assert [(s.U.layers, s.V.layers) for s in res.stages] == [(0, 0), (1, 1)]
+    assert [h.kind for h in res.history] == ["grow", "svd"]
+
+
+def test_svd_start_data_aware_matches_dense_and_never_loses_to_depth_zero():
+    from qtnn.staircase import disentangle
+
+    rng = np.random.default_rng(13)
+    W = rng.normal(size=(12, 20)) * np.geomspace(1.0, 0.05, 20)
+    X = rng.normal(size=(200, 20)) * np.geomspace(0.1, 2.0, 20)
+    res = disentangle(W, 3, 3, max_bond=1, inputs=X, start="svd", start_rank=4, refine=40)
+    assert res.method == "grow" and (res.U.layers, res.V.layers) == (3, 3)
+    A = _dense(4, res.U.gates, "staircase") @ res.M.to_dense() @ _dense(5, res.V.gates, "staircase").T
+    np.testing.assert_allclose(res.to_dense(), A[:12, :20], rtol=0, atol=1e-12)
+    want = np.linalg.norm((A[:12, :20] - W) @ X.T) / np.linalg.norm(W @ X.T)
+    assert abs(res.activation_error - want) < 1e-12
+    assert res.activation_error <= res.stages[0].activation_error * (1 + 1e-12)
+    assert res.M.max_bond == 1
+    again = disentangle(W, 3, 3, max_bond=1, inputs=X, start="svd", start_rank=4, refine=40)
+    np.testing.assert_array_equal(again.V.gates, res.V.gates)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"start": "random"}, "start"),
+    ({"start": "svd", "start_rank": 3}, "start_rank must be a power of two, got start_rank=3"),
+    ({"start": "svd", "start_rank": 16}, "start_rank must be at most 2\\*\\*min"),
+    ({"start": "svd", "start_rank": 0}, "start_rank"),
+    ({"start": "svd", "method": "dense"}, "start='svd' needs method='grow'"),
+    ({"start": "svd", "start_sweeps": -1}, "start_sweeps"),
+])
+def test_svd_start_bad_arguments(kw, match):
+    from qtnn import QtnnError
+    from qtnn.staircase import disentangle
+
+    with pytest.raises(QtnnError, match=match):
+        disentangle(np.eye(8), 1, 1, max_bond=1, **kw)
