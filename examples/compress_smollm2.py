@@ -12,6 +12,8 @@ a disjoint calibration split):
   ``6 * 16 * D + 36`` parameters, i.e. rank 1 ~ D = 8, 2 ~ 16, 4 ~ 32);
 * the disentangled layer ``U M V^T`` with bond 1 grown to D = 1 ... 32 layers
   per side (one growth run gives every depth);
+* the same layer at D = 32 started from the weighted rank-R truncated SVD
+  (``disentangle(..., start="svd")``, R = 8 by default; data-aware fits only);
 
 each with the plain (Frobenius) fit, the data-aware fit on the calibration
 activations (``data``), and the data- and output-aware fit (``out``: the
@@ -74,6 +76,9 @@ class Study:
             with open(args.json) as f:
                 self.data = json.load(f)
             self.data.setdefault("variants", {})
+            # settings added since the file was written (options of variants it does not hold yet)
+            for k, v in vars(args).items():
+                self.data.setdefault("settings", {}).setdefault(k, v)
         t0 = time.perf_counter()
         self.model, tok = lm.load_smollm2(torch.float32)
         self.original = copy.deepcopy(self.model)
@@ -225,7 +230,8 @@ class Study:
             for bond in a.dis_bonds:
                 dmax = max(a.depths)
                 keys = [f"{proj}/dis/chi={bond}/D={d}/{fit}" for d in a.depths]
-                if not any(want(k) for k in keys) and not (aware and bond == 1):
+                healed = f"{proj}/dis/chi={bond}/D={dmax}/{fit}/healed"
+                if not any(want(k) for k in keys) and not (aware and bond == 1 and want(healed)):
                     continue
                 t = time.perf_counter()
                 res = disentangle(w, dmax, dmax, bond, method="grow", refine=a.refine,
@@ -320,7 +326,7 @@ def plot(data: dict[str, Any], path: str) -> None:
                              and (fam != "disentangled" or r.get("bond") == 1) and "start" not in r)
                 if pts:
                     ax.plot(*zip(*pts, strict=True), ls, marker=marker, label=f"{fam} ({fit})")
-        for fit, color in (("data", "C4"), ("out", "C5")):
+        for fit, color in (("data", "navy"), ("out", "darkcyan")):
             pts = [(r["params"], 100 * r["change"]) for r in mine
                    if "start" in r and r.get("fit") == fit and "heal" not in r]
             if pts:
@@ -373,10 +379,10 @@ def main() -> None:
     p.add_argument("--dis-bonds", default="1", help="bonds of the disentangled residual")
     p.add_argument("--layout", default="staircase", choices=["staircase", "brickwall"])
     p.add_argument("--refine", type=int, default=100, help="L-BFGS iterations per growth stage")
-    p.add_argument("--svd-starts", default="2",
+    p.add_argument("--svd-starts", default="8",
                    help="ranks of the disentangled layer's SVD start (data-aware fits; '' for none)")
     p.add_argument("--svd-depths", default="32", help="depths of the SVD-started fits")
-    p.add_argument("--svd-refine", type=int, default=300,
+    p.add_argument("--svd-refine", type=int, default=200,
                    help="L-BFGS iterations after the SVD start")
     p.add_argument("--eval-windows", type=int, default=32)
     p.add_argument("--calib-windows", type=int, default=64)
