@@ -291,6 +291,24 @@ def test_svd_start_is_exact_when_the_circuits_can_express_it():
     assert [h.kind for h in res.history] == ["grow", "svd"]
 
 
+@pytest.mark.parametrize("layout", ["staircase", "brickwall"])
+def test_svd_start_weighted_is_exact_too(layout):
+    """With inputs and an output weight (full rank, no damping) the weighted SVD mapped back
+    through both factors is still W itself when W has rank 2: the start alone is exact."""
+    from qtnn.staircase import disentangle
+
+    rng = np.random.default_rng(14)
+    M = np.zeros((4, 4))
+    M[1, 3], M[0, 2] = 2.0, 0.5
+    W = _orth(rng, 4) @ M @ _orth(rng, 4).T
+    X = rng.normal(size=(50, 4)) * np.array([0.2, 1.0, 3.0, 0.7])
+    P = rng.normal(size=(4, 4))
+    res = disentangle(W, 1, 1, max_bond=1, inputs=X, output_weight=P.T @ P, damp=0.0,
+                      start="svd", start_rank=2, refine=0, layout=layout)
+    assert res.truncation_activation_error > 0.1
+    assert res.error < 1e-10 and res.activation_error < 1e-10
+
+
 def test_svd_start_data_aware_matches_dense_and_never_loses_to_depth_zero():
     from qtnn.staircase import disentangle
 
