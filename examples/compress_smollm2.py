@@ -316,7 +316,7 @@ def plot(data: dict[str, Any], path: str) -> None:
 
     rows = list(data["variants"].values())
     targets = sorted({r["target"] for r in rows if "target" in r})
-    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets), 4.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(targets), figsize=(6.5 * len(targets) + 2.6, 4.6), squeeze=False)
     for ax, proj in zip(axes[0], targets, strict=True):
         mine = [r for r in rows if r.get("target") == proj and "perplexity" in r]
         for fam, marker in (("mpo", "s"), ("svd", "^"), ("disentangled", "o")):
@@ -331,12 +331,16 @@ def plot(data: dict[str, Any], path: str) -> None:
                    if "start" in r and r.get("fit") == fit and "heal" not in r]
             if pts:
                 ax.plot(*zip(*pts, strict=True), "D", color=color, label=f"disentangled, SVD start ({fit})")
-        healed = [r for r in mine if "heal" in r]
-        for r in healed:
-            ax.plot(r["params"], 100 * r["change"], "k*", ms=11)
-            tag = r["family"] + (" (SVD start)" if "start" in r else "")
-            ax.annotate(f"{tag} healed", (r["params"], 100 * r["change"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+        # healed variants: one star per variant, coloured by family (no labels: they crowd)
+        for tag, color, pick in (("mpo", "tab:green", lambda r: r["family"] == "mpo"),
+                                 ("svd", "tab:brown", lambda r: r["family"] == "svd"),
+                                 ("disentangled, grown", "tab:olive",
+                                  lambda r: r["family"] == "disentangled" and "start" not in r),
+                                 ("disentangled, SVD start", "navy", lambda r: "start" in r)):
+            pts = [(r["params"], 100 * r["change"]) for r in mine if "heal" in r and pick(r)]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), "*", color=color, ms=12, mec="k", mew=0.5, ls="",
+                        label=f"{tag}, healed")
         removed = [r for r in mine if r["family"] == "removed"]
         if removed:
             ax.axhline(100 * removed[0]["change"], color="grey", lw=0.8, label="removed")
@@ -345,7 +349,7 @@ def plot(data: dict[str, Any], path: str) -> None:
         ax.set_xlabel("parameters of the replaced layer")
         ax.set_ylabel("perplexity change (%)")
         ax.set_title(f"SmolLM2-135M block {BLOCK} {proj} (baseline {data['baseline']['perplexity']:.2f})")
-        ax.legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
