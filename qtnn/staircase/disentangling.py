@@ -731,6 +731,9 @@ def disentangle(W: Any, out_layers: int, in_layers: int, max_bond: int, *, sweep
     >>> plain = disentangle(W, 0, 0, max_bond=2)
     >>> plain.error == plain.truncation_error == W.copy().truncate(max_bond=2)
     True
+    >>> s = disentangle(W, 2, 2, max_bond=1, start="svd", start_rank=4, refine=10)
+    >>> [st.U.layers for st in s.stages], bool(s.error <= s.stages[0].error), s.method
+    ([0, 2], True, 'grow')
     """
     mpo, params_before = _as_mpo(W)
     d_out = check_int("out_layers", out_layers, minimum=0, maximum=MAX_LAYERS)
