@@ -301,15 +301,13 @@ def fit_isometry(n: int, layers: int, layout: str, support: np.ndarray, target: 
     """
     r = len(support)
     g = np.broadcast_to(np.eye(4), (layers, max(n - 1, 0), 4, 4)).copy()
+    t_pad = np.zeros((2**n, r))
+    t_pad[: target.shape[0]] = target
     if n < 2 or layers == 0 or r == 0:
-        t_pad = np.zeros((2**n, r))
-        t_pad[: target.shape[0]] = target
         return g, float(np.sum(t_pad[support, np.arange(r)])) / max(r, 1)
     seq = window_sequence(n, layers, layout, inverse=False)
     e = np.zeros((2**n, r))
     e[support, np.arange(r)] = 1.0
-    t_pad = np.zeros((2**n, r))
-    t_pad[: target.shape[0]] = target
 
     def apply(t: np.ndarray, gate: np.ndarray, j: int) -> np.ndarray:
         return (gate @ t.reshape(2**j, 4, -1)).reshape(2**n, r)
@@ -337,8 +335,8 @@ def fit_isometry(n: int, layers: int, layout: str, support: np.ndarray, target: 
 
 
 def svd_start(p: Problem, W: np.ndarray, L: np.ndarray | None, Lo: np.ndarray | None, rank: int,
-              d_out: int, d_in: int, layout: str, sweeps: int) -> tuple[np.ndarray, np.ndarray,
-                                                                     list[np.ndarray], float]:
+              d_out: int, d_in: int, layout: str,
+              sweeps: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """A start that already holds the best rank-``rank`` approximation of the fitted objective.
 
     The truncated SVD of ``Lo^T W L`` (the weighted target) is mapped back to
@@ -349,8 +347,7 @@ def svd_start(p: Problem, W: np.ndarray, L: np.ndarray | None, Lo: np.ndarray | 
     s_0)``, ordered like ``S``; the circuits are fitted so that ``U e_k ~
     a_k`` and ``V f_k ~ b_k`` (:func:`fit_isometry`).  Exact when the
     circuits are deep enough and ``S`` has that product form; otherwise a
-    start that the refinement improves.  Returns ``(gu, gv, cores, overlap)``
-    with the smaller of the two mean column overlaps.
+    start that the refinement improves.  Returns ``(gu, gv, cores)``.
     """
     import torch
 
@@ -376,6 +373,6 @@ def svd_start(p: Problem, W: np.ndarray, L: np.ndarray | None, Lo: np.ndarray | 
     rows, cols = np.nonzero(m)
     order = np.argsort(-m[rows, cols], kind="stable")[:rank]
     rows, cols = rows[order], cols[order]
-    gu, ov_u = fit_isometry(p.n_out, d_out, layout, rows, a[:, : len(rows)], sweeps)
-    gv, ov_v = fit_isometry(p.n_in, d_in, layout, cols, b[:, : len(cols)], sweeps)
-    return gu, gv, cores, min(ov_u, ov_v)
+    gu, _ = fit_isometry(p.n_out, d_out, layout, rows, a[:, : len(rows)], sweeps)
+    gv, _ = fit_isometry(p.n_in, d_in, layout, cols, b[:, : len(cols)], sweeps)
+    return gu, gv, cores

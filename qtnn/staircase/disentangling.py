@@ -410,10 +410,10 @@ def _disentangle_grow(mpo: MPO, params_before: int, d_out: int, d_in: int, max_b
         if start == "identity":
             results = _grow.grow(prob, d_out, d_in, layout, cores0, refine, tol, on_stage)
         else:
-            results = _grow.grow(prob, 0, 0, layout, cores0, refine, tol, on_stage)[:1]
+            results = _grow.grow(prob, 0, 0, layout, cores0, refine, tol, on_stage)  # depth 0 only
             t_start = time.perf_counter()
-            gu, gv, cores, _ = _grow.svd_start(prob, W, L, Lo, start_rank, d_out, d_in, layout,
-                                               start_sweeps)
+            gu, gv, cores = _grow.svd_start(prob, W, L, Lo, start_rank, d_out, d_in, layout,
+                                            start_sweeps)
             fitted = _grow.refine(prob, gu, gv, cores, layout, refine, tol)
             if not fitted.f <= results[0].f:   # never worse than M alone (depth 0)
                 r0 = results[0]
