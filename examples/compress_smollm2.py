@@ -23,7 +23,10 @@ W_q,h^T``; for ``v_proj`` the output projection, ``G = sum_h W_o,h^T W_o,h``;
 rotary embeddings and attention weights are left out of ``G``, an
 approximation), and the best variants of each family again after
 healing (the replaced layer's parameters trained to match block 10's outputs
-on the calibration windows, :func:`qtnn.compress.heal`).  Figures per
+on the calibration windows, :func:`qtnn.compress.heal`); a few variants
+(``--model-heal``: MPO bond 1, SVD rank 4 and the rank-16 SVD start, data
+fits) are healed a second time, from the same fit, with the model's own
+next-token loss on the calibration windows (``/healed-model``).  Figures per
 variant: perplexity and its change, weight error, activation error on the
 eval windows (held out), parameters, qubits, two-qubit gates, seconds.
 
@@ -133,19 +136,35 @@ class Study:
               flush=True)
         return row
 
-    def heal(self, proj: str, module: Any) -> tuple[Any, dict[str, Any]]:
+    def heal(self, proj: str, module: Any, objective: str = "outputs") -> tuple[Any, dict[str, Any]]:
+        """Heal ``module`` in place of ``proj``: match block 10's outputs, or the model's own loss."""
+        a = self.args
         parent, attr = self.slot(proj)
         linear = getattr(parent, attr)
         setattr(parent, attr, module)
         try:
-            rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows,
-                                     original=self.original, objective="outputs",
-                                     match=f"model.layers.{BLOCK}", steps=self.args.heal_steps,
-                                     lr=self.args.heal_lr, batch_size=4, seed=0, progress=True,
-                                     block_cache=self.calib_cache)
+            if objective == "outputs":
+                rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows,
+                                         original=self.original, objective="outputs",
+                                         match=f"model.layers.{BLOCK}", steps=a.heal_steps,
+                                         lr=a.heal_lr, batch_size=4, seed=0, progress=True,
+                                         block_cache=self.calib_cache)
+            else:
+                rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows,
+                                         objective="model", steps=a.model_heal_steps,
+                                         lr=a.model_heal_lr, batch_size=a.model_heal_batch, seed=0,
+                                         progress=True, block_cache=self.calib_cache)
         finally:
             setattr(parent, attr, linear)
-        return module, {"heal": rep.as_dict() | {"losses": None}}
+        return module, {"heal": rep.as_dict() | {"losses": None, "objective": objective}}
+
+    def heal_keys(self, key: str) -> list[tuple[str, str]]:
+        """``(healed key, objective)`` for every healing ``key`` gets (``key`` without the target)."""
+        a = self.args
+        out = [(key + "/healed", "outputs")] if a.heal_steps > 0 else []
+        if a.model_heal_steps > 0 and key.split("/", 1)[1] in a.model_heal:
+            out.append((key + "/healed-model", "model"))
+        return out
 
     def output_weight(self, proj: str, x: np.ndarray) -> np.ndarray | None:
         """``G`` of the output-aware fit (see the module docstring); ``None`` for other matrices."""
@@ -230,8 +249,9 @@ class Study:
             for bond in a.dis_bonds:
                 dmax = max(a.depths)
                 keys = [f"{proj}/dis/chi={bond}/D={d}/{fit}" for d in a.depths]
-                healed = f"{proj}/dis/chi={bond}/D={dmax}/{fit}/healed"
-                if not any(want(k) for k in keys) and not (aware and bond == 1 and want(healed)):
+                healed = [h for h, _ in self.heal_keys(f"{proj}/dis/chi={bond}/D={dmax}/{fit}")]
+                if not any(want(k) for k in keys) and not (aware and bond == 1
+                                                           and any(want(h) for h in healed)):
                     continue
                 t = time.perf_counter()
                 res = disentangle(w, dmax, dmax, bond, method="grow", refine=a.refine,
@@ -268,7 +288,7 @@ class Study:
             for rank in a.svd_starts if aware else []:
                 for d in a.svd_depths:
                     key = f"{proj}/dis-svd/R={rank}/D={d}/{fit}"
-                    if not want(key) and not want(key + "/healed"):
+                    if not want(key) and not any(want(h) for h, _ in self.heal_keys(key)):
                         continue
                     t = time.perf_counter()
                     res = disentangle(w, d, d, 1, method="grow", refine=a.svd_refine, inputs=x_cal,
@@ -287,17 +307,16 @@ class Study:
                         self.evaluate(key, proj, mod, info, x_eval, linear)
                     healable[key] = (mod, info)
 
-        if a.heal_steps > 0:
-            for key, (mod, info) in healable.items():
-                hkey = key + "/healed"
+        for key, (mod, info) in healable.items():
+            for hkey, objective in self.heal_keys(key):
                 if not want(hkey):
                     continue
                 t = time.perf_counter()
-                mod, extra = self.heal(proj, mod)
-                info = {**info, **extra, "heal_seconds": time.perf_counter() - t}
-                w2 = _module_weight(mod)
-                info["weight_error"] = float(np.linalg.norm(w2 - w) / np.linalg.norm(w))
-                self.evaluate(hkey, proj, mod, info, x_eval, linear)
+                healed, extra = self.heal(proj, copy.deepcopy(mod), objective)
+                hinfo = {**info, **extra, "heal_seconds": time.perf_counter() - t}
+                w2 = _module_weight(healed)
+                hinfo["weight_error"] = float(np.linalg.norm(w2 - w) / np.linalg.norm(w))
+                self.evaluate(hkey, proj, healed, hinfo, x_eval, linear)
 
 
 def _module_weight(mod: Any) -> np.ndarray:
@@ -337,10 +356,12 @@ def plot(data: dict[str, Any], path: str) -> None:
                                  ("disentangled, grown", "tab:olive",
                                   lambda r: r["family"] == "disentangled" and "start" not in r),
                                  ("disentangled, SVD start", "navy", lambda r: "start" in r)):
-            pts = [(r["params"], 100 * r["change"]) for r in mine if "heal" in r and pick(r)]
-            if pts:
-                ax.plot(*zip(*pts, strict=True), "*", color=color, ms=12, mec="k", mew=0.5, ls="",
-                        label=f"{tag}, healed")
+            for objective, marker, how in (("outputs", "*", "healed"), ("model", "P", "healed (model loss)")):
+                pts = [(r["params"], 100 * r["change"]) for r in mine if "heal" in r and pick(r)
+                       and r["heal"].get("objective", "outputs") == objective]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), marker, color=color, ms=12 if marker == "*" else 9,
+                            mec="k", mew=0.5, ls="", label=f"{tag}, {how}")
         removed = [r for r in mine if r["family"] == "removed"]
         if removed:
             ax.axhline(100 * removed[0]["change"], color="grey", lw=0.8, label="removed")
@@ -367,7 +388,7 @@ def markdown(data: dict[str, Any]) -> str:
                 "disentangled": f"disentangled χ={r.get('bond')} D={r.get('depth')}"}[fam]
         if "start" in r:
             what += f", {r['start']} start"
-        lines.append(f"| {r['target']} | {what} | {r.get('fit', '')} | {'yes' if 'heal' in r else ''} "
+        lines.append(f"| {r['target']} | {what} | {r.get('fit', '')} | {r['heal'].get('objective', 'outputs') if 'heal' in r else ''} "
                      f"| {r['params']} | {r.get('two_qubit_gates', 0)} | {r['weight_error']:.4f} "
                      f"| {r['activation_error_eval']:.4f} | {r['perplexity']:.3f} "
                      f"| {100 * r['change']:+.2f}% |")
@@ -392,12 +413,19 @@ def main() -> None:
     p.add_argument("--calib-windows", type=int, default=64)
     p.add_argument("--heal-steps", type=int, default=500)
     p.add_argument("--heal-lr", type=float, default=1e-3)
+    p.add_argument("--model-heal", default="mpo/chi=1/data,svd/rank=4/data,dis-svd/R=16/D=32/data",
+                   help="variants (keys without the target) healed again with the model's own loss")
+    p.add_argument("--model-heal-steps", type=int, default=150,
+                   help="Adam steps of the model-loss healing (0: none)")
+    p.add_argument("--model-heal-lr", type=float, default=1e-3)
+    p.add_argument("--model-heal-batch", type=int, default=2)
     p.add_argument("--json", default="examples/compress_smollm2.json")
     p.add_argument("--png", default="examples/compress_smollm2.png")
     p.add_argument("--fresh", action="store_true", help="ignore an existing JSON file")
     a = p.parse_args()
     for k in ("depths", "bonds", "ranks", "dis_bonds", "svd_starts", "svd_depths"):
         setattr(a, k, [int(v) for v in getattr(a, k).split(",") if v])
+    a.model_heal = [v for v in a.model_heal.split(",") if v]
     torch.manual_seed(0)
     study = Study(a)
     for proj in a.targets.split(","):

@@ -328,3 +328,29 @@ def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
     assert res["heal"]["match"] == ["model.layers.1"] and res["heal"]["steps"] == 3
     assert res["heal"]["loss_after"] <= res["heal"]["loss_before"]
     assert "healed 1 layers" in capsys.readouterr().out
+
+
+def test_cli_smollm2_heals_with_the_model_loss(monkeypatch, capsys):
+    """``--heal-objective model``: the replaced layer is trained on the next-token loss of the calibration windows."""
+    import argparse
+
+    from qtnn.cli.compress import add_parser, run_cli
+
+    tiny = tiny_llama(layers=3)
+    monkeypatch.setattr(lm, "load_smollm2", lambda dtype=None, **kw: (tiny, None))
+    monkeypatch.setattr(lm, "load_smollm2_tokenizer", lambda: byte_tokenizer)
+    p = argparse.ArgumentParser(prog="qtnn")
+    add_parser(p.add_subparsers(dest="command"))
+    target = "model.layers.1.self_attn.v_proj"
+    res = run_cli(p.parse_args(["compress", "smollm2", "--targets", target, "--method", "svd",
+                                "--rank", "2", "--calibration", "4", "--heal", "4", "--heal-lr", "1e-2",
+                                "--heal-objective", "model", "--perplexity", "3", "--no-progress"]))
+    h = res["heal"]
+    assert h["objective"] == "model" and h["match"] == [] and h["steps"] == 4
+    # loss_before is the mean next-token cross-entropy of the compressed model on the calibration
+    # windows: the same model made through the API has that perplexity on them
+    cal = lm.corpus_windows(byte_tokenizer, "calibration", 4)
+    new, _ = qtnn.compress(tiny, target, "svd", rank=2, calibration=cal, progress=False)
+    assert np.exp(h["loss_before"]) == pytest.approx(llm.perplexity(new, cal, progress=False), rel=1e-9)
+    assert h["loss_after"] < h["loss_before"]
+    assert "next-token loss" in capsys.readouterr().out

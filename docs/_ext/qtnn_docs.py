@@ -178,6 +178,8 @@ def _pct(x: float | None) -> str:
 
 def smollm2_tables(data: dict[str, Any]) -> str:
     fits = ["plain", "data", "out", "data/healed", "out/healed"]
+    fits += [f for f in ("data/healed-model", "out/healed-model")
+             if any(k.endswith("/" + f) for k in data["variants"])]
     text = [f"Baseline perplexity: {data['baseline']['perplexity']:.3f}.\n"
             if isinstance(data.get("baseline"), dict) and "perplexity" in data["baseline"] else ""]
     for target in sorted({v["target"] for v in data["variants"].values() if "target" in v}):

@@ -88,6 +88,9 @@ def add_parser(subparsers: Any) -> None:
                         "match the original outputs (of the enclosing decoder block for smollm2) "
                         "on the calibration inputs (needs --calibration)")
     c.add_argument("--heal-lr", type=float, default=1e-3, help="learning rate of --heal (default 1e-3)")
+    c.add_argument("--heal-objective", choices=["outputs", "model"], default="outputs",
+                   help="what --heal fits: the original outputs (default) or, for smollm2, the "
+                        "model's own next-token loss on the calibration windows")
     c.add_argument("--max-bond", "--bond", type=int, default=None, action=RenamedOption,
                    deprecated=("--bond",),
                    help="bond of the MPO / of the residual MPO (required for disentangle)")
@@ -239,6 +242,10 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
                         f"{args.calibration}, {args.heal}, {args.perplexity}")
     if args.heal and not args.calibration:
         raise QtnnError("--heal needs calibration inputs: pass --calibration N")
+    if args.heal and args.heal_objective == "model" and source["kind"] != "smollm2":
+        raise QtnnError("--heal-objective model trains on the model's own next-token loss and needs a "
+                        f"language model (smollm2); got a {source['kind']!r} model, use "
+                        "--heal-objective outputs")
     calib = _calibration_data(source, args.calibration) if args.calibration else None
     new, reports = compress(model, targets, args.method, max_bond=args.max_bond, cutoff=args.cutoff,
                             layers=args.layers, sweeps=args.sweeps, restarts=args.restarts,
@@ -277,7 +284,16 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
 
 def _heal_cli(source: dict[str, Any], model: Any, new: Any, targets: list[str], calib: Any,
               args: argparse.Namespace) -> dict[str, Any]:
-    """``--heal``: match the original outputs (the enclosing block's for smollm2) on ``calib``."""
+    """``--heal``: match the original outputs (the enclosing block's for smollm2) on ``calib``,
+    or (``--heal-objective model``) lower the model's own next-token loss on ``calib``."""
+    if args.heal_objective == "model":
+        rep = heal(new, targets, calib, objective="model", steps=args.heal, lr=args.heal_lr,
+                   batch_size=4, seed=args.seed, progress=not args.no_progress)
+        print(f"healed {len(targets)} layers ({rep.parameters} parameters, {rep.steps} steps): "
+              f"next-token loss {rep.loss_before:.4g} -> {rep.loss_after:.4g}")
+        d = rep.as_dict()
+        d.pop("losses")
+        return d
     match: list[str] = []
     for t in targets:
         parts = t.split(".")
