@@ -26,7 +26,9 @@ healing (the replaced layer's parameters trained to match block 10's outputs
 on the calibration windows, :func:`qtnn.compress.heal`); a few variants
 (``--model-heal``: MPO bond 1, SVD rank 4 and the rank-16 SVD start, data
 fits) are healed a second time, from the same fit, with the model's own
-next-token loss on the calibration windows (``/healed-model``).  Figures per
+next-token loss on the calibration windows (``/healed-model``), and so is
+the uncompressed layer itself (``original/healed-model``), the control that
+shows what that loss gains on this corpus without any compression.  Figures per
 variant: perplexity and its change, weight error, activation error on the
 eval windows (held out), parameters, qubits, two-qubit gates, seconds.
 
@@ -161,7 +163,8 @@ class Study:
     def heal_keys(self, key: str) -> list[tuple[str, str]]:
         """``(healed key, objective)`` for every healing ``key`` gets (``key`` without the target)."""
         a = self.args
-        out = [(key + "/healed", "outputs")] if a.heal_steps > 0 else []
+        # the original layer matches its own outputs already: it is only healed with the model loss
+        out = [(key + "/healed", "outputs")] if a.heal_steps > 0 and not key.endswith("/original") else []
         if a.model_heal_steps > 0 and key.split("/", 1)[1] in a.model_heal:
             out.append((key + "/healed-model", "model"))
         return out
@@ -212,6 +215,10 @@ class Study:
                           x_eval, linear)
 
         healable: dict[str, Any] = {}
+        # the control: the uncompressed layer trained the same way (what healing gains on this
+        # corpus without any compression, e.g. by adapting the model to its domain)
+        healable[f"{proj}/original"] = (copy.deepcopy(linear), {
+            **common, "family": "original", "weight_error": 0.0, "two_qubit_gates": 0})
         g_out = self.output_weight(proj, x_cal)
         for fit in ("plain", "data", "out"):
             if fit == "out" and g_out is None:
@@ -365,6 +372,10 @@ def plot(data: dict[str, Any], path: str) -> None:
         removed = [r for r in mine if r["family"] == "removed"]
         if removed:
             ax.axhline(100 * removed[0]["change"], color="grey", lw=0.8, label="removed")
+        control = [r for r in mine if r["family"] == "original"]
+        if control:
+            ax.axhline(100 * control[0]["change"], color="black", lw=0.8, ls="--",
+                       label="original layer, healed (model loss)")
         ax.axhline(1.0, color="red", lw=0.6, ls=":", label="+1 %")
         ax.set_xscale("log")
         ax.set_xlabel("parameters of the replaced layer")
@@ -383,7 +394,7 @@ def markdown(data: dict[str, Any]) -> str:
         if "perplexity" not in r:
             continue
         fam = r["family"]
-        what = {"removed": "removed", "mpo": f"MPO χ={r.get('bond')}",
+        what = {"removed": "removed", "original": "original layer", "mpo": f"MPO χ={r.get('bond')}",
                 "svd": f"SVD rank {r.get('rank')}",
                 "disentangled": f"disentangled χ={r.get('bond')} D={r.get('depth')}"}[fam]
         if "start" in r:
@@ -413,7 +424,8 @@ def main() -> None:
     p.add_argument("--calib-windows", type=int, default=64)
     p.add_argument("--heal-steps", type=int, default=500)
     p.add_argument("--heal-lr", type=float, default=1e-3)
-    p.add_argument("--model-heal", default="mpo/chi=1/data,svd/rank=4/data,dis-svd/R=16/D=32/data",
+    p.add_argument("--model-heal",
+                   default="original,mpo/chi=1/data,svd/rank=4/data,dis-svd/R=16/D=32/data",
                    help="variants (keys without the target) healed again with the model's own loss")
     p.add_argument("--model-heal-steps", type=int, default=150,
                    help="Adam steps of the model-loss healing (0: none)")

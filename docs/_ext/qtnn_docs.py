@@ -180,6 +180,7 @@ def smollm2_tables(data: dict[str, Any]) -> str:
     fits = ["plain", "data", "out", "data/healed", "out/healed"]
     fits += [f for f in ("data/healed-model", "out/healed-model")
              if any(k.endswith("/" + f) for k in data["variants"])]
+    fits += ["healed-model"] if any(k.endswith("/original/healed-model") for k in data["variants"]) else []
     text = [f"Baseline perplexity: {data['baseline']['perplexity']:.3f}.\n"
             if isinstance(data.get("baseline"), dict) and "perplexity" in data["baseline"] else ""]
     for target in sorted({v["target"] for v in data["variants"].values() if "target" in v}):
@@ -191,6 +192,8 @@ def smollm2_tables(data: dict[str, Any]) -> str:
                 continue
             if parts[1] == "removed":
                 label, fit = "matrix removed", "plain"
+            elif parts[1] == "original":
+                label, fit = "original layer (no compression)", "/".join(parts[2:])
             else:
                 family = {"mpo": "MPO", "svd": "SVD", "dis": "disentangled",
                           "dis-svd": "disentangled χ=1, SVD start"}.get(parts[1], parts[1])
