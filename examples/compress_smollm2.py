@@ -13,7 +13,7 @@ a disjoint calibration split):
 * the disentangled layer ``U M V^T`` with bond 1 grown to D = 1 ... 32 layers
   per side (one growth run gives every depth);
 * the same layer at D = 32 started from the weighted rank-R truncated SVD
-  (``disentangle(..., start="svd")``, R = 8 by default; data-aware fits only);
+  (``disentangle(..., start="svd")``, R = 8 and 16 by default; data-aware fits only);
 
 each with the plain (Frobenius) fit, the data-aware fit on the calibration
 activations (``data``), and the data- and output-aware fit (``out``: the
@@ -24,8 +24,8 @@ rotary embeddings and attention weights are left out of ``G``, an
 approximation), and the best variants of each family again after
 healing (the replaced layer's parameters trained to match block 10's outputs
 on the calibration windows, :func:`qtnn.compress.heal`); a few variants
-(``--model-heal``: MPO bond 1, SVD rank 4 and the rank-16 SVD start, data
-fits) are healed a second time, from the same fit, with the model's own
+(``--model-heal``: MPO bond 1, SVD rank 4 and the rank-16 SVD start, both
+data-aware fits) are healed a second time, from the same fit, with the model's own
 next-token loss on the calibration windows (``/healed-model``), and so is
 the uncompressed layer itself (``original/healed-model``), the control that
 shows what that loss gains on this corpus without any compression.  Figures per
@@ -36,7 +36,7 @@ Every variant is evaluated through a :class:`qtnn.compress.BlockCache` (only blo
 10..29 run).  Results are appended to the JSON file after every variant, and
 a rerun skips what the file already holds (``--fresh`` starts over).
 
-Run (needs ``make llm``; about an hour on 2 cores)::
+Run (needs ``make llm``; about three hours on 2 cores)::
 
     .venv/bin/python examples/compress_smollm2.py
     .venv/bin/python examples/compress_smollm2.py --targets k_proj --depths 1,2,4 --heal-steps 50
@@ -415,7 +415,7 @@ def main() -> None:
     p.add_argument("--dis-bonds", default="1", help="bonds of the disentangled residual")
     p.add_argument("--layout", default="staircase", choices=["staircase", "brickwall"])
     p.add_argument("--refine", type=int, default=100, help="L-BFGS iterations per growth stage")
-    p.add_argument("--svd-starts", default="8",
+    p.add_argument("--svd-starts", default="8,16",
                    help="ranks of the disentangled layer's SVD start (data-aware fits; '' for none)")
     p.add_argument("--svd-depths", default="32", help="depths of the SVD-started fits")
     p.add_argument("--svd-refine", type=int, default=200,
@@ -425,7 +425,8 @@ def main() -> None:
     p.add_argument("--heal-steps", type=int, default=500)
     p.add_argument("--heal-lr", type=float, default=1e-3)
     p.add_argument("--model-heal",
-                   default="original,mpo/chi=1/data,svd/rank=4/data,dis-svd/R=16/D=32/data",
+                   default="original,mpo/chi=1/data,mpo/chi=1/out,svd/rank=4/data,svd/rank=4/out,"
+                           "dis-svd/R=16/D=32/data,dis-svd/R=16/D=32/out",
                    help="variants (keys without the target) healed again with the model's own loss")
     p.add_argument("--model-heal-steps", type=int, default=150,
                    help="Adam steps of the model-loss healing (0: none)")
