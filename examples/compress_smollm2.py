@@ -146,19 +146,15 @@ class Study:
         setattr(parent, attr, module)
         try:
             if objective == "outputs":
-                rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows,
-                                         original=self.original, objective="outputs",
-                                         match=f"model.layers.{BLOCK}", steps=a.heal_steps,
-                                         lr=a.heal_lr, batch_size=4, seed=0, progress=True,
-                                         block_cache=self.calib_cache)
+                how = dict(original=self.original, match=f"model.layers.{BLOCK}", steps=a.heal_steps,
+                           lr=a.heal_lr, batch_size=4)
             else:
-                rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows,
-                                         objective="model", steps=a.model_heal_steps,
-                                         lr=a.model_heal_lr, batch_size=a.model_heal_batch, seed=0,
-                                         progress=True, block_cache=self.calib_cache)
+                how = dict(steps=a.model_heal_steps, lr=a.model_heal_lr, batch_size=a.model_heal_batch)
+            rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows, objective=objective,
+                                     seed=0, progress=True, block_cache=self.calib_cache, **how)
         finally:
             setattr(parent, attr, linear)
-        return module, {"heal": rep.as_dict() | {"losses": None, "objective": objective}}
+        return module, {"heal": rep.as_dict() | {"losses": None}}
 
     def heal_keys(self, key: str) -> list[tuple[str, str]]:
         """``(healed key, objective)`` for every healing ``key`` gets (``key`` without the target)."""
@@ -365,7 +361,7 @@ def plot(data: dict[str, Any], path: str) -> None:
                                  ("disentangled, SVD start", "navy", lambda r: "start" in r)):
             for objective, marker, how in (("outputs", "*", "healed"), ("model", "P", "healed (model loss)")):
                 pts = [(r["params"], 100 * r["change"]) for r in mine if "heal" in r and pick(r)
-                       and r["heal"].get("objective", "outputs") == objective]
+                       and r["heal"]["objective"] == objective]
                 if pts:
                     ax.plot(*zip(*pts, strict=True), marker, color=color, ms=12 if marker == "*" else 9,
                             mec="k", mew=0.5, ls="", label=f"{tag}, {how}")
@@ -399,7 +395,7 @@ def markdown(data: dict[str, Any]) -> str:
                 "disentangled": f"disentangled χ={r.get('bond')} D={r.get('depth')}"}[fam]
         if "start" in r:
             what += f", {r['start']} start"
-        lines.append(f"| {r['target']} | {what} | {r.get('fit', '')} | {r['heal'].get('objective', 'outputs') if 'heal' in r else ''} "
+        lines.append(f"| {r['target']} | {what} | {r.get('fit', '')} | {r['heal']['objective'] if 'heal' in r else ''} "
                      f"| {r['params']} | {r.get('two_qubit_gates', 0)} | {r['weight_error']:.4f} "
                      f"| {r['activation_error_eval']:.4f} | {r['perplexity']:.3f} "
                      f"| {100 * r['change']:+.2f}% |")

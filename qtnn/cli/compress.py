@@ -287,25 +287,22 @@ def _heal_cli(source: dict[str, Any], model: Any, new: Any, targets: list[str], 
     """``--heal``: match the original outputs (the enclosing block's for smollm2) on ``calib``,
     or (``--heal-objective model``) lower the model's own next-token loss on ``calib``."""
     if args.heal_objective == "model":
-        rep = heal(new, targets, calib, objective="model", steps=args.heal, lr=args.heal_lr,
-                   batch_size=4, seed=args.seed, progress=not args.no_progress)
-        print(f"healed {len(targets)} layers ({rep.parameters} parameters, {rep.steps} steps): "
-              f"next-token loss {rep.loss_before:.4g} -> {rep.loss_after:.4g}")
-        d = rep.as_dict()
-        d.pop("losses")
-        return d
-    match: list[str] = []
-    for t in targets:
-        parts = t.split(".")
-        inside = source["kind"] == "smollm2" and len(parts) > 3 and parts[:2] == ["model", "layers"]
-        m = ".".join(parts[:3]) if inside else t
-        if m not in match:
-            match.append(m)
-    rep = heal(new, targets, calib, original=model, objective="outputs", match=match,
-               steps=args.heal, lr=args.heal_lr, batch_size=4, seed=args.seed,
-               progress=not args.no_progress)
+        target: dict[str, Any] = {"objective": "model"}
+        what = "next-token loss"
+    else:
+        match: list[str] = []
+        for t in targets:
+            parts = t.split(".")
+            inside = source["kind"] == "smollm2" and len(parts) > 3 and parts[:2] == ["model", "layers"]
+            m = ".".join(parts[:3]) if inside else t
+            if m not in match:
+                match.append(m)
+        target = {"objective": "outputs", "original": model, "match": match}
+        what = "output mismatch"
+    rep = heal(new, targets, calib, **target, steps=args.heal, lr=args.heal_lr, batch_size=4,
+               seed=args.seed, progress=not args.no_progress)
     print(f"healed {len(targets)} layers ({rep.parameters} parameters, {rep.steps} steps): "
-          f"output mismatch {rep.loss_before:.4g} -> {rep.loss_after:.4g}")
+          f"{what} {rep.loss_before:.4g} -> {rep.loss_after:.4g}")
     d = rep.as_dict()
     d.pop("losses")
     return d
