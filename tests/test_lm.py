@@ -303,8 +303,8 @@ def test_heal_bad_input(model, windows):
                 progress=False)
 
 
-def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
-    """``qtnn compress smollm2 ...`` end to end, with the model and tokenizer swapped for tiny ones."""
+def smollm2_cli(monkeypatch, argv):
+    """Run ``qtnn <argv>`` with smollm2's model and tokenizer swapped for a tiny Llama and bytes."""
     import argparse
 
     from qtnn.cli.compress import add_parser, run_cli
@@ -314,11 +314,16 @@ def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
     monkeypatch.setattr(lm, "load_smollm2_tokenizer", lambda: byte_tokenizer)
     p = argparse.ArgumentParser(prog="qtnn")
     add_parser(p.add_subparsers(dest="command"))
+    return tiny, run_cli(p.parse_args(argv))
+
+
+def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
+    """``qtnn compress smollm2 ...`` end to end, with the model and tokenizer swapped for tiny ones."""
     target = "model.layers.1.self_attn.k_proj"
-    res = run_cli(p.parse_args(["compress", "smollm2", "--targets", target, "--method", "disentangle",
-                                "--max-bond", "1", "--layers", "2", "--engine", "grow", "--refine", "5",
-                                "--calibration", "4", "--heal", "3", "--perplexity", "3",
-                                "--no-progress"]))
+    tiny, res = smollm2_cli(monkeypatch, [
+        "compress", "smollm2", "--targets", target, "--method", "disentangle", "--max-bond", "1",
+        "--layers", "2", "--engine", "grow", "--refine", "5", "--calibration", "4", "--heal", "3",
+        "--perplexity", "3", "--no-progress"])
     q = res["quality"]
     assert q["what"] == "perplexity on 3 eval windows of 256 tokens"
     ev = lm.corpus_windows(byte_tokenizer, "eval", 3)
@@ -332,19 +337,11 @@ def test_cli_smollm2_paths_on_a_tiny_llama(monkeypatch, capsys):
 
 def test_cli_smollm2_heals_with_the_model_loss(monkeypatch, capsys):
     """``--heal-objective model``: the replaced layer is trained on the next-token loss of the calibration windows."""
-    import argparse
-
-    from qtnn.cli.compress import add_parser, run_cli
-
-    tiny = tiny_llama(layers=3)
-    monkeypatch.setattr(lm, "load_smollm2", lambda dtype=None, **kw: (tiny, None))
-    monkeypatch.setattr(lm, "load_smollm2_tokenizer", lambda: byte_tokenizer)
-    p = argparse.ArgumentParser(prog="qtnn")
-    add_parser(p.add_subparsers(dest="command"))
     target = "model.layers.1.self_attn.v_proj"
-    res = run_cli(p.parse_args(["compress", "smollm2", "--targets", target, "--method", "svd",
-                                "--rank", "2", "--calibration", "4", "--heal", "4", "--heal-lr", "1e-2",
-                                "--heal-objective", "model", "--perplexity", "3", "--no-progress"]))
+    tiny, res = smollm2_cli(monkeypatch, [
+        "compress", "smollm2", "--targets", target, "--method", "svd", "--rank", "2",
+        "--calibration", "4", "--heal", "4", "--heal-lr", "1e-2", "--heal-objective", "model",
+        "--perplexity", "3", "--no-progress"])
     h = res["heal"]
     assert h["objective"] == "model" and h["match"] == [] and h["steps"] == 4
     # loss_before is the mean next-token cross-entropy of the compressed model on the calibration
