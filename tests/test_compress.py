@@ -443,10 +443,11 @@ def test_cli_svd_calibration_heal_round_trip(tmp_path, capsys, hybrid_checkpoint
     with pytest.raises(QtnnError, match="--calibration must be at most"):
         run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--max-bond", "2",
                               "--calibration", "100000", "--no-progress"]))
-    with pytest.raises(QtnnError, match="--heal-objective model .* got a 'hybrid' model"):
-        run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--max-bond", "2",
-                              "--calibration", "10", "--heal", "5", "--heal-objective", "model",
-                              "--no-progress"]))
+    for objective in ("model", "distill"):
+        with pytest.raises(QtnnError, match=f"--heal-objective {objective} .* got a 'hybrid' model"):
+            run_cli(p.parse_args(["compress", str(path), "--targets", "features", "--max-bond", "2",
+                                  "--calibration", "10", "--heal", "5", "--heal-objective", objective,
+                                  "--no-progress"]))
 
 
 def test_cli_brickwall_round_trip(tmp_path, hybrid_checkpoint):

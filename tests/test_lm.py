@@ -204,13 +204,14 @@ def _frozen_state(small):
     return {k: v.clone() for k, v in small.state_dict().items() if not k.startswith(K_PROJ)}
 
 
-@pytest.mark.parametrize("objective", ["model", "outputs"])
+@pytest.mark.parametrize("objective", ["model", "outputs", "distill"])
 def test_heal_trains_only_the_chosen_layer_and_lowers_its_objective(model, windows, objective):
     _, cal = windows
     small = _compressed(model, max_bond=1)
     frozen = _frozen_state(small)
     flags = {n: p.requires_grad for n, p in small.named_parameters()}
-    kw = {"original": model, "match": "model.layers.2"} if objective == "outputs" else {}
+    kw = ({"original": model, "match": "model.layers.2"} if objective == "outputs"
+          else {"original": model} if objective == "distill" else {})
     r = llm.heal(small, K_PROJ, cal, objective=objective, steps=15, lr=3e-2, batch_size=2,
                 progress=False, **kw)
     assert r.loss_after < r.loss_before and len(r.losses) == 15 and r.block == 2
@@ -223,6 +224,38 @@ def test_heal_trains_only_the_chosen_layer_and_lowers_its_objective(model, windo
     assert all(p.grad is None for p in small.parameters())
     if objective == "model":  # the loss is the mean next-token cross-entropy of the windows
         assert np.exp(r.loss_after) == pytest.approx(llm.perplexity(small, cal, progress=False), rel=1e-9)
+    if objective == "distill":
+        assert r.loss_after == pytest.approx(_kl_by_hand(model, small, cal), rel=1e-9)
+
+
+def _kl_by_hand(teacher, student, windows):
+    """Mean over every position of KL(p_teacher || p_student), from full runs of both models."""
+    with torch.no_grad():
+        p = torch.softmax(teacher(input_ids=windows, use_cache=False).logits, -1)
+        q = torch.softmax(student(input_ids=windows, use_cache=False).logits, -1)
+    return float((p * (p.log() - q.log())).sum(-1).mean())
+
+
+def test_heal_distill_is_the_kl_to_the_original_and_zero_for_the_original_itself(model, windows):
+    _, cal = windows
+    small = _compressed(model, "svd", rank=2)
+    teacher = _compressed(model, max_bond=2)  # any other model of the same blocks before 2
+    model.train()  # heal runs the teacher in eval mode and gives it back as it came
+    r = llm.heal(small, K_PROJ, cal, original=model, objective="distill", steps=0, progress=False)
+    assert model.training
+    model.eval()
+    assert r.objective == "distill" and r.loss_before == r.loss_after > 0.0
+    assert r.loss_before == pytest.approx(_kl_by_hand(model, small, cal), rel=1e-9)
+    r2 = llm.heal(small, K_PROJ, cal, original=teacher, objective="distill", steps=0, progress=False)
+    assert r2.loss_before == pytest.approx(_kl_by_hand(teacher, small, cal), rel=1e-9)
+    # the uncompressed model is already optimal: nothing to gain, nothing adapted to the data
+    import copy
+
+    same = copy.deepcopy(model)
+    r3 = llm.heal(same, K_PROJ, cal, original=model, objective="distill", steps=5, lr=1e-2,
+                  progress=False)
+    assert abs(r3.loss_before) < 1e-12 and r3.loss_after <= r3.loss_before + 1e-12
+    assert r3.restored or all(abs(v) < 1e-9 for v in r3.losses)
 
 
 def test_heal_is_deterministic_and_takes_any_module_type(model, windows):
@@ -277,12 +310,19 @@ def test_heal_never_returns_a_worse_layer():
 def test_heal_bad_input(model, windows):
     _, cal = windows
     small = _compressed(model, max_bond=1)
-    with pytest.raises(QtnnError, match="objective must be one of 'model', 'outputs'; got 'kl'"):
+    with pytest.raises(QtnnError, match="objective must be one of 'model', 'outputs', 'distill'; got 'kl'"):
         llm.heal(small, K_PROJ, cal, objective="kl", progress=False)
     with pytest.raises(QtnnError, match="objective='outputs' needs original"):
         llm.heal(small, K_PROJ, cal, objective="outputs", progress=False)
-    with pytest.raises(QtnnError, match="original and match are for objective='outputs' only"):
+    with pytest.raises(QtnnError, match="objective='distill' needs original"):
+        llm.heal(small, K_PROJ, cal, objective="distill", progress=False)
+    with pytest.raises(QtnnError, match="original is for objective='outputs' or 'distill'"):
         llm.heal(small, K_PROJ, cal, original=model, progress=False)
+    with pytest.raises(QtnnError, match="match is for objective='outputs' only; got match='model.layers.2'"):
+        llm.heal(small, K_PROJ, cal, original=model, objective="distill", match="model.layers.2",
+                 progress=False)
+    with pytest.raises(QtnnError, match="original must be another model than model"):
+        llm.heal(small, K_PROJ, cal, original=small, objective="distill", progress=False)
     with pytest.raises(QtnnError, match="modules: the model has no module named 'model.layers.2.attn'"):
         llm.heal(small, "model.layers.2.attn", cal, progress=False)
     with pytest.raises(QtnnError, match=r"modules: 'model.layers.2.mlp.act_fn' \(SiLUActivation\) has no parameters"):
@@ -351,3 +391,19 @@ def test_cli_smollm2_heals_with_the_model_loss(monkeypatch, capsys):
     assert np.exp(h["loss_before"]) == pytest.approx(llm.perplexity(new, cal, progress=False), rel=1e-9)
     assert h["loss_after"] < h["loss_before"]
     assert "next-token loss" in capsys.readouterr().out
+
+
+def test_cli_smollm2_heals_by_distillation(monkeypatch, capsys):
+    """``--heal-objective distill``: the replaced layer is trained towards the original next-token distributions."""
+    target = "model.layers.1.self_attn.v_proj"
+    tiny, res = smollm2_cli(monkeypatch, [
+        "compress", "smollm2", "--targets", target, "--method", "svd", "--rank", "2",
+        "--calibration", "4", "--heal", "4", "--heal-lr", "1e-2", "--heal-objective", "distill",
+        "--perplexity", "3", "--no-progress"])
+    h = res["heal"]
+    assert h["objective"] == "distill" and h["match"] == [] and h["steps"] == 4
+    cal = lm.corpus_windows(byte_tokenizer, "calibration", 4)
+    new, _ = qtnn.compress(tiny, target, "svd", rank=2, calibration=cal, progress=False)
+    assert h["loss_before"] == pytest.approx(_kl_by_hand(tiny, new, cal), rel=1e-9)
+    assert h["loss_after"] < h["loss_before"]
+    assert "KL divergence from the original" in capsys.readouterr().out

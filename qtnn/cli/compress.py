@@ -88,9 +88,10 @@ def add_parser(subparsers: Any) -> None:
                         "match the original outputs (of the enclosing decoder block for smollm2) "
                         "on the calibration inputs (needs --calibration)")
     c.add_argument("--heal-lr", type=float, default=1e-3, help="learning rate of --heal (default 1e-3)")
-    c.add_argument("--heal-objective", choices=["outputs", "model"], default="outputs",
+    c.add_argument("--heal-objective", choices=["outputs", "model", "distill"], default="outputs",
                    help="what --heal fits: the original outputs (default) or, for smollm2, the "
-                        "model's own next-token loss on the calibration windows")
+                        "model's own next-token loss on the calibration windows (model) or the "
+                        "original model's next-token distributions (distill: KL divergence)")
     c.add_argument("--max-bond", "--bond", type=int, default=None, action=RenamedOption,
                    deprecated=("--bond",),
                    help="bond of the MPO / of the residual MPO (required for disentangle)")
@@ -242,9 +243,9 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
                         f"{args.calibration}, {args.heal}, {args.perplexity}")
     if args.heal and not args.calibration:
         raise QtnnError("--heal needs calibration inputs: pass --calibration N")
-    if args.heal and args.heal_objective == "model" and source["kind"] != "smollm2":
-        raise QtnnError("--heal-objective model trains on the model's own next-token loss and needs a "
-                        f"language model (smollm2); got a {source['kind']!r} model, use "
+    if args.heal and args.heal_objective in ("model", "distill") and source["kind"] != "smollm2":
+        raise QtnnError(f"--heal-objective {args.heal_objective} trains on next-token distributions and "
+                        f"needs a language model (smollm2); got a {source['kind']!r} model, use "
                         "--heal-objective outputs")
     calib = _calibration_data(source, args.calibration) if args.calibration else None
     new, reports = compress(model, targets, args.method, max_bond=args.max_bond, cutoff=args.cutoff,
@@ -285,10 +286,14 @@ def run_cli(args: argparse.Namespace) -> dict[str, Any]:
 def _heal_cli(source: dict[str, Any], model: Any, new: Any, targets: list[str], calib: Any,
               args: argparse.Namespace) -> dict[str, Any]:
     """``--heal``: match the original outputs (the enclosing block's for smollm2) on ``calib``,
-    or (``--heal-objective model``) lower the model's own next-token loss on ``calib``."""
+    lower the model's own next-token loss on ``calib`` (``--heal-objective model``) or its KL
+    divergence from the original model's next-token distributions (``--heal-objective distill``)."""
     if args.heal_objective == "model":
         target: dict[str, Any] = {"objective": "model"}
         what = "next-token loss"
+    elif args.heal_objective == "distill":
+        target = {"objective": "distill", "original": model}
+        what = "KL divergence from the original"
     else:
         match: list[str] = []
         for t in targets:

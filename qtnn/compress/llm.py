@@ -31,7 +31,7 @@ from qtnn.validate import check_alloc, check_bool, check_choice, check_int, chec
 __all__ = ["perplexity", "BlockCache", "linear_inputs", "heal", "HealReport"]
 
 
-_OBJECTIVES = ("model", "outputs")
+_OBJECTIVES = ("model", "outputs", "distill")
 
 
 class _Stop(Exception):
@@ -544,7 +544,7 @@ class HealReport:
     modules : list of str
         The healed modules.
     objective : str
-        ``"model"`` or ``"outputs"``.
+        ``"model"``, ``"outputs"`` or ``"distill"``.
     match : list of str
         The modules whose outputs were matched (``"outputs"``; empty for ``"model"``).
     steps, batch_size, seed : int
@@ -604,22 +604,34 @@ class _Objective:
     """The loss of :func:`heal` on a batch of window indices."""
 
     def __init__(self, model: Any, data: Any, cache: BlockCache | None, kind: str,
-                 match_modules: list[Any], targets: list[Any] | None, scales: list[float]) -> None:
+                 match_modules: list[Any], targets: list[Any] | None, scales: list[float],
+                 original: Any = None) -> None:
         self.model, self.data, self.cache, self.kind = model, data, cache, kind
         self.match_modules, self.targets, self.scales = match_modules, targets, scales
+        self.original = original
         self.dev = _device(model)
+
+    def _logits_of(self, model: Any, idx: Any) -> Any:
+        if self.cache is not None:
+            return self.cache.logits(model, idx)
+        return _logits(_call(model, self.data[idx].to(_device(model))))
 
     def __call__(self, idx: Any) -> Any:
         import torch
 
         if self.kind == "model":
             ids = self.data[idx].to(self.dev)
-            if self.cache is not None:
-                logits = self.cache.logits(self.model, idx)
-            else:
-                logits = _logits(_call(self.model, ids))
+            logits = self._logits_of(self.model, idx)
             pred = logits[:, :-1].reshape(-1, logits.shape[-1])
             return torch.nn.functional.cross_entropy(pred, ids[:, 1:].reshape(-1))
+        if self.kind == "distill":
+            logits = self._logits_of(self.model, idx)
+            with torch.no_grad():
+                teacher = self._logits_of(self.original, idx).to(logits.device)
+            v, dt = logits.shape[-1], torch.promote_types(logits.dtype, torch.float32)
+            logp = torch.log_softmax(logits.reshape(-1, v).to(dt), dim=-1)
+            logq = torch.log_softmax(teacher.reshape(-1, v).to(dt), dim=-1)
+            return torch.nn.functional.kl_div(logp, logq, reduction="batchmean", log_target=True)
         batch = (self.cache.hidden if self.cache is not None else self.data)[idx].to(self.dev)
         outs = _run_until(self.model, self.match_modules, batch, self.cache, "output")
         terms = [((o - t[idx].to(o.device)) ** 2).mean() / s
@@ -665,6 +677,14 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
       ``match`` of ``mean((y - y_orig)^2) / mean(y_orig^2)``.  Both models see
       the same inputs (``original`` is run on the same cached block inputs);
       the targets are computed once, before training.
+    * ``"distill"``: match the next-token distributions of ``original``
+      (knowledge distillation, Hinton et al., arXiv:1503.02531, at
+      temperature 1): the mean over every position of ``data`` of
+      ``KL(p_orig || p)``.  Unlike ``"model"``, the uncompressed model is
+      already optimal (``KL = 0``), so this healing repairs the compression
+      and cannot adapt the model to the domain of ``data``; it costs one extra
+      forward pass of ``original`` per step (run on the same cached block
+      inputs, under ``no_grad``).
 
     For a Llama-style model (see :class:`BlockCache`) the passes start from
     the first decoder block that holds a trained or matched module: a
@@ -682,8 +702,9 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
         a language model and ``objective="outputs"``, any batch of inputs
         along dimension 0).
     original : torch.nn.Module, optional
-        Required for ``objective="outputs"``; must have modules named ``match``.
-    objective : {"model", "outputs"}
+        Required for ``objective="outputs"`` (it must have modules named
+        ``match``) and ``objective="distill"``.
+    objective : {"model", "outputs", "distill"}
     match : str or list of str, optional
         ``"outputs"`` only (default: ``modules``).
     steps : int
@@ -716,7 +737,6 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
     (True, True)
     """
     import torch
-    from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
     _check_model(model)
@@ -737,18 +757,22 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
         params += own
     if not isinstance(data, torch.Tensor) or data.ndim < 1 or len(data) == 0:
         raise QtnnTypeError(f"data must be a non-empty torch.Tensor of windows, got {type(data).__name__}")
-    if objective == "model":
+    match_named: list[tuple[str, Any]] = []
+    if objective in ("model", "distill"):
         data = _check_windows("data", data)
-        if original is not None or match is not None:
-            raise QtnnError("original and match are for objective='outputs' only; got "
-                            f"original={type(original).__name__}, match={match!r} with objective='model'")
-        match_named: list[tuple[str, Any]] = []
-    else:
+        if match is not None:
+            raise QtnnError(f"match is for objective='outputs' only; got match={match!r} with "
+                            f"objective={objective!r}")
+        if objective == "model" and original is not None:
+            raise QtnnError("original is for objective='outputs' or 'distill'; got "
+                            f"original={type(original).__name__} with objective='model'")
+    if objective != "model":
         if original is None:
-            raise QtnnError("objective='outputs' needs original (the model whose outputs to match), got None")
+            raise QtnnError(f"objective={objective!r} needs original (the model to match), got None")
         _check_model(original)
         if original is model:
             raise QtnnError("original must be another model than model (e.g. the uncompressed one)")
+    if objective == "outputs":
         match_named = _named(model, [n for n, _ in trained] if match is None else match, "match")
         _named(original, [n for n, _ in match_named], "match (in original)")
 
@@ -766,6 +790,25 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
     elif block is not None:
         cache = BlockCache(model, data, block, batch_size=max(batch_size, 8), progress=progress)
 
+    teacher_training = original is not None and original.training
+    if original is not None:
+        original.eval()  # the targets / distributions without dropout; restored at the end
+    try:
+        return _heal_run(model, original, objective, trained, params, data, cache, match_named,
+                         steps, lr, batch_size, seed, progress, t0)
+    finally:
+        if original is not None:
+            original.train(teacher_training)
+
+
+def _heal_run(model: Any, original: Any, objective: str, trained: list[tuple[str, Any]],
+              params: list[Any], data: Any, cache: BlockCache | None,
+              match_named: list[tuple[str, Any]], steps: int, lr: float, batch_size: int, seed: int,
+              progress: bool, t0: float) -> HealReport:
+    """The body of :func:`heal` after validation (``original`` already in eval mode)."""
+    import torch
+    from tqdm.auto import tqdm
+
     targets, scales = None, []
     if objective == "outputs":
         orig_modules = [m for _, m in _named(original, [n for n, _ in match_named], "match")]
@@ -779,7 +822,8 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
         targets = [torch.cat(p) for p in parts]
         scales = [max(float((t.double() ** 2).mean()), 1e-300) for t in targets]
 
-    loss_fn = _Objective(model, data, cache, objective, [m for _, m in match_named], targets, scales)
+    loss_fn = _Objective(model, data, cache, objective, [m for _, m in match_named], targets, scales,
+                         original if objective == "distill" else None)
     flags = {id(p): p.requires_grad for p in model.parameters()}
     was_training = model.training
     model.eval()
