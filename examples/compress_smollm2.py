@@ -28,7 +28,12 @@ on the calibration windows, :func:`qtnn.compress.heal`); a few variants
 data-aware fits) are healed a second time, from the same fit, with the model's own
 next-token loss on the calibration windows (``/healed-model``), and so is
 the uncompressed layer itself (``original/healed-model``), the control that
-shows what that loss gains on this corpus without any compression.  Figures per
+shows what that loss gains on this corpus without any compression; the same
+variants are healed a third time by distillation (``--distill``:
+``/healed-distill``, the KL divergence from the original model's next-token
+distributions on the calibration windows), which needs no control: the
+uncompressed model is already optimal for it, so it cannot adapt the model to
+the corpus.  Figures per
 variant: perplexity and its change, weight error, activation error on the
 eval windows (held out), parameters, qubits, two-qubit gates, seconds.
 
@@ -139,7 +144,8 @@ class Study:
         return row
 
     def heal(self, proj: str, module: Any, objective: str = "outputs") -> tuple[Any, dict[str, Any]]:
-        """Heal ``module`` in place of ``proj``: match block 10's outputs, or the model's own loss."""
+        """Heal ``module`` in place of ``proj``: match block 10's outputs, the model's own loss, or
+        the original model's next-token distributions."""
         a = self.args
         parent, attr = self.slot(proj)
         linear = getattr(parent, attr)
@@ -148,6 +154,9 @@ class Study:
             if objective == "outputs":
                 how = dict(original=self.original, match=f"model.layers.{BLOCK}", steps=a.heal_steps,
                            lr=a.heal_lr, batch_size=4)
+            elif objective == "distill":
+                how = dict(original=self.original, steps=a.distill_steps, lr=a.distill_lr,
+                           batch_size=a.distill_batch)
             else:
                 how = dict(steps=a.model_heal_steps, lr=a.model_heal_lr, batch_size=a.model_heal_batch)
             rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows, objective=objective,
@@ -163,6 +172,8 @@ class Study:
         out = [(key + "/healed", "outputs")] if a.heal_steps > 0 and not key.endswith("/original") else []
         if a.model_heal_steps > 0 and key.split("/", 1)[1] in a.model_heal:
             out.append((key + "/healed-model", "model"))
+        if a.distill_steps > 0 and key.split("/", 1)[1] in a.distill:
+            out.append((key + "/healed-distill", "distill"))
         return out
 
     def output_weight(self, proj: str, x: np.ndarray) -> np.ndarray | None:
@@ -359,7 +370,8 @@ def plot(data: dict[str, Any], path: str) -> None:
                                  ("disentangled, grown", "tab:olive",
                                   lambda r: r["family"] == "disentangled" and "start" not in r),
                                  ("disentangled, SVD start", "navy", lambda r: "start" in r)):
-            for objective, marker, how in (("outputs", "*", "healed"), ("model", "P", "healed (model loss)")):
+            for objective, marker, how in (("outputs", "*", "healed"), ("model", "P", "healed (model loss)"),
+                                           ("distill", "X", "healed (distillation)")):
                 pts = [(r["params"], 100 * r["change"]) for r in mine if "heal" in r and pick(r)
                        and r["heal"]["objective"] == objective]
                 if pts:
@@ -428,6 +440,15 @@ def main() -> None:
                    help="Adam steps of the model-loss healing (0: none)")
     p.add_argument("--model-heal-lr", type=float, default=1e-3)
     p.add_argument("--model-heal-batch", type=int, default=2)
+    p.add_argument("--distill",
+                   default="mpo/chi=1/data,mpo/chi=1/out,svd/rank=4/data,svd/rank=4/out,"
+                           "dis-svd/R=16/D=32/data,dis-svd/R=16/D=32/out",
+                   help="variants (keys without the target) healed again by distillation from the "
+                        "original model")
+    p.add_argument("--distill-steps", type=int, default=150,
+                   help="Adam steps of the distillation healing (0: none)")
+    p.add_argument("--distill-lr", type=float, default=1e-3)
+    p.add_argument("--distill-batch", type=int, default=2)
     p.add_argument("--json", default="examples/compress_smollm2.json")
     p.add_argument("--png", default="examples/compress_smollm2.png")
     p.add_argument("--fresh", action="store_true", help="ignore an existing JSON file")
@@ -435,6 +456,7 @@ def main() -> None:
     for k in ("depths", "bonds", "ranks", "dis_bonds", "svd_starts", "svd_depths"):
         setattr(a, k, [int(v) for v in getattr(a, k).split(",") if v])
     a.model_heal = [v for v in a.model_heal.split(",") if v]
+    a.distill = [v for v in a.distill.split(",") if v]
     torch.manual_seed(0)
     study = Study(a)
     for proj in a.targets.split(","):

@@ -178,7 +178,8 @@ def _pct(x: float | None) -> str:
 
 def smollm2_tables(data: dict[str, Any]) -> str:
     fits = ["plain", "data", "out", "data/healed", "out/healed"]
-    fits += [f for f in ("data/healed-model", "out/healed-model")
+    fits += [f for f in ("data/healed-model", "out/healed-model", "data/healed-distill",
+                         "out/healed-distill")
              if any(k.endswith("/" + f) for k in data["variants"])]
     fits += ["healed-model"] if any(k.endswith("/original/healed-model") for k in data["variants"]) else []
     text = [f"Baseline perplexity: {data['baseline']['perplexity']:.3f}.\n"
