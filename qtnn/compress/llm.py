@@ -546,7 +546,7 @@ class HealReport:
     objective : str
         ``"model"``, ``"outputs"`` or ``"distill"``.
     match : list of str
-        The modules whose outputs were matched (``"outputs"``; empty for ``"model"``).
+        The modules whose outputs were matched (``"outputs"``; empty for the other objectives).
     steps, batch_size, seed : int
     lr : float
     parameters : int
