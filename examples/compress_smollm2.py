@@ -156,7 +156,7 @@ class Study:
                            lr=a.heal_lr, batch_size=4)
             elif objective == "distill":
                 how = dict(original=self.original, steps=a.distill_steps, lr=a.distill_lr,
-                           batch_size=a.distill_batch)
+                           schedule=a.distill_schedule, batch_size=a.distill_batch)
             else:
                 how = dict(steps=a.model_heal_steps, lr=a.model_heal_lr, batch_size=a.model_heal_batch)
             rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows, objective=objective,
@@ -449,6 +449,8 @@ def main() -> None:
                    help="Adam steps of the distillation healing (0: none)")
     p.add_argument("--distill-lr", type=float, default=1e-3)
     p.add_argument("--distill-batch", type=int, default=2)
+    p.add_argument("--distill-schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning-rate schedule of the distillation healing")
     p.add_argument("--json", default="examples/compress_smollm2.json")
     p.add_argument("--png", default="examples/compress_smollm2.png")
     p.add_argument("--fresh", action="store_true", help="ignore an existing JSON file")

@@ -291,6 +291,38 @@ def test_heal_with_a_given_block_cache_and_zero_steps(model, windows):
     assert r2.loss_before == r.loss_before
 
 
+def test_heal_cosine_schedule_is_torch_cosine_annealing():
+    """``schedule="cosine"`` takes the same steps as Adam driven by torch's own CosineAnnealingLR."""
+    torch.manual_seed(0)
+    ref = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    start = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    x = torch.randn(16, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    steps, lr = 12, 0.05
+    healed = {}
+    for schedule in ("constant", "cosine"):
+        net = nn.Sequential(*[nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)]).double()
+        net.load_state_dict(start.state_dict())
+        r = llm.heal(net, "0", x, original=ref, objective="outputs", match="2", steps=steps, lr=lr,
+                     schedule=schedule, batch_size=len(x), progress=False)
+        assert r.schedule == schedule and r.as_dict()["schedule"] == schedule and not r.restored
+        healed[schedule] = net[0].weight.detach().clone()
+    # the reference: every window in every step (batch_size=len(x)), the learning rate from torch
+    net = nn.Sequential(*[nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)]).double()
+    net.load_state_dict(start.state_dict())
+    with torch.no_grad():
+        target = ref(x)
+        scale = float((target ** 2).mean())
+    opt = torch.optim.Adam(net[0].parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    for _ in range(steps):
+        opt.zero_grad()
+        (((net(x) - target) ** 2).mean() / scale).backward()
+        opt.step()
+        sched.step()
+    torch.testing.assert_close(healed["cosine"], net[0].weight.detach(), rtol=0, atol=1e-12)
+    assert (healed["cosine"] - healed["constant"]).abs().max() > 1e-3
+
+
 def test_heal_never_returns_a_worse_layer():
     # nearly exact, and a learning rate far too large: Adam overshoots, so the start is restored
     torch.manual_seed(0)
@@ -331,6 +363,8 @@ def test_heal_bad_input(model, windows):
         llm.heal(small, K_PROJ, cal, lr=0.0, progress=False)
     with pytest.raises(QtnnError, match="steps must be an integer >= 0, got -1"):
         llm.heal(small, K_PROJ, cal, steps=-1, progress=False)
+    with pytest.raises(QtnnError, match="schedule must be one of 'constant', 'cosine'; got 'linear'"):
+        llm.heal(small, K_PROJ, cal, schedule="linear", progress=False)
     with pytest.raises(QtnnTypeError, match="data must hold integer token ids"):
         llm.heal(small, K_PROJ, cal.double(), progress=False)
     with pytest.raises(QtnnError, match="block_cache must be made from data"):
@@ -399,9 +433,10 @@ def test_cli_smollm2_heals_by_distillation(monkeypatch, capsys):
     tiny, res = smollm2_cli(monkeypatch, [
         "compress", "smollm2", "--targets", target, "--method", "svd", "--rank", "2",
         "--calibration", "4", "--heal", "4", "--heal-lr", "1e-2", "--heal-objective", "distill",
-        "--perplexity", "3", "--no-progress"])
+        "--heal-schedule", "cosine", "--perplexity", "3", "--no-progress"])
     h = res["heal"]
     assert h["objective"] == "distill" and h["match"] == [] and h["steps"] == 4
+    assert h["schedule"] == "cosine"
     cal = lm.corpus_windows(byte_tokenizer, "calibration", 4)
     new, _ = qtnn.compress(tiny, target, "svd", rank=2, calibration=cal, progress=False)
     assert h["loss_before"] == pytest.approx(_kl_by_hand(tiny, new, cal), rel=1e-9)

@@ -88,6 +88,9 @@ def add_parser(subparsers: Any) -> None:
                         "match the original outputs (of the enclosing decoder block for smollm2) "
                         "on the calibration inputs (needs --calibration)")
     c.add_argument("--heal-lr", type=float, default=1e-3, help="learning rate of --heal (default 1e-3)")
+    c.add_argument("--heal-schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning-rate schedule of --heal: constant (default) or cosine decay "
+                        "from --heal-lr towards 0")
     c.add_argument("--heal-objective", choices=["outputs", "model", "distill"], default="outputs",
                    help="what --heal fits: the original outputs (default) or, for smollm2, the "
                         "model's own next-token loss on the calibration windows (model) or the "
@@ -304,8 +307,8 @@ def _heal_cli(source: dict[str, Any], model: Any, new: Any, targets: list[str], 
                 match.append(m)
         target = {"objective": "outputs", "original": model, "match": match}
         what = "output mismatch"
-    rep = heal(new, targets, calib, **target, steps=args.heal, lr=args.heal_lr, batch_size=4,
-               seed=args.seed, progress=not args.no_progress)
+    rep = heal(new, targets, calib, **target, steps=args.heal, lr=args.heal_lr,
+               schedule=args.heal_schedule, batch_size=4, seed=args.seed, progress=not args.no_progress)
     print(f"healed {len(targets)} layers ({rep.parameters} parameters, {rep.steps} steps): "
           f"{what} {rep.loss_before:.4g} -> {rep.loss_after:.4g}")
     d = rep.as_dict()

@@ -556,8 +556,9 @@ class HealReport:
     loss_before, loss_after : float
         The objective on all of ``data`` before and after: the mean next-token
         cross-entropy (``"model"``; ``exp`` of it is the perplexity on
-        ``data``) or the mean over ``match`` of ``||y - y_orig||^2 / ||y_orig||^2``
-        (``"outputs"``).
+        ``data``), the mean over ``match`` of ``||y - y_orig||^2 / ||y_orig||^2``
+        (``"outputs"``) or the mean per-position ``KL(p_orig || p)`` in nats
+        (``"distill"``).
     losses : list of float
         The minibatch loss of every step (before its update).
     seconds : float
@@ -565,6 +566,8 @@ class HealReport:
         The training ended worse on the whole of ``data`` than it started, so
         the parameters were put back as they were (``loss_after ==
         loss_before``).
+    schedule : str
+        The learning-rate schedule, ``"constant"`` or ``"cosine"``.
 
     Examples
     --------
@@ -587,6 +590,7 @@ class HealReport:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     restored: bool = False
+    schedule: str = "constant"
 
     @property
     def improvement(self) -> float:
@@ -652,8 +656,9 @@ class _Objective:
 
 
 def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective: str = "model",
-         match: Any = None, steps: int = 100, lr: float = 1e-3, batch_size: int = 4, seed: int = 0,
-         progress: bool = True, block_cache: BlockCache | None = None) -> HealReport:
+         match: Any = None, steps: int = 100, lr: float = 1e-3, schedule: str = "constant",
+         batch_size: int = 4, seed: int = 0, progress: bool = True,
+         block_cache: BlockCache | None = None) -> HealReport:
     """Fine-tune only the replaced layers of a compressed model (in place), everything else frozen.
 
     "Healing" after compression (Tomut et al., "CompactifAI",
@@ -710,7 +715,12 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
     steps : int
         Adam steps (0: only measure the objective).
     lr : float
-        Adam learning rate.
+        Adam learning rate (the peak one for ``schedule="cosine"``).
+    schedule : {"constant", "cosine"}
+        ``"cosine"``: the learning rate of step ``t`` (from 0) is
+        ``lr * (1 + cos(pi * t / steps)) / 2``, falling from ``lr`` towards 0
+        (Loshchilov & Hutter, arXiv:1608.03983, without restarts), which
+        settles the last steps' minibatch noise.
     batch_size : int
         Windows per step (and per pass when measuring the objective).
     seed : int
@@ -743,6 +753,7 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
     objective = check_choice("objective", objective, _OBJECTIVES)
     steps = check_int("steps", steps, minimum=0)
     lr = check_real("lr", lr, minimum=0.0, strict_min=True)
+    schedule = check_choice("schedule", schedule, ("constant", "cosine"))
     batch_size = check_int("batch_size", batch_size, minimum=1)
     seed = check_int("seed", seed, minimum=0)
     progress = check_bool("progress", progress)
@@ -795,7 +806,7 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
         original.eval()  # the targets / distributions without dropout; restored at the end
     try:
         return _heal_run(model, original, objective, trained, params, data, cache, match_named,
-                         steps, lr, batch_size, seed, progress, t0)
+                         steps, lr, schedule, batch_size, seed, progress, t0)
     finally:
         if original is not None:
             original.train(teacher_training)
@@ -803,8 +814,8 @@ def heal(model: Any, modules: Any, data: Any, *, original: Any = None, objective
 
 def _heal_run(model: Any, original: Any, objective: str, trained: list[tuple[str, Any]],
               params: list[Any], data: Any, cache: BlockCache | None,
-              match_named: list[tuple[str, Any]], steps: int, lr: float, batch_size: int, seed: int,
-              progress: bool, t0: float) -> HealReport:
+              match_named: list[tuple[str, Any]], steps: int, lr: float, schedule: str,
+              batch_size: int, seed: int, progress: bool, t0: float) -> HealReport:
     """The body of :func:`heal` after validation (``original`` already in eval mode)."""
     import torch
     from tqdm.auto import tqdm
@@ -839,7 +850,10 @@ def _heal_run(model: Any, original: Any, objective: str, trained: list[tuple[str
         gen = torch.Generator().manual_seed(seed)
         order: list[int] = []
         bar = tqdm(range(steps), desc=f"heal ({objective})", unit="step", disable=not progress)
-        for _ in bar:
+        for t in bar:
+            if schedule == "cosine":
+                for g in opt.param_groups:
+                    g["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * t / steps))
             while len(order) < batch_size:
                 order += torch.randperm(len(data), generator=gen).tolist()
             idx, order = torch.tensor(order[:batch_size]), order[batch_size:]
@@ -865,7 +879,7 @@ def _heal_run(model: Any, original: Any, objective: str, trained: list[tuple[str
         model.train(was_training)
     return HealReport(modules=[n for n, _ in trained], objective=objective,
                       match=[n for n, _ in match_named], steps=steps, batch_size=batch_size, seed=seed,
-                      lr=lr, parameters=sum(p.numel() for p in params),
+                      lr=lr, schedule=schedule, parameters=sum(p.numel() for p in params),
                       block=None if cache is None else cache.block, loss_before=before,
                       loss_after=after, losses=losses, seconds=time.perf_counter() - t0,
                       restored=restored)
