@@ -227,7 +227,7 @@ class Study:
         healable[f"{proj}/original"] = (copy.deepcopy(linear), {
             **common, "family": "original", "weight_error": 0.0, "two_qubit_gates": 0})
         g_out = self.output_weight(proj, x_cal)
-        for fit in ("plain", "data", "out"):
+        for fit in a.fits:
             if fit == "out" and g_out is None:
                 continue
             cal = {"": x_cal} if fit != "plain" else None
@@ -421,6 +421,9 @@ def main() -> None:
     p.add_argument("--bonds", default="1,2,4", help="MPO bonds")
     p.add_argument("--ranks", default="1,2,4", help="SVD ranks")
     p.add_argument("--dis-bonds", default="1", help="bonds of the disentangled residual")
+    p.add_argument("--fits", default="plain,data,out",
+                   help="which fits to run: plain (the weight), data (the activations), out (the "
+                        "activations weighted by how attention reads the outputs)")
     p.add_argument("--layout", default="staircase", choices=["staircase", "brickwall"])
     p.add_argument("--refine", type=int, default=100, help="L-BFGS iterations per growth stage")
     p.add_argument("--svd-starts", default="8,16",
@@ -457,6 +460,9 @@ def main() -> None:
     a = p.parse_args()
     for k in ("depths", "bonds", "ranks", "dis_bonds", "svd_starts", "svd_depths"):
         setattr(a, k, [int(v) for v in getattr(a, k).split(",") if v])
+    a.fits = [v for v in a.fits.split(",") if v]
+    if not a.fits or set(a.fits) - {"plain", "data", "out"}:
+        p.error(f"--fits: a comma-separated list of plain, data, out; got {','.join(a.fits)!r}")
     a.model_heal = [v for v in a.model_heal.split(",") if v]
     a.distill = [v for v in a.distill.split(",") if v]
     torch.manual_seed(0)
