@@ -10,8 +10,8 @@ a disjoint calibration split):
 * truncated SVD, rank 1 / 2 / 4 (rank r has r (576 + 192) parameters: the
   equal-parameter partner of the disentangled layer with
   ``6 * 16 * D + 36`` parameters, i.e. rank 1 ~ D = 8, 2 ~ 16, 4 ~ 32);
-* the disentangled layer ``U M V^T`` with bond 1 grown to D = 1 ... 32 layers
-  per side (one growth run gives every depth);
+* the disentangled layer ``U M V^T`` with bond 1 and 2 (``--dis-bonds``)
+  grown to D = 1 ... 32 layers per side (one growth run gives every depth);
 * the same layer at D = 32 started from the weighted rank-R truncated SVD
   (``disentangle(..., start="svd")``, R = 8 and 16 by default; data-aware fits only);
 
@@ -41,7 +41,7 @@ Every variant is evaluated through a :class:`qtnn.compress.BlockCache` (only blo
 10..29 run).  Results are appended to the JSON file after every variant, and
 a rerun skips what the file already holds (``--fresh`` starts over).
 
-Run (needs ``make llm``; about three hours on 2 cores)::
+Run (needs ``make llm``; about four hours on 2 cores)::
 
     .venv/bin/python examples/compress_smollm2.py
     .venv/bin/python examples/compress_smollm2.py --targets k_proj --depths 1,2,4 --heal-steps 50
@@ -420,7 +420,7 @@ def main() -> None:
     p.add_argument("--depths", default="1,2,4,8,16,32")
     p.add_argument("--bonds", default="1,2,4", help="MPO bonds")
     p.add_argument("--ranks", default="1,2,4", help="SVD ranks")
-    p.add_argument("--dis-bonds", default="1", help="bonds of the disentangled residual")
+    p.add_argument("--dis-bonds", default="1,2", help="bonds of the disentangled residual")
     p.add_argument("--fits", default="plain,data,out",
                    help="which fits to run: plain (the weight), data (the activations), out (the "
                         "activations weighted by how attention reads the outputs)")
