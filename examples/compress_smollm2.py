@@ -396,8 +396,9 @@ def plot(data: dict[str, Any], path: str) -> None:
 
 def markdown(data: dict[str, Any]) -> str:
     """The study as a Markdown table (one row per variant, in the order they were run)."""
-    lines = ["| matrix | variant | fit | healed | params | 2q gates | weight err | act. err (eval) "
-             "| perplexity | change |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| matrix | variant | fit | healed | params | qubits | 2q gates | weight err "
+             "| act. err (eval) | perplexity | change | fit s | heal s |",
+             "|---|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in data["variants"].values():
         if "perplexity" not in r:
             continue
@@ -407,10 +408,13 @@ def markdown(data: dict[str, Any]) -> str:
                 "disentangled": f"disentangled χ={r.get('bond')} D={r.get('depth')}"}[fam]
         if "start" in r:
             what += f", {r['start']} start"
+        qubits = "+".join(str(q) for q in r["qubits"]) if "qubits" in r else ""
+        fit_s = f"{r['seconds']:.0f}" if "seconds" in r else ""
+        heal_s = f"{r['heal_seconds']:.0f}" if "heal_seconds" in r else ""
         lines.append(f"| {r['target']} | {what} | {r.get('fit', '')} | {r['heal']['objective'] if 'heal' in r else ''} "
-                     f"| {r['params']} | {r.get('two_qubit_gates', 0)} | {r['weight_error']:.4f} "
+                     f"| {r['params']} | {qubits} | {r.get('two_qubit_gates', 0)} | {r['weight_error']:.4f} "
                      f"| {r['activation_error_eval']:.4f} | {r['perplexity']:.3f} "
-                     f"| {100 * r['change']:+.2f}% |")
+                     f"| {100 * r['change']:+.2f}% | {fit_s} | {heal_s} |")
     return "\n".join(lines)
 
 
