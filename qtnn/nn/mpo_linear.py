@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.contract import dense_weight, measured_plan
+from qtnn.tn.contract import PreparedApply, dense_weight, measured_plan, plan_mpo_apply, prepare_mpo_apply
 from qtnn.tn.mpo import MPO, apply_cores, site_dims
 from qtnn.validate import (
     as_float_array,
@@ -184,12 +184,11 @@ class MPOLinear(nn.Module):
                 f"bias={self.bias is not None}")
 
     # --------------------------------------------------------------- forward
-    def _check_input(self, x: Any) -> None:
+    def _check_input(self, x: Any, dtype: torch.dtype) -> None:
         if not isinstance(x, torch.Tensor):
             raise QtnnTypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.ndim < 1 or x.shape[-1] != self.in_features:
             raise QtnnError(f"x must have shape (..., {self.in_features}), got {tuple(x.shape)}")
-        dtype = self.cores[0].dtype
         if x.dtype != dtype and not (x.is_floating_point() and torch.is_autocast_enabled(x.device.type)):
             raise QtnnTypeError(f"x must have the layer's dtype {dtype}, got {x.dtype} (convert it with "
                                 f"x.to({dtype}) or the layer with .to({x.dtype}))")
@@ -201,8 +200,10 @@ class MPOLinear(nn.Module):
         batch size, device, dtype and mode (:func:`qtnn.tn.contract.measured_plan`;
         forward+backward when gradients are wanted, forward alone otherwise).
         The dense plan runs as ``torch.nn.functional.linear`` on the weight
-        built from the cores; without gradients that weight is kept until a
-        core changes (or the layer moves), so inference is one dense product.
+        built from the cores, the split plans add the bias inside their last
+        product.  Without gradients what a plan builds from the cores (the
+        weight, or the two merged blocks) is kept until a core changes (or the
+        layer moves), so inference with the dense plan is one dense product.
         Plans are timed once per power of two of the batch size.  Every plan is
         exact, but they round differently: which one wins can differ between
         machines and runs (the timing decides), so outputs can differ in the
@@ -210,18 +211,21 @@ class MPOLinear(nn.Module):
         set ``qtnn.nn.mpo_linear.MEASURE_PLANS = False`` (the cost model's plan,
         a function of the shapes alone).
         """
-        self._check_input(x)
         # the parameters read straight from the list (indexing a ParameterList costs more than the
         # rest of a cached-weight forward); through indexing where a parametrization sits in between
         cores: list[torch.Tensor] = (list(self.cores) if self._parametrized()
                                      else [*self.cores._parameters.values()])  # type: ignore[list-item]
+        self._check_input(x, cores[0].dtype)
         plan = self._measured_plan(x, cores)
-        if plan is not None and plan.strategy == "dense":
-            return torch.nn.functional.linear(x, self._dense_weight(plan.split, cores), self.bias)
-        y = apply_cores(x, cores, (self.out_features, self.in_features), plan)
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        shape = (self.out_features, self.in_features)
+        if torch.is_grad_enabled() and any(c.requires_grad for c in cores):
+            if plan is not None and plan.strategy == "dense":
+                return torch.nn.functional.linear(x, self._crop(dense_weight(plan.split, cores)), self.bias)
+            return apply_cores(x, cores, shape, plan, bias=self.bias)
+        prepared = self._prepared(plan, x, cores)
+        if prepared.kind == "dense":
+            return torch.nn.functional.linear(x, prepared.ops[0], self.bias)
+        return apply_cores(x, cores, shape, bias=self.bias, prepared=prepared)
 
     def _parametrized(self) -> bool:
         """Whether ``self.cores`` is parametrized (``torch.nn.utils.parametrize``): then read by index."""
@@ -240,24 +244,34 @@ class MPOLinear(nn.Module):
         return measured_plan(bucket, tuple(c.shape for c in cores), device=x.device,
                              dtype=cores[0].dtype, grad=bool(grad))
 
-    def _dense_weight(self, split: int, cores: list[torch.Tensor]) -> torch.Tensor:
-        """``W`` (``out_features x in_features``); without gradients, kept while the cores are unchanged."""
-        def build() -> torch.Tensor:
-            w = dense_weight(split, cores)
-            if w.shape != (self.out_features, self.in_features):
-                w = w[: self.out_features, : self.in_features]
-            return w
+    def _crop(self, w: torch.Tensor) -> torch.Tensor:
+        """``W`` of the padded sites cropped to ``out_features x in_features``."""
+        if w.shape != (self.out_features, self.in_features):
+            w = w[: self.out_features, : self.in_features]
+        return w
 
-        if torch.is_grad_enabled() and any(c.requires_grad for c in cores):
-            return build()
-        key = (split, *((c.data_ptr(), c._version, c.device, c.dtype) for c in cores))
-        cached = self.__dict__.get("_weight_cache")
+    def _prepared(self, plan: Any, x: torch.Tensor, cores: list[torch.Tensor]) -> PreparedApply:
+        """The plan's operands built from the cores (the dense weight, cropped, or the merged blocks).
+
+        Kept, with no gradient, while the cores are unchanged (same storage and
+        version counters): an inference loop builds them once.
+        """
+        if plan is None:
+            plan = plan_mpo_apply(math.prod(x.shape[:-1]), [tuple(c.shape) for c in cores],
+                                  device_type=x.device.type)
+        key = (plan, *((c.data_ptr(), c._version, c.device, c.dtype) for c in cores))
+        cached = self.__dict__.get("_prepared_cache")
         if cached is not None and cached[0] == key:
             return cached[1]
         with torch.no_grad():
-            w = build().contiguous()
-        self.__dict__["_weight_cache"] = (key, w)
-        return w
+            prepared = prepare_mpo_apply(plan, cores)
+            if prepared.kind == "dense":
+                prepared = PreparedApply(plan, "dense", (self._crop(prepared.ops[0]).contiguous(),), ())
+            else:   # contiguous blocks: the kernels read them many times
+                prepared = PreparedApply(plan, prepared.kind, tuple(o.contiguous() for o in prepared.ops),
+                                         prepared.dims)
+        self.__dict__["_prepared_cache"] = (key, prepared)
+        return prepared
 
     def bond_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Activations in every bond space: the "stack view" of the layer.
@@ -275,7 +289,7 @@ class MPOLinear(nn.Module):
         >>> [tuple(f.shape) for f in layer.bond_features(torch.randn(3, 64))]
         [(3, 8, 4, 8)]
         """
-        self._check_input(x)
+        self._check_input(x, self.cores[0].dtype)
         lead = tuple(x.shape[:-1])
         b = math.prod(lead)
         n_in = math.prod(self.in_dims)

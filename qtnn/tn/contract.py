@@ -35,7 +35,7 @@ from typing import Any
 
 __all__ = ["mpo_apply_equation", "mpo_apply_expression", "mpo_apply_cost",
            "plan_mpo_apply", "execute_mpo_apply", "MPOApplyPlan", "candidate_plans", "measured_plan",
-           "dense_weight", "clear_measured_plans"]
+           "dense_weight", "clear_measured_plans", "prepare_mpo_apply", "PreparedApply"]
 
 #: Time per FLOP of the opt_einsum/tensordot path relative to a single GEMM
 #: (measured: 0.25 of the dense FLOPs ran in 0.5 of the dense time at
@@ -327,53 +327,118 @@ def dense_weight(split: int, cores: Sequence[Any]) -> Any:
     return _permute(w, (0, 2, 1, 3)).reshape(o1 * o2, i1 * i2)
 
 
-def execute_mpo_apply(plan: MPOApplyPlan, x: Any, cores: Sequence[Any]) -> Any:
-    """Run ``plan`` on ``x`` of shape ``(batch, prod(in_dims))``; returns ``(batch, prod(out_dims))``.
+class PreparedApply:
+    """The operands of a plan that depend on the cores alone; see :func:`prepare_mpo_apply`.
 
-    ``x`` and ``cores`` are all numpy arrays or all torch tensors.
+    ``kind`` is ``"dense"`` (``ops = (W,)``), ``"split"`` (the two blocks,
+    reshaped for the product the plan runs), ``"split-host"`` (the same for the
+    batch-chunked CPU kernel of torch tensors) or ``"einsum"`` (the cores).
+    Calling it runs the plan on ``x`` (``(batch, prod(in_dims))``), adding
+    ``bias`` (``prod(out_dims)`` entries) if given.
     """
-    batch = x.shape[0]
+
+    __slots__ = ("dims", "kind", "ops", "plan")
+
+    def __init__(self, plan: MPOApplyPlan, kind: str, ops: tuple[Any, ...], dims: tuple[int, ...]) -> None:
+        self.plan, self.kind, self.ops, self.dims = plan, kind, ops, dims
+
+    def __call__(self, x: Any, bias: Any = None) -> Any:
+        batch = x.shape[0]
+        kind, ops = self.kind, self.ops
+        if kind == "dense":
+            if hasattr(x, "permute"):
+                import torch
+
+                return torch.nn.functional.linear(x, ops[0], bias)
+            y = x @ ops[0].T
+        elif kind == "split-host":
+            o1, i1, i2, o2 = self.dims
+            r2, l2 = ops
+            if self.plan.right_first:
+                x3, b3 = x.reshape(batch, i1, i2), None if bias is None else bias.view(o1, o2)
+            else:
+                x3 = x.reshape(batch, i1, i2).transpose(1, 2)
+                b3 = None if bias is None else bias.view(o1, o2).T
+            y = _split_kernel()(x3.contiguous(), r2, l2, b3,
+                                _chunk(r2.shape[1] * x3.shape[1], x.element_size(), batch))
+            if not self.plan.right_first:
+                y = y.transpose(1, 2)
+            return y.reshape(batch, o1 * o2)
+        elif kind == "split":
+            o1, i1, i2, o2 = self.dims
+            r2, l2 = ops
+            if self.plan.right_first:
+                # (B*i1, i2) @ (i2, chi*o2) -> (B, i1*chi, o2); then (o1, i1*chi) @ that -> (B, o1, o2)
+                t = (x.reshape(batch * i1, i2) @ r2).reshape(batch, l2.shape[1], o2)
+                y = (l2 @ t).reshape(batch, o1 * o2)
+            else:
+                # (o1*chi, i1) @ (B, i1, i2) -> (B, o1*chi, i2); then (B*o1, chi*i2) @ (chi*i2, o2)
+                t = (l2 @ x.reshape(batch, i1, i2)).reshape(batch * o1, r2.shape[0])
+                y = (t @ r2).reshape(batch, o1 * o2)
+        else:
+            ins = tuple(int(c.shape[2]) for c in ops)
+            expr = mpo_apply_expression((batch, *ins), [tuple(c.shape) for c in ops])
+            y = expr(x.reshape((batch, *ins)), *ops).reshape(batch, -1)
+        return y if bias is None else y + bias
+
+
+def prepare_mpo_apply(plan: MPOApplyPlan, cores: Sequence[Any]) -> PreparedApply:
+    """Build what ``plan`` needs from ``cores`` alone (the weight, or the two merged blocks).
+
+    Running the result on many inputs is :func:`execute_mpo_apply` without
+    building these each time: :class:`qtnn.nn.MPOLinear` keeps it while its
+    cores are unchanged and no gradient is wanted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from qtnn.tn import MPO
+    >>> mpo = MPO.random(out_dims=(2, 2), in_dims=(2, 2), bond=2, seed=0)
+    >>> x = np.ones((3, 4))
+    >>> prep = prepare_mpo_apply(plan_mpo_apply(3, [c.shape for c in mpo.cores]), mpo.cores)
+    >>> bool(np.allclose(prep(x), x @ mpo.to_dense().T))
+    True
+    """
     if plan.strategy == "einsum":
-        ins = tuple(int(c.shape[2]) for c in cores)
-        expr = mpo_apply_expression((batch, *ins), [tuple(c.shape) for c in cores])
-        return expr(x.reshape((batch, *ins)), *cores).reshape(batch, -1)
+        return PreparedApply(plan, "einsum", tuple(cores), ())
     m = plan.split
     if plan.strategy == "dense" or len(cores) == 1:
-        return x @ _permute(dense_weight(m, cores), (1, 0))
+        return PreparedApply(plan, "dense", (dense_weight(m, cores),), ())
     left = merge_cores(cores[: m + 1])    # (1, o1, i1, chi)
     right = merge_cores(cores[m + 1:])   # (chi, o2, i2, 1)
     _, o1, i1, chi = left.shape
     o2, i2 = right.shape[1], right.shape[2]
-    # the host kernel below is for torch tensors in CPU memory only (CUDA, MPS, XPU... take the
+    dims = (int(o1), int(i1), int(i2), int(o2))
+    # the host kernel is for torch tensors in CPU memory only (CUDA, MPS, XPU... take the
     # plain torch path, as the planner assumed for any device but the CPU)
-    torch_cpu = getattr(getattr(x, "device", None), "type", None) == "cpu"
-    if torch_cpu:
+    if getattr(getattr(left, "device", None), "type", None) == "cpu":
         # Both orders run as the right-first kernel; left-first is its mirror
         # image (sites reversed), which only transposes the small x and y.
         if plan.right_first:
-            x3, lblock, rblock, oo1, oo2 = x.reshape(batch, i1, i2), left, right, o1, o2
+            lblock, rblock, oo1, oo2, ii1, ii2 = left, right, o1, o2, i1, i2
         else:
-            x3 = x.reshape(batch, i1, i2).transpose(1, 2)
             lblock, rblock = right.permute(3, 1, 2, 0), left.permute(3, 1, 2, 0)
-            oo1, oo2 = o2, o1
-        ii1, ii2 = x3.shape[1], x3.shape[2]
+            oo1, oo2, ii1, ii2 = o2, o1, i2, i1
         r2 = rblock.reshape(chi, oo2, ii2).permute(2, 0, 1).reshape(ii2, chi * oo2)
         l2 = lblock.reshape(oo1, ii1 * chi)
-        y = _split_kernel()(x3.contiguous(), r2, l2, _chunk(ii1 * chi * oo2, x.element_size(), batch))
-        if not plan.right_first:
-            y = y.transpose(1, 2)
-        return y.reshape(batch, o1 * o2)
+        return PreparedApply(plan, "split-host", (r2, l2), dims)
     if plan.right_first:
-        # (B*i1, i2) @ (i2, chi*o2) -> (B, i1*chi, o2); then (o1, i1*chi) @ that -> (B, o1, o2)
         r2 = _permute(right.reshape(chi, o2, i2), (2, 0, 1)).reshape(i2, chi * o2)
-        t = (x.reshape(batch * i1, i2) @ r2).reshape(batch, i1 * chi, o2)
         l2 = left.reshape(o1, i1 * chi)
-        return (l2 @ t).reshape(batch, o1 * o2)
-    # (o1*chi, i1) @ (B, i1, i2) -> (B, o1*chi, i2); then (B*o1, chi*i2) @ (chi*i2, o2)
-    l2 = _permute(left.reshape(o1, i1, chi), (0, 2, 1)).reshape(o1 * chi, i1)
-    t = (l2 @ x.reshape(batch, i1, i2)).reshape(batch * o1, chi * i2)
-    r2 = _permute(right.reshape(chi, o2, i2), (0, 2, 1)).reshape(chi * i2, o2)
-    return (t @ r2).reshape(batch, o1 * o2)
+    else:
+        l2 = _permute(left.reshape(o1, i1, chi), (0, 2, 1)).reshape(o1 * chi, i1)
+        r2 = _permute(right.reshape(chi, o2, i2), (0, 2, 1)).reshape(chi * i2, o2)
+    return PreparedApply(plan, "split", (r2, l2), dims)
+
+
+def execute_mpo_apply(plan: MPOApplyPlan, x: Any, cores: Sequence[Any], bias: Any = None) -> Any:
+    """Run ``plan`` on ``x`` of shape ``(batch, prod(in_dims))``; returns ``(batch, prod(out_dims))``.
+
+    ``x`` and ``cores`` (and ``bias``, ``prod(out_dims)`` entries added to
+    every row, if given) are all numpy arrays or all torch tensors.  The same
+    as ``prepare_mpo_apply(plan, cores)(x, bias)``.
+    """
+    return prepare_mpo_apply(plan, cores)(x, bias)
 
 
 #: Bytes of the intermediate ``t`` per batch chunk in the CPU kernel: chunks
@@ -449,9 +514,9 @@ def _run_groups(work: Any, starts: Sequence[int], flops: float) -> list[Any]:
 def _split_kernel() -> Any:
     """The two-block product as a torch autograd Function, run in batch chunks.
 
-    ``y[b] = l2 @ (x[b] @ r2).reshape(K, o2)`` with ``x (B, i1, i2)``,
-    ``r2 (i2, chi*o2)``, ``l2 (o1, i1*chi)``.  The intermediate is never formed
-    for the whole batch at once: chunks of :data:`CHUNK_BYTES` stay in cache.
+    ``y[b] = l2 @ (x[b] @ r2).reshape(K, o2) + bias`` with ``x (B, i1, i2)``,
+    ``r2 (i2, chi*o2)``, ``l2 (o1, i1*chi)`` and ``bias (o1, o2)`` or ``None``.
+    The intermediate is never formed for the whole batch at once: chunks of :data:`CHUNK_BYTES` stay in cache.
     With several torch threads the chunks run in parallel groups, one thread
     each (:func:`_run_groups`).  The chunks' intermediates are kept for the
     backward pass (:data:`KEEP_INTERMEDIATE`) or recomputed there.
@@ -462,7 +527,7 @@ def _split_kernel() -> Any:
 
     class SplitApply(torch.autograd.Function):
         @staticmethod
-        def forward(ctx: Any, x: Any, r2: Any, l2: Any, chunk: int) -> Any:
+        def forward(ctx: Any, x: Any, r2: Any, l2: Any, bias: Any, chunk: int) -> Any:
             b, i1, i2 = x.shape
             o1, k = l2.shape
             o2 = r2.shape[1] * i1 // k
@@ -476,6 +541,8 @@ def _split_kernel() -> Any:
                     xc = x[s: s + chunk]
                     t = (xc.reshape(-1, i2) @ r2).reshape(xc.shape[0], k, o2)
                     torch.matmul(l2, t, out=y[s: s + chunk])
+                    if bias is not None:
+                        y[s: s + chunk].add_(bias)
                     if keep:
                         ts.append(t)
                 return ts
@@ -493,7 +560,7 @@ def _split_kernel() -> Any:
             b, i1, i2 = x.shape
             o1, k = l2.shape
             o2 = gy.shape[2]
-            need_x, need_r, need_l = ctx.needs_input_grad[:3]
+            need_x, need_r, need_l, need_b = ctx.needs_input_grad[:4]
             gx = torch.empty_like(x) if need_x else None
             l2h = l2.mH
             chunk, kept = ctx.chunk, ctx.ts
@@ -527,7 +594,7 @@ def _split_kernel() -> Any:
             ctx.ts = []
             gr2 = functools.reduce(lambda a, p: a + p[0], parts[1:], parts[0][0]) if need_r else None
             gl2 = functools.reduce(lambda a, p: a + p[1], parts[1:], parts[0][1]) if need_l else None
-            return gx, gr2, gl2, None
+            return gx, gr2, gl2, gy.sum(0) if need_b else None, None
 
     return SplitApply.apply
 
@@ -537,10 +604,20 @@ def _split_kernel() -> Any:
 #: :func:`measured_plan`; the others are not worth the calibration's time.
 CANDIDATE_RATIO = 4.0
 
-#: Timed rounds of :func:`measured_plan` after one warm-up round (every candidate
-#: once per round, interleaved; the least time decides: load from other work
-#: only ever adds time, so the minimum is the steadiest estimate on a shared machine).
+#: Least timed rounds of :func:`measured_plan` after one warm-up round (every
+#: candidate once per round, interleaved; the least time decides: load from other
+#: work only ever adds time, so the minimum is the steadiest estimate on a shared machine).
 CALIBRATION_ROUNDS = 3
+
+#: :func:`measured_plan` adds rounds, up to :data:`CALIBRATION_MAX_ROUNDS`, while the
+#: timed rounds took less than this many seconds in all: small products (a
+#: millisecond each) are timed often enough for a shared machine's noise to
+#: average out, large ones (a second each) stay at :data:`CALIBRATION_ROUNDS`.
+#: Measured on 2 shared cores: with 3 rounds the calibration of a 1024x1024 layer,
+#: bond 8, batch 32, forward only, picked a plan 1.4x slower than the best in
+#: one of two runs.
+CALIBRATION_SECONDS = 0.25
+CALIBRATION_MAX_ROUNDS = 25
 
 _MEASURED: dict[tuple[Any, ...], MPOApplyPlan] = {}
 # the same plans under the caller's own arguments, when they are exactly typed (a hot loop such as
@@ -599,11 +676,14 @@ def measured_plan(batch: int, core_shapes: Sequence[Sequence[int]], *, device: A
     """The fastest of :func:`candidate_plans`, timed on this machine (cached per shape, device, dtype, mode).
 
     On the first call for a key, every candidate runs on random tensors of
-    these shapes, one warm-up and :data:`CALIBRATION_ROUNDS` timed rounds,
-    interleaved; the least time decides.  ``grad``: time forward and backward (to
-    the input and the cores), as in training; otherwise the forward pass under
-    ``torch.no_grad``, where the dense plan's weight counts as already built
-    (:class:`qtnn.nn.MPOLinear` keeps it while its cores are unchanged).  On
+    these shapes, one warm-up and :data:`CALIBRATION_ROUNDS` timed rounds (more,
+    up to :data:`CALIBRATION_MAX_ROUNDS`, while they took less than
+    :data:`CALIBRATION_SECONDS`), interleaved; the least time decides.
+    ``grad``: time forward and backward (to the input and the cores), as in
+    training; otherwise the forward pass under
+    ``torch.no_grad``, where every plan's operands built from the cores (the
+    dense weight, the merged blocks) count as already built
+    (:class:`qtnn.nn.MPOLinear` keeps them while its cores are unchanged).  On
     the ``meta`` device, and where a single candidate remains, the cost model
     decides without timing.
 
@@ -683,36 +763,39 @@ def _fastest(cands: Sequence[MPOApplyPlan], batch: int, shapes: tuple[tuple[int,
     with torch.no_grad():
         x = torch.randn(batch, n_in, generator=gen, dtype=dtype).to(dev)
         cores = [(0.3 * torch.randn(s, generator=gen, dtype=dtype)).to(dev) for s in shapes]
-        dense = {p.split: dense_weight(p.split, cores) for p in cands if p.strategy == "dense"}
+        # without gradients the operands built from the cores count as kept (MPOLinear keeps them)
+        prepared = [prepare_mpo_apply(p, cores) for p in cands] if not grad else []
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     if grad:
         x.requires_grad_(True)
         for c in cores:
             c.requires_grad_(True)
 
-    def run(plan: MPOApplyPlan) -> None:
+    def run(k: int) -> None:
         if grad:
-            y = execute_mpo_apply(plan, x, cores)
+            y = execute_mpo_apply(cands[k], x, cores)
             y.backward(torch.ones_like(y))
             x.grad = None
             for c in cores:
                 c.grad = None
         else:
             with torch.no_grad():
-                if plan.strategy == "dense":
-                    x @ dense[plan.split].T
-                else:
-                    execute_mpo_apply(plan, x, cores)
+                prepared[k](x)
         sync()
 
     times: list[list[float]] = [[] for _ in cands]
     with torch.autocast(dev.type, enabled=False) if dev.type in ("cpu", "cuda") else nullcontext():
-        for r in range(1 + CALIBRATION_ROUNDS):
-            for k, p in enumerate(cands):
+        spent = 0.0
+        for r in range(1 + CALIBRATION_MAX_ROUNDS):
+            if r > CALIBRATION_ROUNDS and spent >= CALIBRATION_SECONDS:
+                break
+            for k in range(len(cands)):
                 t0 = time.perf_counter()
-                run(p)
+                run(k)
+                dt = time.perf_counter() - t0
                 if r:
-                    times[k].append(time.perf_counter() - t0)
+                    times[k].append(dt)
+                    spent += dt
     best = [min(t) for t in times]
     return cands[min(range(len(cands)), key=best.__getitem__)]
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.contract import execute_mpo_apply, plan_mpo_apply
+from qtnn.tn.contract import plan_mpo_apply, prepare_mpo_apply
 from qtnn.tn.factorize import qubit_dims
 from qtnn.tn.mps import CORE_OVERHEAD, MPS, resolve_dims
 from qtnn.tn.tensortrain import TensorTrain, merge_bonds, tt_svd
@@ -364,12 +364,16 @@ class MPO(TensorTrain):
     __hash__ = None  # type: ignore[assignment]
 
 
-def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int], plan: Any = None) -> Any:
-    """``y = W x`` from raw cores (numpy or torch), ``shape = (out_features, in_features)``.
+def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int], plan: Any = None,
+                bias: Any = None, prepared: Any = None) -> Any:
+    """``y = W x (+ bias)`` from raw cores (numpy or torch), ``shape = (out_features, in_features)``.
 
     Pads ``x`` with zeros to ``prod(in_dims)``, contracts with ``plan``
-    (default: the cost model's cached plan, :func:`plan_mpo_apply`) and crops
-    the output.  Shared by :meth:`MPO.apply` and :class:`qtnn.nn.MPOLinear`.
+    (default: the cost model's cached plan, :func:`plan_mpo_apply`), or with
+    ``prepared`` (a :class:`~qtnn.tn.contract.PreparedApply` of these cores),
+    and crops the output.  ``bias`` (``out_features`` entries) is added inside
+    the contraction where the plan can (one fused product).  Shared by
+    :meth:`MPO.apply` and :class:`qtnn.nn.MPOLinear`.
     """
     out_dims = tuple(int(c.shape[1]) for c in cores)
     in_dims = tuple(int(c.shape[2]) for c in cores)
@@ -379,18 +383,25 @@ def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int], plan: Any 
     torch_mode = is_torch(x)
     if torch_mode:
         xf = x.reshape(batch, shape[1])
-        if n_in != shape[1]:
+        if n_in != shape[1] or (bias is not None and n_out != shape[0]):
             import torch.nn.functional as F
 
-            xf = F.pad(xf, (0, n_in - shape[1]))
+            if n_in != shape[1]:
+                xf = F.pad(xf, (0, n_in - shape[1]))
+            if bias is not None and n_out != shape[0]:
+                bias = F.pad(bias, (0, n_out - shape[0]))
     else:
         xf = np.asarray(x).reshape(batch, shape[1])
         if n_in != shape[1]:
             xf = np.pad(xf, ((0, 0), (0, n_in - shape[1])))
-    if plan is None:
-        plan = plan_mpo_apply(batch, [tuple(c.shape) for c in cores],
-                              device_type=x.device.type if torch_mode else "cpu")
-    y = execute_mpo_apply(plan, xf, cores)
+        if bias is not None and n_out != shape[0]:
+            bias = np.pad(np.asarray(bias), (0, n_out - shape[0]))
+    if prepared is None:
+        if plan is None:
+            plan = plan_mpo_apply(batch, [tuple(c.shape) for c in cores],
+                                  device_type=x.device.type if torch_mode else "cpu")
+        prepared = prepare_mpo_apply(plan, cores)
+    y = prepared(xf, bias)
     if n_out != shape[0]:
         y = y[:, : shape[0]]
     return y.reshape((*lead, shape[0]))

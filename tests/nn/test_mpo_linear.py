@@ -162,6 +162,7 @@ def test_every_measured_plan_equals_the_dense_reference(monkeypatch, pick):
     gy = torch.randn_like(y)
     y.backward(gy)
     torch.testing.assert_close(x.grad, gy @ w, rtol=0, atol=1e-13)
+    torch.testing.assert_close(layer.bias.grad, gy.sum(0), rtol=0, atol=1e-13)
     assert len(asked) == 2          # both passes ran the forced plan
     # the cores' gradients against those of the cost model's own plan
     got = [c.grad.clone() for c in layer.cores]
@@ -182,15 +183,44 @@ def test_inference_weight_is_rebuilt_when_a_core_changes(monkeypatch):
     x = torch.randn(3, 64, dtype=torch.float64)
     with torch.no_grad():
         first = layer(x)
-        kept = layer._weight_cache[1]
+        kept = layer._prepared_cache[1].ops[0]
         torch.testing.assert_close(layer(x), first, rtol=0, atol=0)
-        assert layer._weight_cache[1] is kept
+        assert layer._prepared_cache[1].ops[0] is kept
         layer.cores[0].mul_(2.0)      # an optimiser step changes the cores in place
         second = layer(x)
-    assert layer._weight_cache[1] is not kept
+    assert layer._prepared_cache[1].ops[0] is not kept
     torch.testing.assert_close(second - layer.bias, 2.0 * (first - layer.bias), rtol=0, atol=1e-13)
     torch.testing.assert_close(second, x @ layer.weight.detach().T + layer.bias.detach(), rtol=0,
                                atol=1e-13)
+
+
+@pytest.mark.parametrize("right_first", [True, False])
+def test_inference_blocks_are_kept_until_a_core_changes(monkeypatch, right_first):
+    # the split plans' merged blocks are built once without gradients, like the dense weight, and
+    # rebuilt after an in-place change of a core; outputs equal the dense reference throughout
+    from qtnn.tn.contract import MPOApplyPlan
+
+    _forced(monkeypatch, MPOApplyPlan("split", 1, right_first, 0.0))
+    torch.manual_seed(1)
+    layer = MPOLinear(60, 50, 4, out_dims=3, in_dims=3, dtype=torch.float64)   # padded to 64 / 64
+    x = torch.randn(5, 60, dtype=torch.float64)
+    with torch.no_grad():
+        first = layer(x)
+        kept = layer._prepared_cache[1]
+        assert kept.kind == "split-host" and kept.plan.right_first == right_first
+        torch.testing.assert_close(layer(x), first, rtol=0, atol=0)
+        torch.testing.assert_close(layer(x[:3]), first[:3], rtol=0, atol=1e-13)   # other GEMM blocking
+        assert layer._prepared_cache[1] is kept
+        layer.cores[2].mul_(-3.0)
+        second = layer(x)
+    assert layer._prepared_cache[1] is not kept
+    w, b = layer.weight.detach(), layer.bias.detach()
+    torch.testing.assert_close(second - b, -3.0 * (first - b), rtol=0, atol=1e-13)
+    torch.testing.assert_close(second, x @ w.T + b, rtol=0, atol=1e-13)
+    # with gradients the blocks are built from the cores on every call (the cache is left alone)
+    cached = layer._prepared_cache[1]
+    y = layer(x)
+    assert y.requires_grad and layer._prepared_cache[1] is cached
 
 
 def test_batches_share_the_plan_of_their_power_of_two(monkeypatch):

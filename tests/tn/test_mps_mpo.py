@@ -210,6 +210,61 @@ def test_every_plan_gradcheck(rng, strategy, split, right_first):
     assert torch.autograd.gradcheck(lambda a, *cs: execute_mpo_apply(plan, a, cs), (xt, *cores))
 
 
+@pytest.mark.parametrize("strategy,split,right_first",
+                         [("split", 0, True), ("split", 1, True), ("split", 1, False),
+                          ("dense", 1, False), ("einsum", 0, False)])
+def test_every_plan_adds_the_bias(rng, strategy, split, right_first):
+    # the bias goes into the plan's last product (the kernel's output chunks, F.linear); values
+    # against the dense reference in numpy and torch, gradients (bias included) by gradcheck
+    from qtnn.tn.contract import prepare_mpo_apply
+
+    W = rng.normal(size=(27, 64))
+    mpo = MPO.from_dense(W, out_dims=(3, 3, 3, 1), in_dims=(4, 4, 2, 2))
+    x, bias = rng.normal(size=(5, 64)), rng.normal(size=27)
+    plan = MPOApplyPlan(strategy, split, right_first, 0.0)
+    np.testing.assert_allclose(execute_mpo_apply(plan, x, mpo.cores, bias), x @ W.T + bias, rtol=0, atol=1e-11)
+    cores = [torch.tensor(c) for c in mpo.cores]
+    prepared = prepare_mpo_apply(plan, cores)
+    for xs in (x, x[:2]):      # one preparation, many inputs
+        yt = prepared(torch.tensor(xs), torch.tensor(bias))
+        np.testing.assert_allclose(yt.numpy(), xs @ W.T + bias, rtol=0, atol=1e-11)
+    small = MPO.from_dense(rng.normal(size=(6, 8)), out_dims=(3, 2, 1), in_dims=(2, 2, 2))
+    xt = torch.tensor(rng.normal(size=(3, 8)), requires_grad=True)
+    bt = torch.tensor(rng.normal(size=6), requires_grad=True)
+    cs = [torch.tensor(c, requires_grad=True) for c in small.cores]
+    assert torch.autograd.gradcheck(lambda a, b, *c: execute_mpo_apply(plan, a, c, b), (xt, bt, *cs))
+
+
+@pytest.mark.parametrize("seconds,expected", [(0.0, 3), (1e9, 6)])
+def test_calibration_adds_rounds_while_they_are_quick(monkeypatch, seconds, expected):
+    # at least CALIBRATION_ROUNDS timed rounds; more, up to CALIBRATION_MAX_ROUNDS, while the
+    # timed rounds took less than CALIBRATION_SECONDS; every candidate once per round, after a warm-up
+    import qtnn.tn.contract as contract
+    from qtnn.tn.contract import candidate_plans, clear_measured_plans, measured_plan
+
+    runs: dict[int, int] = {}
+    real = contract.prepare_mpo_apply
+
+    def counting(plan, cores):
+        prepared = real(plan, cores)
+
+        def run(x, bias=None):
+            runs[id(prepared)] = runs.get(id(prepared), 0) + 1
+            return prepared(x, bias)
+        return run
+
+    monkeypatch.setattr(contract, "prepare_mpo_apply", counting)
+    monkeypatch.setattr(contract, "CALIBRATION_SECONDS", seconds)
+    monkeypatch.setattr(contract, "CALIBRATION_MAX_ROUNDS", 6)
+    shapes = [(1, 4, 4, 3), (3, 4, 4, 3), (3, 2, 2, 1)]
+    clear_measured_plans()
+    try:
+        measured_plan(16, shapes, dtype=torch.float64, grad=False)
+    finally:
+        clear_measured_plans()
+    assert sorted(runs.values()) == [1 + expected] * len(candidate_plans(16, shapes))
+
+
 def test_chunked_kernel_matches_unchunked(monkeypatch, rng):
     import qtnn.tn.contract as contract
 
