@@ -160,7 +160,8 @@ class Study:
             else:
                 how = dict(steps=a.model_heal_steps, lr=a.model_heal_lr, batch_size=a.model_heal_batch)
             rep = qtnn.compress.heal(self.model, self.name(proj), self.calib_windows, objective=objective,
-                                     seed=0, progress=True, block_cache=self.calib_cache, **how)
+                                     seed=a.heal_seed, progress=True, block_cache=self.calib_cache,
+                                     **how)
         finally:
             setattr(parent, attr, linear)
         return module, {"heal": rep.as_dict() | {"losses": None}}
@@ -458,6 +459,9 @@ def main() -> None:
     p.add_argument("--distill-batch", type=int, default=2)
     p.add_argument("--distill-schedule", choices=["constant", "cosine"], default="constant",
                    help="learning-rate schedule of the distillation healing")
+    p.add_argument("--heal-seed", type=int, default=0,
+                   help="seed of every healing's minibatch order (the spread over seeds: run again with "
+                        "another seed and another --json)")
     p.add_argument("--json", default="examples/compress_smollm2.json")
     p.add_argument("--png", default="examples/compress_smollm2.png")
     p.add_argument("--fresh", action="store_true", help="ignore an existing JSON file")

@@ -30,6 +30,11 @@ __all__ = ["MPOLinear", "default_num_cores"]
 #: fastest; ``False``: the cost model alone (:func:`qtnn.tn.contract.plan_mpo_apply`).
 MEASURE_PLANS = True
 
+#: Plans whose operands built from the cores (the dense weight, the merged
+#: blocks) an :class:`MPOLinear` keeps for inference at once, the most recently
+#: built ones.
+KEPT_PLANS = 4
+
 
 def default_num_cores(in_features: int, out_features: int) -> int:
     """Number of sites so that site dims are about 8 (at least 2 sites).
@@ -254,15 +259,18 @@ class MPOLinear(nn.Module):
         """The plan's operands built from the cores (the dense weight, cropped, or the merged blocks).
 
         Kept, with no gradient, while the cores are unchanged (same storage and
-        version counters): an inference loop builds them once.
+        version counters): an inference loop builds them once.  One entry per
+        plan, for the :data:`KEPT_PLANS` plans built last (batches of other
+        sizes can run other plans; they do not rebuild each other's operands).
         """
         if plan is None:
             plan = plan_mpo_apply(math.prod(x.shape[:-1]), [tuple(c.shape) for c in cores],
                                   device_type=x.device.type)
-        key = (plan, *((c.data_ptr(), c._version, c.device, c.dtype) for c in cores))
-        cached = self.__dict__.get("_prepared_cache")
-        if cached is not None and cached[0] == key:
-            return cached[1]
+        key = tuple((c.data_ptr(), c._version, c.device, c.dtype) for c in cores)
+        kept: dict[Any, tuple[Any, PreparedApply]] = self.__dict__.setdefault("_prepared_cache", {})
+        hit = kept.get(plan)
+        if hit is not None and hit[0] == key:
+            return hit[1]
         with torch.no_grad():
             prepared = prepare_mpo_apply(plan, cores)
             if prepared.kind == "dense":
@@ -270,7 +278,10 @@ class MPOLinear(nn.Module):
             else:   # contiguous blocks: the kernels read them many times
                 prepared = PreparedApply(plan, prepared.kind, tuple(o.contiguous() for o in prepared.ops),
                                          prepared.dims)
-        self.__dict__["_prepared_cache"] = (key, prepared)
+        kept.pop(plan, None)
+        kept[plan] = (key, prepared)     # the most recent last
+        while len(kept) > KEPT_PLANS:
+            del kept[next(iter(kept))]
         return prepared
 
     def bond_features(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -134,6 +134,12 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(layer.cuda()(x.cuda()).cpu(), ref, rtol=0, atol=1e-10)
 
 
+def _kept(layer):
+    """The operands the layer keeps for its (one) inference plan."""
+    (entry,) = layer._prepared_cache.values()
+    return entry[1]
+
+
 def _forced(monkeypatch, plan):
     import qtnn.nn.mpo_linear as mpo_linear  # the name MPOLinear.forward calls
 
@@ -183,12 +189,12 @@ def test_inference_weight_is_rebuilt_when_a_core_changes(monkeypatch):
     x = torch.randn(3, 64, dtype=torch.float64)
     with torch.no_grad():
         first = layer(x)
-        kept = layer._prepared_cache[1].ops[0]
+        kept = _kept(layer).ops[0]
         torch.testing.assert_close(layer(x), first, rtol=0, atol=0)
-        assert layer._prepared_cache[1].ops[0] is kept
+        assert _kept(layer).ops[0] is kept
         layer.cores[0].mul_(2.0)      # an optimiser step changes the cores in place
         second = layer(x)
-    assert layer._prepared_cache[1].ops[0] is not kept
+    assert _kept(layer).ops[0] is not kept
     torch.testing.assert_close(second - layer.bias, 2.0 * (first - layer.bias), rtol=0, atol=1e-13)
     torch.testing.assert_close(second, x @ layer.weight.detach().T + layer.bias.detach(), rtol=0,
                                atol=1e-13)
@@ -206,21 +212,47 @@ def test_inference_blocks_are_kept_until_a_core_changes(monkeypatch, right_first
     x = torch.randn(5, 60, dtype=torch.float64)
     with torch.no_grad():
         first = layer(x)
-        kept = layer._prepared_cache[1]
+        kept = _kept(layer)
         assert kept.kind == "split-host" and kept.plan.right_first == right_first
         torch.testing.assert_close(layer(x), first, rtol=0, atol=0)
         torch.testing.assert_close(layer(x[:3]), first[:3], rtol=0, atol=1e-13)   # other GEMM blocking
-        assert layer._prepared_cache[1] is kept
+        assert _kept(layer) is kept
         layer.cores[2].mul_(-3.0)
         second = layer(x)
-    assert layer._prepared_cache[1] is not kept
+    assert _kept(layer) is not kept
     w, b = layer.weight.detach(), layer.bias.detach()
     torch.testing.assert_close(second - b, -3.0 * (first - b), rtol=0, atol=1e-13)
     torch.testing.assert_close(second, x @ w.T + b, rtol=0, atol=1e-13)
     # with gradients the blocks are built from the cores on every call (the cache is left alone)
-    cached = layer._prepared_cache[1]
+    cached = _kept(layer)
     y = layer(x)
-    assert y.requires_grad and layer._prepared_cache[1] is cached
+    assert y.requires_grad and _kept(layer) is cached
+
+
+def test_inference_keeps_the_operands_of_several_plans(monkeypatch):
+    # batches that run other plans do not rebuild each other's operands; at most KEPT_PLANS are kept
+    import qtnn.nn.mpo_linear as mpo_linear
+    from qtnn.tn.contract import MPOApplyPlan
+
+    plans = [MPOApplyPlan("split", 0, True, 0.0), MPOApplyPlan("split", 1, False, 0.0),
+             MPOApplyPlan("dense", 1, False, 0.0)]
+    chosen = {4: plans[0], 8: plans[1], 16: plans[2]}     # by the batch's power of two
+    monkeypatch.setattr(mpo_linear, "measured_plan", lambda b, *a, **k: chosen[b])
+    monkeypatch.setattr(mpo_linear, "KEPT_PLANS", 2)
+    torch.manual_seed(2)
+    layer = MPOLinear(64, 27, 3, out_dims=3, in_dims=3, dtype=torch.float64)
+    w, b = layer.weight.detach(), layer.bias.detach()
+    with torch.no_grad():
+        for n in (3, 6, 3, 6):
+            x = torch.randn(n, 64, dtype=torch.float64)
+            torch.testing.assert_close(layer(x), x @ w.T + b, rtol=0, atol=1e-13)
+        first = dict(layer._prepared_cache)
+        assert list(first) == [plans[0], plans[1]]
+        layer(torch.randn(6, 64, dtype=torch.float64))
+        assert all(layer._prepared_cache[p][1] is first[p][1] for p in first)   # nothing rebuilt
+        x = torch.randn(9, 64, dtype=torch.float64)
+        torch.testing.assert_close(layer(x), x @ w.T + b, rtol=0, atol=1e-13)
+        assert list(layer._prepared_cache) == [plans[1], plans[2]]             # the oldest dropped
 
 
 def test_batches_share_the_plan_of_their_power_of_two(monkeypatch):
