@@ -619,6 +619,14 @@ CALIBRATION_ROUNDS = 3
 CALIBRATION_SECONDS = 0.25
 CALIBRATION_MAX_ROUNDS = 25
 
+#: Without gradients the dense plan with its kept weight is the very product of
+#: ``nn.Linear``; another plan replaces it only where it ran in less than this
+#: fraction of the dense plan's time (a plan barely ahead in a short calibration
+#: on a shared machine is as likely to be behind later).  Measured on 2 shared
+#: cores: 1024x1024, bond 8, batch 4096, the calibration once picked a split plan
+#: that then ran at 1.40x ``nn.Linear``.
+INFER_DENSE_MARGIN = 0.9
+
 _MEASURED: dict[tuple[Any, ...], MPOApplyPlan] = {}
 # the same plans under the caller's own arguments, when they are exactly typed (a hot loop such as
 # MPOLinear.forward finds its plan here without re-validating the shapes on every call)
@@ -678,7 +686,9 @@ def measured_plan(batch: int, core_shapes: Sequence[Sequence[int]], *, device: A
     On the first call for a key, every candidate runs on random tensors of
     these shapes, one warm-up and :data:`CALIBRATION_ROUNDS` timed rounds (more,
     up to :data:`CALIBRATION_MAX_ROUNDS`, while they took less than
-    :data:`CALIBRATION_SECONDS`), interleaved; the least time decides.
+    :data:`CALIBRATION_SECONDS`), interleaved; the least time decides (without
+    gradients the dense plan keeps its place unless another is faster by
+    :data:`INFER_DENSE_MARGIN`).
     ``grad``: time forward and backward (to the input and the cores), as in
     training; otherwise the forward pass under
     ``torch.no_grad``, where every plan's operands built from the cores (the
@@ -797,5 +807,9 @@ def _fastest(cands: Sequence[MPOApplyPlan], batch: int, shapes: tuple[tuple[int,
                     times[k].append(dt)
                     spent += dt
     best = [min(t) for t in times]
-    return cands[min(range(len(cands)), key=best.__getitem__)]
+    pick = min(range(len(cands)), key=best.__getitem__)
+    dense = [k for k, p in enumerate(cands) if p.strategy == "dense"]
+    if not grad and dense and best[pick] > INFER_DENSE_MARGIN * best[dense[0]]:
+        pick = dense[0]
+    return cands[pick]
 

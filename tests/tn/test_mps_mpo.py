@@ -265,6 +265,43 @@ def test_calibration_adds_rounds_while_they_are_quick(monkeypatch, seconds, expe
     assert sorted(runs.values()) == [1 + expected] * len(candidate_plans(16, shapes))
 
 
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("split_time,split_wins", [(0.95, False), (0.85, True)])
+def test_inference_keeps_the_dense_plan_unless_another_is_clearly_faster(monkeypatch, grad, split_time,
+                                                                       split_wins):
+    # a fake clock: every dense run takes 1.0, every other 1.5, the best split plan ``split_time``;
+    # without gradients the split plan must beat the dense one by INFER_DENSE_MARGIN (0.9), in
+    # training the least time decides
+    import time
+
+    import qtnn.tn.contract as contract
+    from qtnn.tn.contract import candidate_plans, clear_measured_plans, measured_plan
+
+    shapes = [(1, 8, 8, 16), (16, 8, 8, 16), (16, 4, 4, 1)]
+    cands = candidate_plans(32, shapes)
+    split = next(p for p in cands if p.strategy == "split")
+    assert any(p.strategy == "dense" for p in cands)
+    cost = {p: 1.0 if p.strategy == "dense" else split_time if p == split else 1.5 for p in cands}
+    clock = [0.0]
+
+    def execute(plan, x, cores, bias=None):
+        clock[0] += cost[plan]
+        return (x[:, :1] * cores[0].sum()).expand(x.shape[0], 256)
+
+    def prepare(plan, cores):
+        return lambda x, bias=None: clock.__setitem__(0, clock[0] + cost[plan])
+
+    monkeypatch.setattr(contract, "execute_mpo_apply", execute)
+    monkeypatch.setattr(contract, "prepare_mpo_apply", prepare)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    clear_measured_plans()
+    try:
+        got = measured_plan(32, shapes, dtype=torch.float64, grad=grad)
+    finally:
+        clear_measured_plans()
+    assert got == (split if split_wins or grad else next(p for p in cands if p.strategy == "dense"))
+
+
 def test_chunked_kernel_matches_unchunked(monkeypatch, rng):
     import qtnn.tn.contract as contract
 
