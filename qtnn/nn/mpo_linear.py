@@ -11,7 +11,13 @@ import torch
 from torch import nn
 
 from qtnn.errors import QtnnError, QtnnTypeError
-from qtnn.tn.contract import PreparedApply, dense_weight, measured_plan, plan_mpo_apply, prepare_mpo_apply
+from qtnn.tn.contract import (
+    MPOApplyPlan,
+    PreparedApply,
+    measured_plan,
+    plan_mpo_apply,
+    prepare_mpo_apply,
+)
 from qtnn.tn.mpo import MPO, apply_cores, site_dims
 from qtnn.validate import (
     as_float_array,
@@ -222,15 +228,17 @@ class MPOLinear(nn.Module):
                                      else [*self.cores._parameters.values()])  # type: ignore[list-item]
         self._check_input(x, cores[0].dtype)
         plan = self._measured_plan(x, cores)
-        shape = (self.out_features, self.in_features)
+        if plan is None:       # the cost model's plan, a function of the shapes alone
+            plan = plan_mpo_apply(math.prod(x.shape[:-1]), [tuple(c.shape) for c in cores],
+                                  device_type=x.device.type)
         if torch.is_grad_enabled() and any(c.requires_grad for c in cores):
-            if plan is not None and plan.strategy == "dense":
-                return torch.nn.functional.linear(x, self._crop(dense_weight(plan.split, cores)), self.bias)
-            return apply_cores(x, cores, shape, plan, bias=self.bias)
-        prepared = self._prepared(plan, x, cores)
+            prepared = self._build(plan, cores)       # differentiable, built on every call
+        else:
+            prepared = self._prepared(plan, cores)
         if prepared.kind == "dense":
             return torch.nn.functional.linear(x, prepared.ops[0], self.bias)
-        return apply_cores(x, cores, shape, bias=self.bias, prepared=prepared)
+        return apply_cores(x, cores, (self.out_features, self.in_features), bias=self.bias,
+                           prepared=prepared)
 
     def _parametrized(self) -> bool:
         """Whether ``self.cores`` is parametrized (``torch.nn.utils.parametrize``): then read by index."""
@@ -249,13 +257,19 @@ class MPOLinear(nn.Module):
         return measured_plan(bucket, tuple(c.shape for c in cores), device=x.device,
                              dtype=cores[0].dtype, grad=bool(grad))
 
-    def _crop(self, w: torch.Tensor) -> torch.Tensor:
-        """``W`` of the padded sites cropped to ``out_features x in_features``."""
-        if w.shape != (self.out_features, self.in_features):
-            w = w[: self.out_features, : self.in_features]
-        return w
+    def _build(self, plan: MPOApplyPlan, cores: list[torch.Tensor]) -> PreparedApply:
+        """The plan's operands built from the cores.
 
-    def _prepared(self, plan: Any, x: torch.Tensor, cores: list[torch.Tensor]) -> PreparedApply:
+        The dense weight comes cropped to ``out_features x in_features``, so it
+        meets ``x`` unpadded in ``torch.nn.functional.linear``.
+        """
+        prepared = prepare_mpo_apply(plan, cores)
+        if prepared.kind == "dense" and prepared.ops[0].shape != (self.out_features, self.in_features):
+            w = prepared.ops[0][: self.out_features, : self.in_features]
+            prepared = PreparedApply(plan, "dense", (w,), ())
+        return prepared
+
+    def _prepared(self, plan: MPOApplyPlan, cores: list[torch.Tensor]) -> PreparedApply:
         """The plan's operands built from the cores (the dense weight, cropped, or the merged blocks).
 
         Kept, with no gradient, while the cores are unchanged (same storage and
@@ -263,21 +277,15 @@ class MPOLinear(nn.Module):
         plan, for the :data:`KEPT_PLANS` plans built last (batches of other
         sizes can run other plans; they do not rebuild each other's operands).
         """
-        if plan is None:
-            plan = plan_mpo_apply(math.prod(x.shape[:-1]), [tuple(c.shape) for c in cores],
-                                  device_type=x.device.type)
         key = tuple((c.data_ptr(), c._version, c.device, c.dtype) for c in cores)
         kept: dict[Any, tuple[Any, PreparedApply]] = self.__dict__.setdefault("_prepared_cache", {})
         hit = kept.get(plan)
         if hit is not None and hit[0] == key:
             return hit[1]
         with torch.no_grad():
-            prepared = prepare_mpo_apply(plan, cores)
-            if prepared.kind == "dense":
-                prepared = PreparedApply(plan, "dense", (self._crop(prepared.ops[0]).contiguous(),), ())
-            else:   # contiguous blocks: the kernels read them many times
-                prepared = PreparedApply(plan, prepared.kind, tuple(o.contiguous() for o in prepared.ops),
-                                         prepared.dims)
+            built = self._build(plan, cores)
+            # contiguous operands: every later call reads them
+            prepared = PreparedApply(plan, built.kind, tuple(o.contiguous() for o in built.ops), built.dims)
         kept.pop(plan, None)
         kept[plan] = (key, prepared)     # the most recent last
         while len(kept) > KEPT_PLANS:

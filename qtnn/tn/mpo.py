@@ -382,14 +382,13 @@ def apply_cores(x: Any, cores: Sequence[Any], shape: tuple[int, int], plan: Any 
     batch = math.prod(lead)
     torch_mode = is_torch(x)
     if torch_mode:
-        xf = x.reshape(batch, shape[1])
-        if n_in != shape[1] or (bias is not None and n_out != shape[0]):
-            import torch.nn.functional as F
+        import torch.nn.functional as F
 
-            if n_in != shape[1]:
-                xf = F.pad(xf, (0, n_in - shape[1]))
-            if bias is not None and n_out != shape[0]:
-                bias = F.pad(bias, (0, n_out - shape[0]))
+        xf = x.reshape(batch, shape[1])
+        if n_in != shape[1]:
+            xf = F.pad(xf, (0, n_in - shape[1]))
+        if bias is not None and n_out != shape[0]:
+            bias = F.pad(bias, (0, n_out - shape[0]))
     else:
         xf = np.asarray(x).reshape(batch, shape[1])
         if n_in != shape[1]:

@@ -392,7 +392,8 @@ def test_apply_uses_the_plan_of_the_tensors_device(monkeypatch):
         seen.append(device_type)
         return real(batch, shapes, device_type=device_type)
 
-    monkeypatch.setattr(mpo_mod, "plan_mpo_apply", spy)
+    monkeypatch.setattr(mpo_mod, "plan_mpo_apply", spy)       # MPO.apply's
+    monkeypatch.setattr(mpo_linear, "plan_mpo_apply", spy)    # MPOLinear.forward's
     MPO.from_dense(np.eye(16)).apply(np.ones((2, 16)))
     layer = MPOLinear(64, 64, 4, dtype=torch.float64)
     layer(torch.ones(2, 64, dtype=torch.float64))
