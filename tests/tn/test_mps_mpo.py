@@ -320,6 +320,62 @@ def test_chunked_kernel_matches_unchunked(monkeypatch, rng):
     torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+@pytest.mark.parametrize("nbytes", [1, 700, 1 << 30])  # one row a chunk / several / all at once
+def test_chunked_dense_weight_matches_dense(monkeypatch, rng, dtype, nbytes):
+    # the weight built in row chunks (forced: no size threshold) equals the MPO's dense matrix,
+    # and its gradients equal those of the whole product followed by the permutation
+    import qtnn.tn.contract as contract
+
+    mpo = MPO.random(out_dims=(3, 2, 4), in_dims=(2, 5, 3), bond=3, seed=1)
+    wd = mpo.to_dense()
+    base = [torch.tensor(c, dtype=dtype) for c in mpo.cores]
+    if dtype.is_complex:
+        base = [c * torch.exp(1j * torch.tensor(rng.normal(size=c.shape))) for c in base]
+        wd = contract.dense_weight(0, [c.numpy() for c in base])
+    g = torch.tensor(rng.normal(size=wd.shape), dtype=dtype)
+    for split in range(2):
+        ref = [c.clone().requires_grad_() for c in base]
+        w_ref = contract.dense_weight(split, ref)           # below the threshold: whole product
+        (w_ref.conj() * g).real.sum().backward()
+        monkeypatch.setattr(contract, "DENSE_CHUNK_MIN_BYTES", 0)
+        monkeypatch.setattr(contract, "DENSE_CHUNK_BYTES", nbytes)
+        cores = [c.clone().requires_grad_() for c in base]
+        w = contract.dense_weight(split, cores)
+        assert w.shape == (24, 30) and w.is_contiguous()
+        np.testing.assert_allclose(w.detach().numpy(), wd, rtol=0, atol=1e-13)
+        (w.conj() * g).real.sum().backward()
+        for a, b in zip(cores, ref):
+            torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-12)
+        monkeypatch.setattr(contract, "DENSE_CHUNK_MIN_BYTES", 1 << 60)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.complex128])
+def test_chunked_dense_weight_gradcheck(monkeypatch, dtype):
+    import qtnn.tn.contract as contract
+
+    monkeypatch.setattr(contract, "DENSE_CHUNK_MIN_BYTES", 0)
+    monkeypatch.setattr(contract, "DENSE_CHUNK_BYTES", 200)   # rows of 6 x 2 x 1 entries: 2 a chunk in float64
+    mpo = MPO.random(out_dims=(3, 2, 2), in_dims=(2, 3, 1), bond=2, seed=2)
+    cores = [torch.tensor(c, dtype=dtype, requires_grad=True) for c in mpo.cores]
+    assert torch.autograd.gradcheck(lambda *cs: contract.dense_weight(1, list(cs)), cores)
+
+
+def test_chunked_dense_weight_is_used_from_its_size_on(monkeypatch, rng):
+    # the threshold counts the weight's bytes; numpy cores always take the whole product
+    import qtnn.tn.contract as contract
+
+    mpo = MPO.random(out_dims=(4, 4), in_dims=(4, 4), bond=2, seed=0)
+    calls = []
+    kernel = contract._dense_kernel()
+    monkeypatch.setattr(contract, "_dense_kernel", lambda: lambda *a: calls.append(1) or kernel(*a))
+    monkeypatch.setattr(contract, "DENSE_CHUNK_MIN_BYTES", 256 * 8)
+    contract.dense_weight(0, [torch.tensor(c) for c in mpo.cores])
+    contract.dense_weight(0, [torch.tensor(c, dtype=torch.float32) for c in mpo.cores])
+    contract.dense_weight(0, mpo.cores)
+    assert calls == [1]
+
+
 @pytest.mark.parametrize("right_first", [True, False])
 def test_parallel_chunk_groups_match_dense(monkeypatch, rng, right_first):
     # chunks run in groups on two threads (forced: no FLOP threshold, 3 samples a chunk); every
