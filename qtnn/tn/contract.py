@@ -292,6 +292,11 @@ def _permute(a: Any, axes: tuple[int, ...]) -> Any:
     return a.permute(*axes) if hasattr(a, "permute") else a.transpose(axes)
 
 
+def _torch_on_cpu(a: Any) -> bool:
+    """Whether ``a`` is a torch tensor in CPU memory (numpy arrays and other devices: no)."""
+    return getattr(getattr(a, "device", None), "type", None) == "cpu"
+
+
 def merge_cores(cores: Sequence[Any]) -> Any:
     """Contract consecutive cores into one block ``(l, prod o, prod i, r)``."""
     block = cores[0]
@@ -326,8 +331,7 @@ def dense_weight(split: int, cores: Sequence[Any]) -> Any:
     right = merge_cores(cores[split + 1:])   # (chi, o2, i2, 1)
     _, o1, i1, chi = left.shape
     o2, i2 = right.shape[1], right.shape[2]
-    if (getattr(getattr(left, "device", None), "type", None) == "cpu"
-            and o1 * i1 * o2 * i2 * left.element_size() >= DENSE_CHUNK_MIN_BYTES):
+    if _torch_on_cpu(left) and o1 * i1 * o2 * i2 * left.element_size() >= DENSE_CHUNK_MIN_BYTES:
         return _dense_kernel()(left.reshape(o1, i1, chi), right.reshape(chi, o2 * i2), int(o2))
     w = (left.reshape(o1 * i1, chi) @ right.reshape(chi, o2 * i2)).reshape(o1, i1, o2, i2)
     return _permute(w, (0, 2, 1, 3)).reshape(o1 * o2, i1 * i2)
@@ -485,7 +489,7 @@ def prepare_mpo_apply(plan: MPOApplyPlan, cores: Sequence[Any]) -> PreparedApply
     dims = (int(o1), int(i1), int(i2), int(o2))
     # the host kernel is for torch tensors in CPU memory only (CUDA, MPS, XPU... take the
     # plain torch path, as the planner assumed for any device but the CPU)
-    if getattr(getattr(left, "device", None), "type", None) == "cpu":
+    if _torch_on_cpu(left):
         # Both orders run as the right-first kernel; left-first is its mirror
         # image (sites reversed), which only transposes the small x and y.
         if plan.right_first:
