@@ -20,6 +20,40 @@ def test_bench_mpo_linear_small_writes_json(tmp_path, capsys):
     assert "time ratio" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("which", ["mpo-linear", "hybrid", "all"])
+def test_benchmarks_record_the_load_from_before_their_own_work(monkeypatch, which):
+    # The load average counts the benchmark's own threads once it runs, so it
+    # must be read first: here it reads the number of timed loops so far.
+    import os
+
+    import qtnn.apps.bench as bench
+    from qtnn.apps.bench_summary import bench_all
+
+    started = []
+    real_samples = bench._samples
+
+    def samples(*args, **kwargs):
+        started.append(1)
+        return real_samples(*args, **kwargs)
+
+    def fake_mpo_linear(**kwargs):
+        started.append(1)
+        return {"rows": []}
+
+    monkeypatch.setattr(bench, "_samples", samples)
+    monkeypatch.setattr(os, "getloadavg", lambda: [float(len(started))] * 3)
+    if which == "mpo-linear":
+        r = bench.bench_mpo_linear(sizes=(16,), bonds=(2,), batch=4, repeats=1, warmup=0,
+                                   progress=False)
+    elif which == "hybrid":
+        r = bench.bench_hybrid(qubits=(3,), batch=4, repeats=1, aer_batch=1, progress=False)
+    else:
+        monkeypatch.setattr(bench, "bench_mpo_linear", fake_mpo_linear)
+        r = bench_all(repeats=1, progress=False, parts=("mpo-linear",))
+    assert started, "the benchmark timed nothing"
+    assert r["environment"]["load_average"] == [0.0] * 3
+
+
 def test_demo_runs_and_reports(tmp_path):
     out = tmp_path / "demo.json"
     assert main(["compress-demo", "--bonds", "2,8", "--epochs", "3", "--json", str(out)]) == 0

@@ -112,6 +112,7 @@ def bench_all(*, repeats: int = 5, progress: bool = True,
     if isinstance(parts, str):
         raise QtnnTypeError(f"parts must be a sequence of benchmark names, got the string {parts!r}")
     parts = [check_choice("parts[...]", p, ("mpo-linear", "hybrid", "encode")) for p in parts]
+    env = environment()  # before the work (its load average)
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
     if "mpo-linear" in parts:
@@ -141,7 +142,7 @@ def bench_all(*, repeats: int = 5, progress: bool = True,
             case = f"n=12 D=4 {name}"
             rows.append(_row("encode", case, "fidelity", fid, "", "higher"))
             rows.append(_row("encode", case, "seconds", statistics.median(secs), "s", "lower"))
-    return {"benchmark": "all", "commit": _commit(), "environment": environment(),
+    return {"benchmark": "all", "commit": _commit(), "environment": env,
             "seconds": time.perf_counter() - t0, "rows": rows}
 
 
