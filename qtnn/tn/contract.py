@@ -703,13 +703,13 @@ CALIBRATION_MAX_ROUNDS = 25
 #: after another, but in use a layer runs between other products, and there the
 #: split kernel (its own threads, one GEMM each) runs slower than its least
 #: calibration time: measured on 2 quiet cores, 1024x1024, bond 16, batch 32,
-#: the left-first split plan took 1.16-1.36 ms in a loop of its own and 1.27-2.01 ms
-#: right after an ``nn.Linear`` of the same size (medians of five runs; the dense plan
-#: 0.96-1.97 and 0.95-1.32 ms: the machine is noisy, the calibrations below are
-#: the firmer figure).  With a margin
-#: of 0.9 the calibration picked that split plan in 2 of 6 runs, which then ran
-#: at 1.21 and 1.32x ``nn.Linear``; with 0.75 it kept the dense plan in 6 of 6
-#: (0.96-1.06x) and still picked the split plans that pay (1024x1024, bond 8,
+#: the left-first split plan took 1.16-1.36 ms in a loop of its own and
+#: 1.27-2.01 ms right after an ``nn.Linear`` of the same size (medians of five
+#: runs; the dense plan 0.96-1.97 and 0.95-1.32 ms: the machine is noisy, the
+#: calibrations below are the firmer figure).  With a margin of 0.9 the
+#: calibration picked that split plan in 4 of 16 runs, which then ran at
+#: 1.20-1.33x ``nn.Linear``; with 0.75 it kept the dense plan in 16 of 16
+#: (0.96-1.10x) and still picked the split plans that pay (1024x1024, bond 8,
 #: batch 32: 0.69-0.87x).
 INFER_DENSE_MARGIN = 0.75
 
