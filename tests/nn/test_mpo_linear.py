@@ -229,6 +229,65 @@ def test_inference_blocks_are_kept_until_a_core_changes(monkeypatch, right_first
     assert y.requires_grad and _kept(layer) is cached
 
 
+def test_inference_reuses_the_previous_call_until_anything_changes(monkeypatch):
+    # a repeated call without gradients skips the plan lookup; a new shape or dtype, a core changed
+    # in place or replaced, or MEASURE_PLANS switched runs the full path; outputs equal the dense
+    # reference throughout
+    import qtnn.nn.mpo_linear as mpo_linear
+    from qtnn.tn.contract import MPOApplyPlan
+
+    asked = _forced(monkeypatch, MPOApplyPlan("dense", 0, False, 0.0))
+    torch.manual_seed(3)
+    layer = MPOLinear(64, 27, 3, out_dims=3, in_dims=3, dtype=torch.float64)
+    x = torch.randn(5, 64, dtype=torch.float64)
+
+    def check(x, asks):
+        n = len(asked)
+        with torch.no_grad():
+            y = layer(x)
+        w = torch.as_tensor(layer.mpo.to_dense())          # float64 references
+        ref = x.double() @ w.T + layer.bias.detach().double()
+        # float32 rounds at ~1e-7 of these O(1) values; a stale weight would be off by O(1)
+        atol = 1e-12 if x.dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(y.double(), ref, rtol=0, atol=atol)
+        assert len(asked) - n == asks
+
+    check(x, 1)
+    check(x, 0)                               # the previous call's plan and weight
+    check(x[:3], 1)                           # another shape
+    check(x[:3], 0)
+    with torch.no_grad():
+        layer.cores[1].mul_(-2.0)             # in place: the version counter moves
+    check(x[:3], 1)
+    layer.cores[0].data = layer.cores[0].data.clone() * 3.0   # new storage, same Parameter
+    check(x[:3], 1)
+    monkeypatch.setattr(mpo_linear, "MEASURE_PLANS", False)   # the cost model's plan
+    check(x[:3], 0)
+    check(x[:3], 0)
+    monkeypatch.setattr(mpo_linear, "MEASURE_PLANS", True)
+    check(x[:3], 1)
+    layer.float()
+    check(x[:3].float(), 1)
+    y = layer(x[:3].float())                  # with gradients: the full path, differentiable
+    assert y.requires_grad and len(asked) == 7
+
+
+def test_layer_made_in_inference_mode_runs_and_sees_in_place_changes():
+    # inference tensors have no version counter: nothing is kept, every call builds from the cores
+    torch.manual_seed(4)
+    with torch.inference_mode():
+        layer = MPOLinear(64, 32, 4, dtype=torch.float64)
+        x = torch.randn(6, 64, dtype=torch.float64)
+        w, b = layer.weight, layer.bias
+        torch.testing.assert_close(layer(x), x @ w.T + b, rtol=0, atol=1e-13)
+        torch.testing.assert_close(layer(x), x @ w.T + b, rtol=0, atol=1e-13)
+        layer.cores[0].mul_(0.5)
+        torch.testing.assert_close(layer(x), 0.5 * (x @ w.T) + b, rtol=0, atol=1e-13)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), 0.5 * (x @ w.T) + b, rtol=0, atol=1e-13)
+    assert not getattr(layer, "_prepared_cache", None)
+
+
 def test_inference_keeps_the_operands_of_several_plans(monkeypatch):
     # batches that run other plans do not rebuild each other's operands; at most KEPT_PLANS are kept
     import qtnn.nn.mpo_linear as mpo_linear
