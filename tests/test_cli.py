@@ -20,6 +20,28 @@ def test_bench_mpo_linear_small_writes_json(tmp_path, capsys):
     assert "time ratio" in capsys.readouterr().out
 
 
+def test_bench_mpo_linear_times_runs_of_calls_and_reports_one_call(monkeypatch):
+    # every sample of a cell is the same number of consecutive calls (from nn.Linear's time);
+    # the figures are per call
+    import qtnn.apps.bench as bench
+
+    seen = []
+
+    def samples(fns, repeats, warmup):
+        for f in fns.values():
+            f()                         # runs: the layers accept the input
+        seen.append(sorted(fns))
+        return {"linear": [0.4, 0.5, 0.6], "mpo": [0.2, 0.3, 0.1], "model": [0.8, 0.8, 0.8]}
+
+    monkeypatch.setattr(bench, "_loops_for", lambda fn: 4)
+    monkeypatch.setattr(bench, "_samples", samples)
+    r = bench.bench_mpo_linear(sizes=(16,), bonds=(2,), batch=4, repeats=3, progress=False)
+    (row,) = r["rows"]
+    assert seen == [["linear", "model", "mpo"]] and row["calls_per_sample"] == 4
+    assert row["linear_ms"] == pytest.approx(125.0) and row["mpo_ms"] == pytest.approx(50.0)
+    assert row["ratio"] == pytest.approx(0.4) and row["ratio_min"] == pytest.approx(0.25)
+
+
 @pytest.mark.parametrize("which", ["mpo-linear", "hybrid", "all"])
 def test_benchmarks_record_the_load_from_before_their_own_work(monkeypatch, which):
     # The load average counts the benchmark's own threads once it runs, so it

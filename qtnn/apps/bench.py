@@ -119,7 +119,9 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
     reports the median time of three layers measured in the same loop:
     ``nn.Linear``, ``MPOLinear`` with its measured plans
     (:func:`qtnn.tn.contract.measured_plan`) and ``MPOLinear`` with the cost
-    model's plan alone (``model_ms``, the behaviour before measured plans);
+    model's plan alone (``model_ms``, the behaviour before measured plans),
+    each timed sample a run of consecutive calls (``calls_per_sample``, the
+    same for the three, lasting about :data:`MIN_SAMPLE_S` for ``nn.Linear``);
     ``ratio`` is the measured plan's time over ``nn.Linear``'s (medians;
     ``ratio_min``: of the least times, steadier on a shared machine).  Also the plan
     chosen, the cost model's and FLOPs as a fraction of the dense matmul's.
@@ -180,10 +182,13 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
                     mpo_linear.MEASURE_PLANS = True
             return run
 
-        samples = _samples({"linear": step(lin, True), "mpo": step(mpo, True),
-                            "model": step(mpo, False)}, repeats, warmup)
-        t = {k: statistics.median(v) for k, v in samples.items()}
-        least = {k: min(v) for k, v in samples.items()}
+        steps = {"linear": step(lin, True), "mpo": step(mpo, True), "model": step(mpo, False)}
+        # every sample of the cell is the same number of consecutive calls, lasting about
+        # MIN_SAMPLE_S for nn.Linear: short calls are timed as in a loop, not one by one
+        loops = _loops_for(steps["linear"])
+        samples = _samples({k: _repeat(f, loops) for k, f in steps.items()}, repeats, warmup)
+        t = {k: statistics.median(v) / loops for k, v in samples.items()}
+        least = {k: min(v) / loops for k, v in samples.items()}
         shapes = [tuple(c.shape) for c in mpo.cores]
         cost = mpo_apply_cost((bsz, *mpo.in_dims), shapes)
         plan = measured_plan(bsz, shapes, device=dev, dtype=dt, grad=mode == "train")
@@ -195,7 +200,7 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
             "linear_ms": 1e3 * t["linear"], "mpo_ms": 1e3 * t["mpo"], "model_ms": 1e3 * t["model"],
             "ratio": t["mpo"] / t["linear"], "model_ratio": t["model"] / t["linear"],
             "ratio_min": least["mpo"] / least["linear"], "model_ratio_min": least["model"] / least["linear"],
-            "params_ratio": sum(c.numel() for c in mpo.cores) / (n * n),
+            "params_ratio": sum(c.numel() for c in mpo.cores) / (n * n), "calls_per_sample": loops,
         })
     return {
         "benchmark": "mpo-linear", "what": "median wall time; train: forward+backward, infer: forward",
@@ -252,7 +257,8 @@ def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2,
             "environment": env, "rows": rows}
 
 
-#: Each timed sample of :func:`bench_hybrid` runs consecutive steps for at least this long.
+#: Each timed sample of :func:`bench_hybrid` and :func:`bench_mpo_linear` runs consecutive steps for
+#: about this long (at least, in :func:`bench_hybrid`; as long for `nn.Linear` in the other).
 MIN_SAMPLE_S = 0.02
 
 
