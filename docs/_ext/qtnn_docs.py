@@ -270,7 +270,10 @@ def mpo_linear_tables(data: dict[str, Any]) -> str:
     load = env.get("load_average") or [float("nan")]
     head = (f"{data.get('device', 'cpu')}, {data.get('dtype')}, torch {data.get('torch', '?')}, "
             f"{env.get('cpus', '?')} CPUs, {data.get('threads', '?')} torch threads, median of "
-            f"{data.get('repeats')} interleaved repeats; load at the start {load[0]:.2f}.\n\n")
+            f"{data.get('repeats')} interleaved repeats"
+            + (", each consecutive calls over at least about 20 ms" if any(
+                "calls_per_sample" in r for r in data["rows"]) else "")
+            + f"; load at the start {load[0]:.2f}.\n\n")
     cells: dict[tuple[int, int, int], dict[str, Any]] = {}
     for r in data["rows"]:
         cells.setdefault((r["size"], r["bond"], r["batch"]), {})[r["mode"]] = r

@@ -121,7 +121,7 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
     (:func:`qtnn.tn.contract.measured_plan`) and ``MPOLinear`` with the cost
     model's plan alone (``model_ms``, the behaviour before measured plans),
     each timed sample a run of consecutive calls (``calls_per_sample``, the
-    same for the three, lasting about :data:`MIN_SAMPLE_S` for ``nn.Linear``);
+    same for the three, at least about :data:`MIN_SAMPLE_S` for ``nn.Linear``);
     ``ratio`` is the measured plan's time over ``nn.Linear``'s (medians;
     ``ratio_min``: of the least times, steadier on a shared machine).  Also the plan
     chosen, the cost model's and FLOPs as a fraction of the dense matmul's.
@@ -258,7 +258,7 @@ def bench_hybrid(qubits: Sequence[int] = (6, 10), layers: int = 2,
 
 
 #: Each timed sample of :func:`bench_hybrid` and :func:`bench_mpo_linear` runs consecutive steps for
-#: about this long (at least, in :func:`bench_hybrid`; as long for `nn.Linear` in the other).
+#: at least about this long (in the latter, counted for ``nn.Linear``; its other layers run as many).
 MIN_SAMPLE_S = 0.02
 
 
