@@ -194,6 +194,24 @@ class MPOLinear(nn.Module):
                 f"out_dims={self.out_dims}, in_dims={self.in_dims}, bond_dims={self.bond_dims}, "
                 f"bias={self.bias is not None}")
 
+    # ------------------------------------------------------- kept operands
+    #: what the forward pass keeps between calls without gradients (see :meth:`forward`)
+    _KEPT = ("_prepared_cache", "_last_inference")
+
+    def _apply(self, fn: Any, recurse: bool = True) -> Any:
+        """Move or convert the parameters (``.to``, ``.cuda``, ``.double`` ...), dropping kept operands.
+
+        What was built from the old tensors would only be rebuilt on the next
+        call, but would hold their memory (on the old device) until then.
+        """
+        for name in self._KEPT:
+            self.__dict__.pop(name, None)
+        return super()._apply(fn, recurse)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module's state for pickling and ``copy.deepcopy``, without the kept operands."""
+        return {k: v for k, v in super().__getstate__().items() if k not in self._KEPT}
+
     # --------------------------------------------------------------- forward
     def _check_input(self, x: Any, dtype: torch.dtype) -> None:
         if not isinstance(x, torch.Tensor):

@@ -272,6 +272,29 @@ def test_inference_reuses_the_previous_call_until_anything_changes(monkeypatch):
     assert y.requires_grad and len(asked) == 7
 
 
+def test_moves_copies_and_pickles_leave_the_kept_operands_behind():
+    # .to / .double, copy.deepcopy and pickle do not carry what inference built (the old tensors'
+    # memory is freed at once); the copies compute the same outputs
+    import copy
+    import pickle
+
+    torch.manual_seed(5)
+    layer = MPOLinear(64, 32, 4)
+    x = torch.randn(3, 64)
+    with torch.no_grad():
+        y = layer(x)
+    assert set(MPOLinear._KEPT) <= set(layer.__dict__)
+    for twin in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer))):
+        assert not set(MPOLinear._KEPT) & set(twin.__dict__)
+        with torch.no_grad():
+            torch.testing.assert_close(twin(x), y, rtol=0, atol=0)
+    assert set(MPOLinear._KEPT) <= set(layer.__dict__)      # the original keeps its own
+    layer.double()
+    assert not set(MPOLinear._KEPT) & set(layer.__dict__)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x.double()), y.double(), rtol=0, atol=1e-6)
+
+
 def test_layer_made_in_inference_mode_runs_and_sees_in_place_changes():
     # inference tensors have no version counter: nothing is kept, every call builds from the cores
     torch.manual_seed(4)
