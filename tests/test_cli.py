@@ -31,13 +31,15 @@ def test_bench_mpo_linear_times_runs_of_calls_and_reports_one_call(monkeypatch):
         for f in fns.values():
             f()                         # runs: the layers accept the input
         seen.append(sorted(fns))
-        return {"linear": [0.4, 0.5, 0.6], "mpo": [0.2, 0.3, 0.1], "model": [0.8, 0.8, 0.8]}
+        return {"linear": [0.4, 0.5, 0.6], "mpo": [0.2, 0.3, 0.1], "model": [0.8, 0.8, 0.8],
+                "twin": [0.55, 0.45, 0.5]}
 
     monkeypatch.setattr(bench, "_loops_for", lambda fn: 4)
     monkeypatch.setattr(bench, "_samples", samples)
     r = bench.bench_mpo_linear(sizes=(16,), bonds=(2,), batch=4, repeats=3, progress=False)
     (row,) = r["rows"]
-    assert seen == [["linear", "model", "mpo"]] and row["calls_per_sample"] == 4
+    assert seen == [["linear", "model", "mpo", "twin"]] and row["calls_per_sample"] == 4
+    assert row["twin_ratio"] == pytest.approx(1.0)
     assert row["linear_ms"] == pytest.approx(125.0) and row["mpo_ms"] == pytest.approx(50.0)
     assert row["ratio"] == pytest.approx(0.4) and row["ratio_min"] == pytest.approx(0.25)
 

@@ -277,15 +277,22 @@ def mpo_linear_tables(data: dict[str, Any]) -> str:
     cells: dict[tuple[int, int, int], dict[str, Any]] = {}
     for r in data["rows"]:
         cells.setdefault((r["size"], r["bond"], r["batch"]), {})[r["mode"]] = r
+    twin = any("twin_ratio" in r for r in data["rows"])     # nn.Linear against its copy
     rows = []
     for (size, bond, batch), by in sorted(cells.items()):
         tr, inf = by.get("train", {}), by.get("infer", {})
-        rows.append([f"{size}²", bond, batch,
-                     f"{tr['ratio']:.2f}" if tr else "", f"{tr['flops_planned_ratio']:.2f}" if tr else "",
-                     f"{inf['ratio']:.2f}" if inf else "",
-                     f"{tr.get('strategy', '')} / {inf.get('strategy', '')}"])
-    return head + _table(["size", "bond", "batch", "train: time / nn.Linear", "train: FLOPs / dense",
-                          "infer: time / nn.Linear", "plan (train / infer)"], rows, "rrrrrrl")
+        row = [f"{size}²", bond, batch,
+               f"{tr['ratio']:.2f}" if tr else "", f"{tr['flops_planned_ratio']:.2f}" if tr else "",
+               f"{inf['ratio']:.2f}" if inf else "",
+               f"{tr.get('strategy', '')} / {inf.get('strategy', '')}"]
+        if twin:
+            row.append(" / ".join(f"{m['twin_ratio']:.2f}" if "twin_ratio" in m else "" for m in (tr, inf)))
+        rows.append(row)
+    head_row = ["size", "bond", "batch", "train: time / nn.Linear", "train: FLOPs / dense",
+                "infer: time / nn.Linear", "plan (train / infer)"]
+    if twin:
+        head_row.append("nn.Linear's copy / nn.Linear (train / infer)")
+    return head + _table(head_row, rows, "rrrrrrl" + "l" * twin)
 
 
 def cli_help() -> str:

@@ -6,6 +6,7 @@ change of machine load affects both; medians over repeats are reported.
 
 from __future__ import annotations
 
+import copy
 import math
 import platform
 import statistics
@@ -116,14 +117,16 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
     For each size ``N`` (square ``N x N`` layers with 4 balanced cores per
     side), bond, batch and mode (``"train"``: forward+backward to the input
     and the parameters; ``"infer"``: forward under ``torch.no_grad``) it
-    reports the median time of three layers measured in the same loop:
+    reports the median time of four layers measured in the same loop:
     ``nn.Linear``, ``MPOLinear`` with its measured plans
-    (:func:`qtnn.tn.contract.measured_plan`) and ``MPOLinear`` with the cost
-    model's plan alone (``model_ms``, the behaviour before measured plans),
-    each timed sample a run of consecutive calls (``calls_per_sample``, the
-    same for the three, at least about :data:`MIN_SAMPLE_S` for ``nn.Linear``);
-    ``ratio`` is the measured plan's time over ``nn.Linear``'s (medians;
-    ``ratio_min``: of the least times, steadier on a shared machine).  Also the plan
+    (:func:`qtnn.tn.contract.measured_plan`), ``MPOLinear`` with the cost
+    model's plan alone (``model_ms``, the behaviour before measured plans) and
+    a copy of the ``nn.Linear``, each timed sample a run of consecutive calls
+    (``calls_per_sample``, the same for all four, at least about
+    :data:`MIN_SAMPLE_S` for ``nn.Linear``).  ``ratio`` is the measured plan's
+    time over ``nn.Linear``'s (medians; ``ratio_min``: of the least times,
+    steadier on a shared machine); ``twin_ratio`` is the copy's: how far from
+    1 the machine's noise alone puts a ratio in that cell.  Also the plan
     chosen, the cost model's and FLOPs as a fraction of the dense matmul's.
 
     Examples
@@ -182,7 +185,9 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
                     mpo_linear.MEASURE_PLANS = True
             return run
 
-        steps = {"linear": step(lin, True), "mpo": step(mpo, True), "model": step(mpo, False)}
+        twin = copy.deepcopy(lin)       # nn.Linear against itself: the cell's noise floor
+        steps = {"linear": step(lin, True), "mpo": step(mpo, True), "model": step(mpo, False),
+                 "twin": step(twin, True)}
         # every sample of the cell is the same number of consecutive calls, lasting about
         # MIN_SAMPLE_S for nn.Linear: short calls are timed as in a loop, not one by one
         loops = _loops_for(steps["linear"])
@@ -200,6 +205,7 @@ def bench_mpo_linear(sizes: Sequence[int] = (1024, 4096), bonds: Sequence[int] =
             "linear_ms": 1e3 * t["linear"], "mpo_ms": 1e3 * t["mpo"], "model_ms": 1e3 * t["model"],
             "ratio": t["mpo"] / t["linear"], "model_ratio": t["model"] / t["linear"],
             "ratio_min": least["mpo"] / least["linear"], "model_ratio_min": least["model"] / least["linear"],
+            "twin_ratio": t["twin"] / t["linear"],
             "params_ratio": sum(c.numel() for c in mpo.cores) / (n * n), "calls_per_sample": loops,
         })
     return {
