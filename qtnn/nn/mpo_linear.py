@@ -84,6 +84,19 @@ def _check_dtype(dtype: Any) -> None:
         raise QtnnTypeError(f"dtype must be a real floating torch.dtype or None, got {dtype!r:.80}")
 
 
+def _core_state(cores: Any) -> tuple[Any, ...] | None:
+    """What tells that the cores are unchanged: each one's identity, storage, version, device and dtype.
+
+    ``None`` for cores made under ``torch.inference_mode``, which keep no
+    version counter, so that an in-place change cannot be seen: nothing built
+    from them may be kept.
+    """
+    try:
+        return tuple((id(c), c.data_ptr(), c._version, c.device, c.dtype) for c in cores)
+    except RuntimeError:        # "Inference tensors do not track version counter"
+        return None
+
+
 class MPOLinear(nn.Module):
     r"""Linear layer ``y = W x + b`` with ``W`` held as a Matrix Product Operator.
 
@@ -250,8 +263,6 @@ class MPOLinear(nn.Module):
         if key is not None:
             last = self.__dict__.get("_last_inference")
             if last is not None and last[0] == key:     # the previous call's input, cores unchanged
-                if last[1].kind == "dense":
-                    return torch.nn.functional.linear(x, last[1].ops[0], self.bias)
                 return self._run(x, last[1], last[2])
         # the parameters read straight from the list (indexing a ParameterList costs more than the
         # rest of a cached-weight forward); through indexing where a parametrization sits in between
@@ -280,27 +291,24 @@ class MPOLinear(nn.Module):
     def _inference_key(self, x: Any) -> Any:
         """What decides a forward pass without gradients, or ``None`` where the full path must run.
 
-        The input's shape, dtype and device, :data:`MEASURE_PLANS` and every
-        core's storage and version counter: equal keys give the same plan and
+        The input's shape, dtype and device, :data:`MEASURE_PLANS` and the
+        cores' state (:func:`_core_state`): equal keys give the same plan and
         the same kept operands (:meth:`_prepared`), so the forward pass reuses
         the previous call's without looking them up again.  Not for
         parametrized cores (new tensors on every read), under autocast, JIT
         tracing or compilation (where the plan is the cost model's).
         """
-        cores: Any = self._modules["cores"]   # not through Module.__getattr__: this path is hot
-        if (not isinstance(x, torch.Tensor) or "parametrizations" in cores._modules
+        if (not isinstance(x, torch.Tensor) or self._parametrized()
                 or torch.is_autocast_enabled(x.device.type) or torch.jit.is_tracing()
                 or torch.compiler.is_compiling()):
             return None
-        try:
-            return (x.shape, x.dtype, x.device, MEASURE_PLANS,
-                    *[(id(c), c.data_ptr(), c._version) for c in cores._parameters.values()])
-        except RuntimeError:        # inference tensors have no version counter: see _prepared
-            return None
+        state = _core_state(self._modules["cores"]._parameters.values())  # type: ignore[union-attr]
+        return None if state is None else (x.shape, x.dtype, x.device, MEASURE_PLANS, state)
 
     def _parametrized(self) -> bool:
         """Whether ``self.cores`` is parametrized (``torch.nn.utils.parametrize``): then read by index."""
-        return "parametrizations" in self.cores._modules
+        # not through Module.__getattr__: every forward pass asks
+        return "parametrizations" in self._modules["cores"]._modules  # type: ignore[union-attr]
 
     def _measured_plan(self, x: torch.Tensor, cores: list[torch.Tensor]) -> Any:
         """The measured plan for ``x`` (``None``: leave it to the cost model; see :data:`MEASURE_PLANS`)."""
@@ -335,12 +343,10 @@ class MPOLinear(nn.Module):
         plan, for the :data:`KEPT_PLANS` plans built last (batches of other
         sizes can run other plans; they do not rebuild each other's operands).
         """
-        if any(c.is_inference() for c in cores):
-            # made under torch.inference_mode: no version counter tells an in-place change, so
-            # nothing is kept (built on every call, as with gradients)
+        key = _core_state(cores)
+        if key is None:     # nothing tells an in-place change: built on every call, as with gradients
             with torch.no_grad():
                 return self._build(plan, cores)
-        key = tuple((c.data_ptr(), c._version, c.device, c.dtype) for c in cores)
         kept: dict[Any, tuple[Any, PreparedApply]] = self.__dict__.setdefault("_prepared_cache", {})
         hit = kept.get(plan)
         if hit is not None and hit[0] == key:
