@@ -339,12 +339,16 @@ class MPOLinear(nn.Module):
         """The plan's operands built from the cores (the dense weight, cropped, or the merged blocks).
 
         Kept, with no gradient, while the cores are unchanged (same storage and
-        version counters): an inference loop builds them once.  One entry per
+        version counters): an inference loop builds them once.  Parametrized
+        cores and cores made under ``torch.inference_mode`` are built on every
+        call (nothing tells that they changed).  One entry per
         plan, for the :data:`KEPT_PLANS` plans built last (batches of other
         sizes can run other plans; they do not rebuild each other's operands).
         """
-        key = _core_state(cores)
-        if key is None:     # nothing tells an in-place change: built on every call, as with gradients
+        # parametrized cores are new tensors on every read, whose storage and identity the freed
+        # ones of the last read can share: like inference tensors, nothing tells a change
+        key = None if self._parametrized() else _core_state(cores)
+        if key is None:     # built on every call, as with gradients
             with torch.no_grad():
                 return self._build(plan, cores)
         kept: dict[Any, tuple[Any, PreparedApply]] = self.__dict__.setdefault("_prepared_cache", {})

@@ -295,6 +295,27 @@ def test_moves_copies_and_pickles_leave_the_kept_operands_behind():
         torch.testing.assert_close(layer(x.double()), y.double(), rtol=0, atol=1e-6)
 
 
+def test_parametrized_cores_are_read_on_every_inference_call():
+    # a parametrization returns a new tensor on every read, which can take the freed storage of the
+    # last one (same address, version 0): kept operands would be stale; outputs follow the parameter
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, c):
+            return 2.0 * c
+
+    torch.manual_seed(6)
+    layer = MPOLinear(64, 32, 4, dtype=torch.float64)
+    parametrize.register_parametrization(layer.cores, "0", Double())
+    x = torch.randn(3, 64, dtype=torch.float64)
+    with torch.no_grad():
+        for _ in range(4):
+            w = torch.as_tensor(layer.mpo.to_dense())      # from the parametrized cores, in numpy
+            torch.testing.assert_close(layer(x), x @ w.T + layer.bias, rtol=0, atol=1e-12)
+            layer.cores.parametrizations["0"].original.mul_(1.5)
+    assert not getattr(layer, "_prepared_cache", None)
+
+
 def test_layer_made_in_inference_mode_runs_and_sees_in_place_changes():
     # inference tensors have no version counter: nothing is kept, every call builds from the cores
     torch.manual_seed(4)
